@@ -1,0 +1,617 @@
+//! The core decision, per token: is it due, mint, validate, conditional write, report.
+//!
+//! This module knows the [`TokenStore`] and [`CredentialSource`] traits, never a backend.
+//! [`decide`] is pure; [`rotate_token`] is the only place that sequences I/O for a rotation.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::{Config, DuePolicy, TokenConfig};
+use crate::credentials::{self, CredentialSource};
+use crate::deepvue::{DeepvueClient, MintError};
+use crate::error::ErrorKind;
+use crate::store::{self, RunState, Stored, TokenStore, Version};
+use crate::token::{format_duration, format_time};
+
+/// What a run may do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Rotate even if the stored token is fresh (ignores `renew_before` and `min_interval`).
+    pub force: bool,
+    /// Decide and report, but never mint or write.
+    pub dry_run: bool,
+}
+
+/// Why a token is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DueReason {
+    /// Nothing stored yet.
+    Missing,
+    /// The stored document cannot be used.
+    Unusable(String),
+    /// Within `renew_before` of expiry (or past it).
+    Expiring(chrono::Duration),
+    /// `--force`.
+    Forced,
+}
+
+impl std::fmt::Display for DueReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DueReason::Missing => f.write_str("no token stored yet"),
+            DueReason::Unusable(why) => write!(f, "stored document unusable: {why}"),
+            DueReason::Expiring(left) if left.num_seconds() <= 0 => {
+                write!(f, "stored token expired {} ago", format_duration(-*left))
+            }
+            DueReason::Expiring(left) => {
+                write!(f, "stored token expires in {}", format_duration(*left))
+            }
+            DueReason::Forced => f.write_str("forced"),
+        }
+    }
+}
+
+/// The pure decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Stored token is good for longer than `renew_before`.
+    Fresh,
+    /// Mint now.
+    Due(DueReason),
+    /// Would be due, but it was minted less than `min_interval` ago and is still valid.
+    Throttled,
+}
+
+/// Decide whether a token is due. `now` is passed in so this stays pure.
+pub fn decide(
+    stored: Option<&Stored>,
+    now: DateTime<Utc>,
+    policy: &DuePolicy,
+    force: bool,
+) -> Decision {
+    let doc = match stored {
+        None => return Decision::Due(DueReason::Missing),
+        Some(Stored {
+            document: Err(e), ..
+        }) => return Decision::Due(DueReason::Unusable(e.0.clone())),
+        Some(Stored {
+            document: Ok(doc), ..
+        }) => doc,
+    };
+    if force {
+        return Decision::Due(DueReason::Forced);
+    }
+    let left = doc.expiry - now;
+    let renew_before =
+        chrono::Duration::from_std(policy.renew_before).unwrap_or(chrono::Duration::MAX);
+    if left > renew_before {
+        return Decision::Fresh;
+    }
+    let min_interval =
+        chrono::Duration::from_std(policy.min_interval).unwrap_or(chrono::Duration::MAX);
+    if now - doc.issued_at < min_interval && left > min_interval {
+        return Decision::Throttled;
+    }
+    Decision::Due(DueReason::Expiring(left))
+}
+
+/// What happened to one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not due; nothing done.
+    Fresh,
+    /// Due but minted less than `min_interval` ago; nothing done.
+    Throttled,
+    /// `--dry-run`: would have rotated.
+    WouldRotate,
+    /// A new version was written.
+    Rotated,
+    /// Another runner wrote first; this run wrote nothing.
+    RotatedByAnotherRunner,
+    /// Nothing written; see `error`.
+    Failed,
+}
+
+impl Outcome {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Fresh => "fresh",
+            Outcome::Throttled => "throttled",
+            Outcome::WouldRotate => "would_rotate",
+            Outcome::Rotated => "rotated",
+            Outcome::RotatedByAnotherRunner => "rotated_by_another_runner",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// A classified failure in a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportError {
+    /// The class (decides the exit code).
+    pub kind: ErrorKind,
+    /// What went wrong, naming token, backend and secret id; never a secret.
+    pub message: String,
+}
+
+/// The result of one token's run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenReport {
+    /// Token name.
+    pub name: String,
+    /// Store backend.
+    pub backend: &'static str,
+    /// Store secret id.
+    pub secret_id: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why it was due, when it was.
+    pub reason: Option<String>,
+    /// The current version after the run.
+    pub version: Option<Version>,
+    /// The version this run replaced (rotations only).
+    pub previous_version: Option<Version>,
+    /// Expiry of the current token after the run.
+    pub expiry: Option<String>,
+    /// Seconds until that expiry (negative when expired).
+    pub expires_in_secs: Option<i64>,
+    /// The failure, when `outcome` is `failed`.
+    pub error: Option<ReportError>,
+}
+
+impl TokenReport {
+    /// This token's exit code.
+    pub fn exit_code(&self) -> u8 {
+        self.error.as_ref().map_or(0, |e| e.kind.exit_code())
+    }
+}
+
+/// A configured token with its store and credential source built.
+pub struct Job {
+    /// Its config.
+    pub config: TokenConfig,
+    /// Where its document lives.
+    pub store: Box<dyn TokenStore>,
+    /// Where its credentials come from.
+    pub credentials: Box<dyn CredentialSource>,
+}
+
+impl Job {
+    /// Build from config.
+    pub fn new(config: &TokenConfig, global: &Config) -> Self {
+        Job {
+            store: store::from_config(&config.store, global),
+            credentials: credentials::from_config(&config.credentials),
+            config: config.clone(),
+        }
+    }
+}
+
+/// Shared per-process state for a pass: the Deepvue client is built on first need only, so a
+/// no-op run never loads a trust store.
+pub struct Rotator {
+    config: Arc<Config>,
+    client: OnceCell<Arc<DeepvueClient>>,
+}
+
+impl Rotator {
+    /// A rotator for this config.
+    pub fn new(config: Arc<Config>) -> Self {
+        Rotator {
+            config,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The Deepvue client, built on first use.
+    pub async fn client(&self) -> Result<Arc<DeepvueClient>, MintError> {
+        self.client
+            .get_or_try_init(|| async { DeepvueClient::new(&self.config.deepvue).map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    /// One pass over `jobs`, at most `concurrency` at once; reports in input order.
+    pub async fn rotate_all(&self, jobs: &[Job], opts: RunOptions) -> Vec<TokenReport> {
+        futures::stream::iter(jobs)
+            .map(|job| self.rotate_token(job, opts))
+            .buffered(self.config.concurrency)
+            .collect()
+            .await
+    }
+
+    /// Rotate one token if due. Never panics; every failure ends in the report.
+    pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
+        let span = info_span!(
+            "token",
+            token = %job.config.name,
+            backend = job.store.backend(),
+            secret_id = %job.store.secret_id()
+        );
+        async {
+            let report = self.rotate_inner(job, opts).await;
+            match (&report.outcome, &report.error) {
+                (Outcome::Failed, Some(e)) => {
+                    error!(kind = %e.kind, error = %e.message, "rotation failed")
+                }
+                (Outcome::Rotated, _) => info!(
+                    version = %report.version.as_ref().map(|v| v.0.as_str()).unwrap_or("?"),
+                    expiry = report.expiry.as_deref().unwrap_or("?"),
+                    "rotated"
+                ),
+                (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
+            }
+            if !opts.dry_run {
+                self.record(job, &report).await;
+            }
+            report
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> TokenReport {
+        let store = job.store.as_ref();
+        let mut report = TokenReport {
+            name: job.config.name.clone(),
+            backend: store.backend(),
+            secret_id: store.secret_id(),
+            outcome: Outcome::Failed,
+            reason: None,
+            version: None,
+            previous_version: None,
+            expiry: None,
+            expires_in_secs: None,
+            error: None,
+        };
+        let fail = |mut r: TokenReport, kind: ErrorKind, message: String| {
+            r.outcome = Outcome::Failed;
+            r.error = Some(ReportError {
+                kind,
+                message: format!("token `{}`: {message}", r.name),
+            });
+            r
+        };
+
+        // Serialise with other runners on this host (file store), then decide from what is
+        // stored *now*: a runner that waited sees the token the winner wrote.
+        let _lock = if opts.dry_run {
+            None
+        } else {
+            match store.lock().await {
+                Ok(l) => l,
+                Err(e) => return fail(report, e.kind, e.to_string()),
+            }
+        };
+        let stored = match store.read_current().await {
+            Ok(s) => s,
+            Err(e) => return fail(report, e.kind, e.to_string()),
+        };
+        let now = Utc::now();
+        if let Some(Stored { version, document }) = &stored {
+            report.version = Some(version.clone());
+            if let Ok(doc) = document {
+                report.expiry = Some(format_time(doc.expiry));
+                report.expires_in_secs = Some(doc.expires_in(now).num_seconds());
+            }
+        }
+        let reason = match decide(stored.as_ref(), now, &job.config.policy, opts.force) {
+            Decision::Fresh => {
+                report.outcome = Outcome::Fresh;
+                return report;
+            }
+            Decision::Throttled => {
+                report.outcome = Outcome::Throttled;
+                report.reason = Some(format!(
+                    "due, but minted less than min_interval ({}) ago",
+                    humantime::format_duration(job.config.policy.min_interval)
+                ));
+                return report;
+            }
+            Decision::Due(reason) => reason,
+        };
+        report.reason = Some(reason.to_string());
+        if opts.dry_run {
+            report.outcome = Outcome::WouldRotate;
+            return report;
+        }
+        info!(reason = %reason, "token is due");
+
+        let creds = match job.credentials.load().await {
+            Ok(c) => c,
+            Err(e) => return fail(report, e.kind, e.to_string()),
+        };
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return fail(report, e.kind(), e.to_string()),
+        };
+        let doc = match client.authorize(&creds).await {
+            Ok(d) => d,
+            Err(e) => {
+                let left = report
+                    .expires_in_secs
+                    .map(|s| {
+                        format!(
+                            "; the stored token expires in {}",
+                            format_duration(chrono::Duration::seconds(s))
+                        )
+                    })
+                    .unwrap_or_else(|| "; no usable token is stored".into());
+                return fail(report, e.kind(), format!("{e}{left}"));
+            }
+        };
+        drop(creds);
+        let renew_before =
+            chrono::Duration::from_std(job.config.policy.renew_before).unwrap_or_default();
+        if doc.expires_in(Utc::now()) <= renew_before {
+            warn!(
+                expiry = %format_time(doc.expiry),
+                "the new token expires within renew_before; rotation will repeat every min_interval"
+            );
+        }
+
+        let expected = stored.as_ref().map(|s| s.version.clone());
+        match store.write(&doc, expected.as_ref()).await {
+            Ok(v) => {
+                report.outcome = Outcome::Rotated;
+                report.previous_version = expected;
+                report.version = Some(v);
+                report.expiry = Some(format_time(doc.expiry));
+                report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+                report
+            }
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                info!(error = %e, "another runner rotated first; nothing written");
+                report.outcome = Outcome::RotatedByAnotherRunner;
+                if let Ok(Some(Stored { version, document })) = store.read_current().await {
+                    report.version = Some(version);
+                    if let Ok(d) = document {
+                        report.expiry = Some(format_time(d.expiry));
+                        report.expires_in_secs = Some(d.expires_in(Utc::now()).num_seconds());
+                    }
+                }
+                report
+            }
+            Err(e) => fail(report, e.kind, e.to_string()),
+        }
+    }
+
+    /// Keep the last outcome beside the token, for `status`. Best effort: a failure to record
+    /// is logged and never changes the run's outcome.
+    async fn record(&self, job: &Job, report: &TokenReport) {
+        let store = job.store.as_ref();
+        let previous = match store.read_state().await {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the last run state");
+                return;
+            }
+        };
+        let state = match report.outcome {
+            Outcome::Fresh | Outcome::Throttled | Outcome::WouldRotate => {
+                // Only a recovery is worth a write on a no-op run.
+                if previous.last_outcome.as_deref() != Some("failed") {
+                    return;
+                }
+                RunState {
+                    last_run_at: Some(format_time(Utc::now())),
+                    last_outcome: Some(report.outcome.as_str().into()),
+                    last_error: None,
+                    consecutive_failures: 0,
+                }
+            }
+            Outcome::Rotated | Outcome::RotatedByAnotherRunner => RunState {
+                last_run_at: Some(format_time(Utc::now())),
+                last_outcome: Some(report.outcome.as_str().into()),
+                last_error: None,
+                consecutive_failures: 0,
+            },
+            Outcome::Failed => RunState {
+                last_run_at: Some(format_time(Utc::now())),
+                last_outcome: Some("failed".into()),
+                last_error: report
+                    .error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.kind, e.message)),
+                consecutive_failures: previous.consecutive_failures.saturating_add(1),
+            },
+        };
+        if let Err(e) = store.write_state(&state).await {
+            warn!(error = %e, "cannot record the run state");
+        }
+    }
+}
+
+/// One row of `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusRow {
+    /// Token name.
+    pub name: String,
+    /// Store backend.
+    pub backend: &'static str,
+    /// Store secret id.
+    pub secret_id: String,
+    /// Current version.
+    pub version: Option<Version>,
+    /// When the current token was issued.
+    pub issued_at: Option<String>,
+    /// When it expires.
+    pub expiry: Option<String>,
+    /// Seconds until then.
+    pub expires_in_secs: Option<i64>,
+    /// Whether a run now would rotate.
+    pub due: bool,
+    /// Why it is due.
+    pub due_reason: Option<String>,
+    /// The last recorded outcome.
+    pub last_outcome: Option<String>,
+    /// When that was.
+    pub last_run_at: Option<String>,
+    /// The last recorded failure.
+    pub last_error: Option<String>,
+    /// A problem reading the store now.
+    pub problem: Option<String>,
+}
+
+/// Read every token's state without changing anything.
+pub async fn status(jobs: &[Job], concurrency: usize) -> Vec<StatusRow> {
+    futures::stream::iter(jobs)
+        .map(status_one)
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+async fn status_one(job: &Job) -> StatusRow {
+    let store = job.store.as_ref();
+    let mut row = StatusRow {
+        name: job.config.name.clone(),
+        backend: store.backend(),
+        secret_id: store.secret_id(),
+        version: None,
+        issued_at: None,
+        expiry: None,
+        expires_in_secs: None,
+        due: false,
+        due_reason: None,
+        last_outcome: None,
+        last_run_at: None,
+        last_error: None,
+        problem: None,
+    };
+    let now = Utc::now();
+    match store.read_current().await {
+        Ok(stored) => {
+            if let Some(Stored { version, document }) = &stored {
+                row.version = Some(version.clone());
+                if let Ok(d) = document {
+                    row.issued_at = Some(format_time(d.issued_at));
+                    row.expiry = Some(format_time(d.expiry));
+                    row.expires_in_secs = Some(d.expires_in(now).num_seconds());
+                }
+            }
+            if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.config.policy, false) {
+                row.due = true;
+                row.due_reason = Some(reason.to_string());
+            }
+        }
+        Err(e) => row.problem = Some(e.to_string()),
+    }
+    match store.read_state().await {
+        Ok(Some(s)) => {
+            row.last_outcome = s.last_outcome;
+            row.last_run_at = s.last_run_at;
+            row.last_error = s.last_error;
+        }
+        Ok(None) => {}
+        Err(e) => row.problem = row.problem.or(Some(e.to_string())),
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{DocumentError, TokenDocument};
+    use chrono::TimeZone;
+    use secrecy::SecretString;
+    use std::time::Duration;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn stored(issued_ago_h: i64, expires_in_h: i64) -> Stored {
+        Stored {
+            version: Version("1".into()),
+            document: Ok(TokenDocument {
+                access_token: SecretString::from("t"),
+                token_type: "bearer".into(),
+                issued_at: now() - chrono::Duration::hours(issued_ago_h),
+                expiry: now() + chrono::Duration::hours(expires_in_h),
+            }),
+        }
+    }
+
+    const POLICY: DuePolicy = DuePolicy {
+        renew_before: Duration::from_secs(12 * 3600),
+        min_interval: Duration::from_secs(600),
+    };
+
+    #[track_caller]
+    fn check(stored: Option<&Stored>, force: bool, expect: &str) {
+        let got = match decide(stored, now(), &POLICY, force) {
+            Decision::Fresh => "fresh".to_string(),
+            Decision::Throttled => "throttled".to_string(),
+            Decision::Due(r) => format!("due: {r}"),
+        };
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn due_policy() {
+        check(None, false, "due: no token stored yet");
+        let broken = Stored {
+            version: Version("3".into()),
+            document: Err(DocumentError("token document has no expiry".into())),
+        };
+        check(
+            Some(&broken),
+            false,
+            "due: stored document unusable: token document has no expiry",
+        );
+        check(Some(&stored(1, 23)), false, "fresh");
+        check(Some(&stored(11, 13)), false, "fresh");
+        check(
+            Some(&stored(12, 12)),
+            false,
+            "due: stored token expires in 12h00m",
+        );
+        check(
+            Some(&stored(20, 4)),
+            false,
+            "due: stored token expires in 4h00m",
+        );
+        check(
+            Some(&stored(30, -6)),
+            false,
+            "due: stored token expired 6h00m ago",
+        );
+        check(Some(&stored(1, 23)), true, "due: forced");
+    }
+
+    #[test]
+    fn min_interval_guards_tight_loops_but_not_expiry() {
+        // Deepvue handed out a 2h token: due at once, but not re-minted within 10 minutes.
+        let mut s = stored(0, 2);
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(5);
+        }
+        check(Some(&s), false, "throttled");
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(11);
+        }
+        check(Some(&s), false, "due: stored token expires in 2h00m");
+        // About to expire: never throttled.
+        let mut s = stored(0, 0);
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(1);
+            d.expiry = now() + chrono::Duration::minutes(5);
+        }
+        check(Some(&s), false, "due: stored token expires in 5m00s");
+    }
+}

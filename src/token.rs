@@ -1,0 +1,235 @@
+//! The token document: the JSON contract applications read from the store.
+//!
+//! ```json
+//! {"access_token": "…", "token_type": "bearer", "expiry": "2026-11-29T15:50:18Z", "issued_at": "2026-11-28T15:50:18Z"}
+//! ```
+//!
+//! Times are RFC 3339 in UTC with a `Z` suffix. Readers must ignore unknown fields, so later
+//! versions can add some.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// A minted token with its validity window.
+pub struct TokenDocument {
+    /// The bearer token. Never logged; leaves the process only through a store write or `read`.
+    pub access_token: SecretString,
+    /// As Deepvue returned it, usually `bearer`.
+    pub token_type: String,
+    /// When Deepvue says the token stops working (UTC).
+    pub expiry: DateTime<Utc>,
+    /// When this rotator received it (UTC).
+    pub issued_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for TokenDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenDocument")
+            .field("access_token", &"[REDACTED]")
+            .field("token_type", &self.token_type)
+            .field("expiry", &format_time(self.expiry))
+            .field("issued_at", &format_time(self.issued_at))
+            .finish()
+    }
+}
+
+/// Why a stored document could not be used. Never contains document content.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct DocumentError(pub String);
+
+#[derive(Deserialize)]
+struct RawDocument {
+    access_token: Option<SecretString>,
+    token_type: Option<String>,
+    expiry: Option<String>,
+    issued_at: Option<String>,
+}
+
+impl TokenDocument {
+    /// Serialize for a store write. The result is itself secret (it holds the token).
+    pub fn to_json(&self) -> SecretString {
+        let value = serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "token_type": self.token_type,
+            "expiry": format_time(self.expiry),
+            "issued_at": format_time(self.issued_at),
+        });
+        SecretString::from(value.to_string())
+    }
+
+    /// Parse a stored document. Unknown fields are ignored; errors never echo content.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DocumentError> {
+        let raw: RawDocument = serde_json::from_slice(bytes).map_err(|e| {
+            DocumentError(format!(
+                "not a valid token document ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let access_token = raw
+            .access_token
+            .ok_or_else(|| DocumentError("token document has no access_token".into()))?;
+        if access_token.expose_secret().trim().is_empty() {
+            return Err(DocumentError(
+                "token document has an empty access_token".into(),
+            ));
+        }
+        let expiry = raw
+            .expiry
+            .ok_or_else(|| DocumentError("token document has no expiry".into()))
+            .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("expiry: {e}"))))?;
+        let issued_at = raw
+            .issued_at
+            .ok_or_else(|| DocumentError("token document has no issued_at".into()))
+            .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("issued_at: {e}"))))?;
+        Ok(TokenDocument {
+            access_token,
+            token_type: raw.token_type.unwrap_or_else(|| "bearer".into()),
+            expiry,
+            issued_at,
+        })
+    }
+
+    /// Time left until expiry (negative when expired).
+    pub fn expires_in(&self, now: DateTime<Utc>) -> chrono::Duration {
+        self.expiry - now
+    }
+}
+
+/// Parse an RFC 3339 timestamp with any offset (`Z`, `+05:30`) and optional fractional
+/// seconds, normalised to UTC.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{}` is not an RFC 3339 timestamp ({e})", truncate(s, 64)))
+}
+
+/// Format as RFC 3339 UTC with `Z`, whole seconds. Fractions are truncated, which can only
+/// make an expiry look (sub-second) earlier: the safe direction.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Human-friendly signed duration, e.g. `23h59m`, `-5m`.
+pub fn format_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds();
+    let (sign, secs) = if secs < 0 { ("-", -secs) } else { ("", secs) };
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{sign}{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{sign}{m}m{s:02}s")
+    } else {
+        format!("{sign}{s}s")
+    }
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn parses_z_offsets_and_fractions() {
+        let want = Utc.with_ymd_and_hms(2026, 3, 8, 0, 0, 0).single();
+        assert_eq!(parse_time("2026-03-08T00:00:00Z").ok(), want);
+        assert_eq!(parse_time("2026-03-08T05:30:00+05:30").ok(), want);
+        assert_eq!(parse_time(" 2026-03-07T19:00:00-05:00 ").ok(), want);
+        let frac = parse_time("2026-03-08T00:00:00.123456Z").ok();
+        assert_eq!(frac.map(|t| t.timestamp_subsec_micros()), Some(123456));
+        assert_eq!(
+            frac.map(format_time).as_deref(),
+            Some("2026-03-08T00:00:00Z")
+        );
+        assert_eq!(
+            want.map(format_time).as_deref(),
+            Some("2026-03-08T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_times() {
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-03-08",
+            "2026-03-08 00:00:00",
+            "1700000000",
+            "2026-13-08T00:00:00Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn document_round_trip_and_unknown_fields() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let doc = TokenDocument {
+            access_token: SecretString::from("tok-123"),
+            token_type: "bearer".into(),
+            expiry: now + chrono::Duration::hours(24),
+            issued_at: now,
+        };
+        let json = doc.to_json();
+        let mut v: serde_json::Value =
+            serde_json::from_str(json.expose_secret()).unwrap_or_default();
+        assert_eq!(v["expiry"], "2026-11-29T12:00:00Z");
+        assert_eq!(v["issued_at"], "2026-11-28T12:00:00Z");
+        v["future_field"] = serde_json::json!({"x": 1});
+        let back = TokenDocument::from_json(v.to_string().as_bytes());
+        let back = back
+            .as_ref()
+            .map(|d| (d.access_token.expose_secret().to_string(), d.expiry));
+        assert_eq!(back, Ok(("tok-123".to_string(), doc.expiry)));
+    }
+
+    #[test]
+    fn document_errors_never_echo_content() {
+        let cases: [&[u8]; 5] = [
+            b"{\"access_token\": \"SENTINEL-tok\", \"expiry\": 5}",
+            b"{\"access_token\": \"SENTINEL-tok\"",
+            b"{\"access_token\": \"\", \"expiry\": \"2026-01-01T00:00:00Z\", \"issued_at\": \"2026-01-01T00:00:00Z\"}",
+            b"{\"access_token\": \"SENTINEL-tok\", \"expiry\": \"garbage\", \"issued_at\": \"2026-01-01T00:00:00Z\"}",
+            b"not json SENTINEL-tok",
+        ];
+        for case in cases {
+            let err = TokenDocument::from_json(case).err().map(|e| e.to_string());
+            assert!(err.is_some());
+            assert!(!err.unwrap_or_default().contains("SENTINEL"));
+        }
+    }
+
+    #[test]
+    fn debug_redacts_token() {
+        let doc = TokenDocument {
+            access_token: SecretString::from("SENTINEL-tok"),
+            token_type: "bearer".into(),
+            expiry: Utc::now(),
+            issued_at: Utc::now(),
+        };
+        assert!(!format!("{doc:?}").contains("SENTINEL"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(chrono::Duration::seconds(86_399)), "23h59m");
+        assert_eq!(format_duration(chrono::Duration::seconds(-300)), "-5m00s");
+        assert_eq!(format_duration(chrono::Duration::seconds(7)), "7s");
+    }
+}

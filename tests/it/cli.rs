@@ -1,0 +1,602 @@
+//! The binary, as a user runs it, against the simulator.
+
+use std::time::{Duration, Instant};
+
+use deepvue_rotator::simulator::{Behavior, Malformed, Reply, SimOptions, Simulator};
+use deepvue_rotator::store::{TokenStore, Version};
+use secrecy::ExposeSecret;
+
+use crate::support::{BIN, CLIENT_ID, Env, run};
+
+fn status(code: u16) -> Reply {
+    Reply::Status {
+        status: code,
+        detail: None,
+        retry_after: None,
+    }
+}
+
+#[tokio::test]
+async fn first_mint_then_noop_then_force() {
+    let env = Env::new().await;
+    let cfg = env.config();
+
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("prod: rotated -> version 1"), "{out}");
+    assert_eq!(env.calls(), 1);
+    let first = env.current("prod").await;
+    let first_token = first
+        .as_ref()
+        .and_then(|s| s.document.as_ref().ok())
+        .map(|d| d.access_token.expose_secret().to_string())
+        .unwrap_or_default();
+    assert!(
+        first_token.starts_with("simtok_"),
+        "stored token: {first_token:?}"
+    );
+
+    // Second run: fresh, no authorize call, no new version.
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("prod: fresh, version 1"), "{out}");
+    assert_eq!(env.calls(), 1, "a fresh token must not be re-minted");
+    assert_eq!(env.current_version("prod").await.as_deref(), Some("1"));
+
+    // --force: a new version; the previous one stays readable.
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("rotated -> version 2 (previous 1 kept)"),
+        "{out}"
+    );
+    assert_eq!(env.calls(), 2);
+    let prev = env.store("prod").read_version(&Version("1".into())).await;
+    let prev_token = prev
+        .ok()
+        .flatten()
+        .and_then(|s| s.document.ok())
+        .map(|d| d.access_token.expose_secret().to_string());
+    assert_eq!(prev_token.as_deref(), Some(first_token.as_str()));
+
+    // read prints the current token, and the document for --json.
+    let out = env.run(&cfg, &["read", "prod"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let current = env.current("prod").await.and_then(|s| s.document.ok());
+    let current_token = current
+        .map(|d| d.access_token.expose_secret().to_string())
+        .unwrap_or_default();
+    assert_eq!(out.stdout.trim(), current_token);
+    let out = env.run(&cfg, &["read", "prod", "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert_eq!(doc["access_token"], current_token.as_str());
+    assert_eq!(doc["token_type"], "bearer");
+    for k in ["expiry", "issued_at"] {
+        let t = doc[k].as_str().unwrap_or_default();
+        assert!(
+            t.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{k} = {t}"
+        );
+    }
+
+    // status --json: the documented fields, never the token.
+    let out = env.run(&cfg, &["status", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.all().contains(&current_token));
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let row = &rows[0];
+    assert_eq!(row["name"], "prod");
+    assert_eq!(row["version"], "2");
+    assert_eq!(row["due"], false);
+    assert_eq!(row["last_outcome"], "rotated");
+    let left = row["expires_in_secs"].as_i64().unwrap_or_default();
+    assert!((86_000..=86_400).contains(&left), "expires_in_secs {left}");
+    assert!(row["issued_at"].is_string() && row["expiry"].is_string());
+    let out = env.run(&cfg, &["status"]).await;
+    assert!(
+        out.stdout.contains("NAME")
+            && out.stdout.contains("prod")
+            && !out.all().contains(&current_token),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_and_json_reports() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    let out = env.run(&cfg, &["rotate", "--dry-run", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let reports: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert_eq!(reports[0]["outcome"], "would_rotate");
+    assert_eq!(reports[0]["reason"], "no token stored yet");
+    assert_eq!(env.calls(), 0);
+    assert!(env.current("prod").await.is_none());
+
+    let out = env.run(&cfg, &["rotate", "--json"]).await;
+    let reports: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert_eq!(reports[0]["outcome"], "rotated", "{out}");
+    assert_eq!(reports[0]["version"], "1");
+    assert_eq!(reports[0]["backend"], "file");
+    assert!(reports[0]["error"].is_null());
+
+    let out = env.run(&cfg, &["read", "nope"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("no token named `nope`"), "{out}");
+}
+
+#[tokio::test]
+async fn read_before_any_rotation_says_so() {
+    let env = Env::new().await;
+    let out = env.run(&env.config(), &["read", "prod"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("holds no token yet"), "{out}");
+}
+
+#[tokio::test]
+async fn transient_5xx_twice_then_success() {
+    let env = Env::with(Behavior {
+        script: vec![status(500), status(503)],
+        ..Behavior::default()
+    })
+    .await;
+    let out = env.run(&env.config(), &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 3);
+    assert!(out.stderr.contains("retrying"), "{out}");
+    assert_eq!(env.current_version("prod").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn rate_limited_429_honours_retry_after() {
+    let env = Env::with(Behavior {
+        script: vec![Reply::Status {
+            status: 429,
+            detail: None,
+            retry_after: Some("2".into()),
+        }],
+        ..Behavior::default()
+    })
+    .await;
+    let started = Instant::now();
+    let out = env.run(&env.config(), &["rotate"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 2);
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After: 2 must be waited out, took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let env = Env::with(Behavior {
+        default: status(503),
+        ..Behavior::default()
+    })
+    .await;
+    let cfg = env.write_config(&format!(
+        "{}{}",
+        env.deepvue_section("max_attempts = 3"),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(env.calls(), 3);
+    assert!(
+        out.stdout.contains("FAILED [transient]") && out.stdout.contains("after 3 attempt(s)"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("Source Unavailable"),
+        "Deepvue's detail is kept: {out}"
+    );
+    assert!(env.current("prod").await.is_none());
+}
+
+#[tokio::test]
+async fn rejected_credentials_exit_4_without_retry_and_keep_the_token() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let out = env
+        .run_with_secret(&cfg, "wrong-secret", &["rotate", "--force"])
+        .await;
+    assert_eq!(out.code, 4, "{out}");
+    assert_eq!(env.calls(), 2, "401 must not be retried");
+    assert!(
+        out.stdout.contains("[credentials_rejected]") && out.stdout.contains("HTTP 401"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("Invalid client_id or client_secret"),
+        "{out}"
+    );
+    assert_eq!(env.current_version("prod").await.as_deref(), Some("1"));
+    // status shows the failure.
+    let out = env.run(&cfg, &["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert_eq!(rows[0]["last_outcome"], "failed");
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credentials_rejected")
+    );
+}
+
+#[tokio::test]
+async fn forbidden_403_exit_3_and_keep_the_token() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    env.sim.set_behavior(Behavior {
+        allowed_ips: Some(vec![
+            "203.0.113.7/32".parse().unwrap_or_else(|e| panic!("{e}")),
+        ]),
+        ..Behavior::default()
+    });
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(env.calls(), 2, "403 must not be retried");
+    assert!(
+        out.stdout.contains("[forbidden]") && out.stdout.contains("not whitelisted"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("the stored token expires in"), "{out}");
+    assert_eq!(env.current_version("prod").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn malformed_answers_are_never_stored() {
+    for what in [
+        Malformed::NotJson,
+        Malformed::NoToken,
+        Malformed::EmptyToken,
+        Malformed::Huge,
+        Malformed::Expired,
+    ] {
+        let env = Env::new().await;
+        let cfg = env.write_config(&format!(
+            "{}{}",
+            env.deepvue_section("max_attempts = 2"),
+            env.token_block("prod", "{ backend = \"env\" }")
+        ));
+        assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+        env.sim.set_behavior(Behavior {
+            default: Reply::Malformed { what },
+            ..Behavior::default()
+        });
+        let out = env.run(&cfg, &["rotate", "--force"]).await;
+        assert_eq!(out.code, 1, "{what:?}: {out}");
+        assert!(out.stdout.contains("malformed answer"), "{what:?}: {out}");
+        assert_eq!(
+            env.calls(),
+            3,
+            "{what:?}: malformed answers are retried as transient"
+        );
+        assert_eq!(
+            env.current_version("prod").await.as_deref(),
+            Some("1"),
+            "{what:?}"
+        );
+        let doc = env.current("prod").await.and_then(|s| s.document.ok());
+        assert!(
+            doc.is_some(),
+            "{what:?}: the stored document must stay valid"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_base_url_is_refused_before_anything_is_sent() {
+    let env = Env::new().await;
+    let http = env.sim.base_url().replace("https://", "http://");
+    let cfg = env.write_config(&format!(
+        "[deepvue]\nbase_url = \"{http}\"\n{}",
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("must use https://"), "{out}");
+    assert_eq!(env.calls(), 0);
+}
+
+#[tokio::test]
+async fn untrusted_certificate_fails_and_stores_nothing() {
+    let env = Env::new().await;
+    // A trust store holding some other CA: the simulator's certificate is not trusted.
+    let other = Simulator::start(SimOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("second simulator: {e:#}"));
+    let other_ca = env.path("other-ca.pem");
+    std::fs::write(&other_ca, other.ca_pem()).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.write_config(&format!(
+        "[deepvue]\nbase_url = \"{}\"\n{}",
+        env.sim.base_url(),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    let mut cmd = env.command(&cfg, &["rotate"]);
+    cmd.env("SSL_CERT_FILE", &other_ca);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("TLS with 127.0.0.1 failed") && out.stdout.contains("UnknownIssuer"),
+        "{out}"
+    );
+    assert_eq!(env.calls(), 0);
+    assert!(env.current("prod").await.is_none());
+}
+
+#[tokio::test]
+async fn urlencoded_option_and_multipart_default() {
+    let env = Env::new().await;
+    assert_eq!(
+        env.run(&env.config(), &["rotate", "--token", "prod"])
+            .await
+            .code,
+        0
+    );
+    let cfg = env.write_config(&format!(
+        "{}{}",
+        env.deepvue_section("request_encoding = \"urlencoded\""),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        env.sim.stats().content_types,
+        ["multipart/form-data", "application/x-www-form-urlencoded"]
+    );
+}
+
+#[tokio::test]
+async fn one_rejected_token_does_not_stop_the_others() {
+    let env = Env::new().await;
+    let cfg = env.write_config(&format!(
+        "{}{}{}",
+        env.deepvue_section(""),
+        env.token_block("good", "{ backend = \"env\" }"),
+        env.token_block(
+            "bad",
+            "{ backend = \"env\", client_secret_var = \"IT_WRONG_SECRET\" }"
+        )
+    ));
+    let mut cmd = env.command(&cfg, &["rotate"]);
+    cmd.env("IT_WRONG_SECRET", "not-the-secret");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 4, "{out}");
+    assert_eq!(env.current_version("good").await.as_deref(), Some("1"));
+    assert!(env.current("bad").await.is_none());
+    assert!(
+        out.stdout.contains("good: rotated")
+            && out.stdout.contains("bad: FAILED [credentials_rejected]"),
+        "{out}"
+    );
+
+    // Missing credentials are a config error (2), which outranks everything.
+    let mut cmd = env.command(&cfg, &["rotate", "--force"]);
+    cmd.env_remove("IT_WRONG_SECRET");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("IT_WRONG_SECRET is not set"), "{out}");
+}
+
+#[tokio::test]
+async fn eight_concurrent_runs_mint_once() {
+    let env = Env::with(Behavior {
+        latency_ms: 300,
+        ..Behavior::default()
+    })
+    .await;
+    let cfg = env.config();
+    let runs = (0..8).map(|_| env.run(&cfg, &["rotate"]));
+    let outs = futures::future::join_all(runs).await;
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out}");
+    }
+    assert_eq!(env.calls(), 1, "exactly one authorize call");
+    assert_eq!(
+        env.current_version("prod").await.as_deref(),
+        Some("1"),
+        "exactly one new version"
+    );
+    let rotated = outs
+        .iter()
+        .filter(|o| o.stdout.contains("rotated -> version 1"))
+        .count();
+    let fresh = outs
+        .iter()
+        .filter(|o| o.stdout.contains("fresh, version 1"))
+        .count();
+    assert_eq!((rotated, fresh), (1, 7));
+    let versions = std::fs::read_dir(env.store_dir("prod").join("versions"))
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(versions, 1);
+}
+
+#[tokio::test]
+async fn sigkill_at_any_point_leaves_a_valid_store() {
+    let env = Env::with(Behavior {
+        latency_ms: 20,
+        ..Behavior::default()
+    })
+    .await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let mut completed = 0;
+    for i in 0..24u64 {
+        let mut child = env
+            .command(&cfg, &["rotate", "--force"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        tokio::time::sleep(Duration::from_millis(5 + i * 4)).await;
+        let _ = child.start_kill(); // SIGKILL
+        let status = child.wait().await.unwrap_or_else(|e| panic!("wait: {e}"));
+        if status.success() {
+            completed += 1;
+        }
+        let stored = env.current("prod").await;
+        let doc = stored.as_ref().map(|s| s.document.is_ok());
+        assert_eq!(
+            doc,
+            Some(true),
+            "after kill #{i} the current document must be complete"
+        );
+    }
+    // The next run cleans up and works.
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let leftovers: Vec<_> = walk(&env.store_dir("prod"))
+        .into_iter()
+        .filter(|p| p.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    eprintln!("sigkill test: {completed} of 24 runs completed before the kill");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn config_errors_exit_2_and_name_the_problem() {
+    let env = Env::new().await;
+    let good = format!(
+        "{}{}",
+        env.deepvue_section(""),
+        env.token_block("prod", "{ backend = \"env\" }")
+    );
+    let cases = [
+        (good.replace("backoff_base", "backof_base"), "backof_base"),
+        (
+            good.replace(
+                "{ backend = \"env\" }",
+                "{ backend = \"env\", client_secret = \"inline-SENTINEL\" }",
+            ),
+            "tokens[0].credentials.client_secret",
+        ),
+        (
+            good.replace("backend = \"file\"", "backend = \"s3\""),
+            "tokens[0].store",
+        ),
+        ("[deepvue]\n".to_string(), "no [[tokens]]"),
+    ];
+    for (text, needle) in cases {
+        let cfg = env.write_config(&text);
+        let out = env.run(&cfg, &["rotate"]).await;
+        assert_eq!(out.code, 2, "{needle}: {out}");
+        assert!(out.stderr.contains(needle), "{needle}: {out}");
+        assert!(!out.all().contains("inline-SENTINEL"), "{out}");
+    }
+    assert_eq!(env.calls(), 0);
+
+    // No config at all, and the inline-TOML environment variable.
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("rotate")
+        .env_remove("DEEPVUE_ROTATOR_CONFIG")
+        .env_remove("DEEPVUE_ROTATOR_CONFIG_TOML");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("DEEPVUE_ROTATOR_CONFIG_TOML"), "{out}");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(["rotate", "--dry-run"])
+        .env_remove("DEEPVUE_ROTATOR_CONFIG")
+        .env("DEEPVUE_ROTATOR_CONFIG_TOML", &good);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("would rotate"), "{out}");
+    // Usage errors are 2 as well.
+    let out = env.run(&env.config(), &["rotate", "--bogus"]).await;
+    assert_eq!(out.code, 2, "{out}");
+}
+
+#[tokio::test]
+async fn check_reports_every_problem_without_minting() {
+    let env = Env::new().await;
+    let out = env.run(&env.config(), &["check"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("pass  deepvue tls"), "{out}");
+    assert!(
+        out.stdout.contains("pass  token `prod` credentials"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("pass  token `prod` store"), "{out}");
+
+    let blocker = env.path("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.write_config(&format!(
+        "{}[[tokens]]\nname = \"broken\"\ncredentials = {{ backend = \"env\", client_id_var = \"IT_MISSING_ID\" }}\nstore = {{ backend = \"file\", path = \"{}/x\" }}\n",
+        env.deepvue_section(""),
+        blocker.display()
+    ));
+    let out = env.run(&cfg, &["check", "--json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let items: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let failed: Vec<String> = items
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["status"] == "fail")
+                .map(|i| i["check"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        failed,
+        ["token `broken` credentials", "token `broken` store"],
+        "{out}"
+    );
+    assert_eq!(env.calls(), 0, "check never mints");
+}
+
+#[tokio::test]
+async fn demo_runs_offline() {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("demo").env_remove("SSL_CERT_FILE");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    for needle in [
+        "rotated -> version 1",
+        "fresh, version 1",
+        "authorize calls so far: 1",
+        "FAILED [forbidden]",
+        "exit code: 3",
+    ] {
+        assert!(out.stdout.contains(needle), "missing {needle:?}: {out}");
+    }
+    assert!(
+        !out.all().contains("simtok_"),
+        "the demo must not print tokens: {out}"
+    );
+    let _ = CLIENT_ID;
+}
+
+impl Env {
+    pub async fn run_with_secret(
+        &self,
+        config: &std::path::Path,
+        secret: &str,
+        args: &[&str],
+    ) -> crate::support::Output {
+        let mut cmd = self.command(config, args);
+        cmd.env("DEEPVUE_CLIENT_SECRET", secret);
+        run(cmd).await
+    }
+}

@@ -1,0 +1,153 @@
+//! Test fixtures: a simulator, a temp dir, a config, and the real binary.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deepvue_rotator::simulator::{Behavior, SimOptions, Simulator};
+use deepvue_rotator::store::file::FileStore;
+use deepvue_rotator::store::{Stored, TokenStore};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_deepvue-rotator");
+pub const CLIENT_ID: &str = "it-client-7d41";
+pub const CLIENT_SECRET: &str = "it-secret-SENTINEL-5f1c2a9e";
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A simulator that accepts only CLIENT_ID/CLIENT_SECRET, a temp dir, and its CA file.
+pub struct Env {
+    pub sim: Simulator,
+    pub dir: TempDir,
+    pub ca: PathBuf,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        Self::with(Behavior::default()).await
+    }
+
+    pub async fn with(behavior: Behavior) -> Env {
+        let sim = Simulator::start(SimOptions {
+            credentials: Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
+            behavior,
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the Deepvue simulator must start on 127.0.0.1: {e:#}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, sim.ca_pem()).unwrap_or_else(|e| panic!("write CA: {e}"));
+        Env { sim, dir, ca }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store_dir(&self, token: &str) -> PathBuf {
+        self.path(&format!("store/{token}"))
+    }
+
+    /// `[deepvue]` pointing at the simulator with fast retries, plus `extra` lines in it.
+    pub fn deepvue_section(&self, extra: &str) -> String {
+        format!(
+            "[deepvue]\nbase_url = \"{}\"\nca_file = \"{}\"\nbackoff_base = \"50ms\"\nbackoff_max = \"200ms\"\n{extra}\n",
+            self.sim.base_url(),
+            self.ca.display()
+        )
+    }
+
+    pub fn token_block(&self, name: &str, credentials: &str) -> String {
+        format!(
+            "[[tokens]]\nname = \"{name}\"\ncredentials = {credentials}\nstore = {{ backend = \"file\", path = \"{}\" }}\n",
+            self.store_dir(name).display()
+        )
+    }
+
+    /// The usual one-token config, written to a file.
+    pub fn config(&self) -> PathBuf {
+        self.write_config(&format!(
+            "{}{}",
+            self.deepvue_section(""),
+            self.token_block("prod", "{ backend = \"env\" }")
+        ))
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.path(&format!("config-{}.toml", rand::random::<u32>()));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write config: {e}"));
+        path
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.sim.stats().authorize_calls
+    }
+
+    pub fn store(&self, token: &str) -> FileStore {
+        FileStore::new(self.store_dir(token), 5, Duration::from_secs(10))
+    }
+
+    pub async fn current(&self, token: &str) -> Option<Stored> {
+        self.store(token)
+            .read_current()
+            .await
+            .unwrap_or_else(|e| panic!("store must stay readable: {e}"))
+    }
+
+    pub async fn current_version(&self, token: &str) -> Option<String> {
+        self.current(token).await.map(|s| s.version.0)
+    }
+
+    pub fn command(&self, config: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("DEEPVUE_ROTATOR_CONFIG")
+            .env_remove("DEEPVUE_ROTATOR_CONFIG_TOML")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .env("DEEPVUE_CLIENT_ID", CLIENT_ID)
+            .env("DEEPVUE_CLIENT_SECRET", CLIENT_SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    pub async fn run(&self, config: &Path, args: &[&str]) -> Output {
+        run(self.command(config, args)).await
+    }
+}
+
+pub async fn run(mut cmd: tokio::process::Command) -> Output {
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {BIN}: {e}"));
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
