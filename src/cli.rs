@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use crate::config::{self, Config};
 use crate::credentials::{CredentialSource, EnvCredentials};
-use crate::deepvue::DeepvueClient;
 use crate::error::{ErrorKind, combine_exit_codes};
 use crate::logging::{self, LogFormat};
 use crate::rotate::{self, Job, Outcome, Rotator, RunOptions, StatusRow, TokenReport};
@@ -183,9 +182,9 @@ async fn run(cli: Cli) -> u8 {
             Ok(c) => cmd_read(c, name, json).await,
             Err(code) => Err(code),
         },
-        Command::Check { json } => match load() {
+        Command::Check { json } => match config::load(cli.config.as_deref()) {
             Ok(c) => cmd_check(c, json).await,
-            Err(code) => Err(code),
+            Err(e) => Ok(check_invalid_config(&e, json)),
         },
         Command::Demo => cmd_demo().await,
         Command::Simulate(args) => cmd_simulate(args).await,
@@ -259,12 +258,51 @@ pub fn describe_report(r: &TokenReport) -> String {
         left(r.expires_in_secs)
     );
     let at = format!("[{} {}]", r.backend, r.secret_id);
+    let mut line = describe_outcome(r, &v, &exp, &at);
+    if let Some(e) = &r.egress
+        && r.outcome != Outcome::Failed
+        && !e.outside_expected().is_empty()
+    {
+        line.push_str(&format!(
+            "\n  WARNING egress drift: {}; Deepvue will answer 403 at the next rotation",
+            e.summary()
+        ));
+    }
+    for a in &r.alerts {
+        let action = match a.action {
+            crate::alert::Action::Trigger => {
+                format!("alert {} ({:?})", a.condition.as_str(), a.severity).to_lowercase()
+            }
+            crate::alert::Action::Resolve => format!("resolved {}", a.condition.as_str()),
+        };
+        let delivered = if a.delivered.is_empty() {
+            "log only".to_string()
+        } else {
+            a.delivered.join(", ")
+        };
+        line.push_str(&format!("\n  {action} -> {delivered}"));
+        if !a.failed.is_empty() {
+            line.push_str(&format!("; FAILED: {}", a.failed.join("; ")));
+        }
+    }
+    line
+}
+
+fn describe_outcome(
+    r: &TokenReport,
+    v: &dyn Fn(&Option<crate::store::Version>) -> String,
+    exp: &str,
+    at: &str,
+) -> String {
     match r.outcome {
         Outcome::Rotated => format!(
-            "{}: rotated -> version {} (previous {} kept); {exp} {at}",
+            "{}: rotated -> version {}{}; {exp} {at}",
             r.name,
             v(&r.version),
-            v(&r.previous_version)
+            r.previous_version
+                .as_ref()
+                .map(|p| format!(" (previous {p} kept)"))
+                .unwrap_or_default()
         ),
         Outcome::RotatedByAnotherRunner => format!(
             "{}: rotated by another runner -> version {}; nothing written by this run; {exp} {at}",
@@ -352,6 +390,12 @@ fn print_status(rows: &[StatusRow]) {
         if let Some(p) = &r.problem {
             let _ = writeln!(out, "  problem: {p}");
         }
+        if !r.active_alerts.is_empty() {
+            let _ = writeln!(out, "  open alerts: {}", r.active_alerts.join(", "));
+        }
+        if let Some(e) = &r.last_alert_error {
+            let _ = writeln!(out, "  alert delivery failed: {}", truncate(e, 400));
+        }
         if let Some(d) = r.due_reason.as_deref().filter(|_| r.due) {
             let _ = writeln!(out, "  due: {d}");
         }
@@ -400,94 +444,315 @@ async fn cmd_read(config: Config, name: &str, json: bool) -> Result<u8, u8> {
     }
 }
 
-/// One line of `check`.
+/// One line of `check`: an item of Deepvue's production checklist, evaluated.
 #[derive(Debug, Serialize)]
 pub struct CheckItem {
-    /// What was checked.
+    /// Stable id of the checklist item.
+    pub item: &'static str,
+    /// What it checks, for humans.
     pub check: String,
-    /// `pass` or `fail`.
+    /// `pass`, `fail` or `unknown`.
     pub status: &'static str,
-    /// Details.
+    /// Why.
     pub detail: String,
 }
 
-async fn cmd_check(config: Config, json: bool) -> Result<u8, u8> {
-    let mut items = vec![CheckItem {
-        check: "config".into(),
-        status: "pass",
-        detail: format!(
-            "{} parsed and validated; {} token(s)",
-            config.origin,
-            config.tokens.len()
-        ),
-    }];
-    let jobs = jobs_for(&config, &[])?;
-    for job in &jobs {
-        let name = &job.config.name;
-        items.push(match job.credentials.load().await {
-            Ok(_) => CheckItem {
-                check: format!("token `{name}` credentials"),
-                status: "pass",
-                detail: format!("read from {}", job.credentials.describe()),
-            },
-            Err(e) => CheckItem {
-                check: format!("token `{name}` credentials"),
-                status: "fail",
-                detail: e.to_string(),
-            },
-        });
-        items.push(match job.store.check().await {
-            Ok(()) => CheckItem {
-                check: format!("token `{name}` store"),
-                status: "pass",
-                detail: format!(
-                    "{} store `{}` reachable and writable",
-                    job.store.backend(),
-                    job.store.secret_id()
-                ),
-            },
-            Err(e) => CheckItem {
-                check: format!("token `{name}` store"),
-                status: "fail",
-                detail: e.to_string(),
-            },
-        });
+fn item(
+    item: &'static str,
+    check: impl Into<String>,
+    status: &'static str,
+    detail: impl Into<String>,
+) -> CheckItem {
+    CheckItem {
+        item,
+        check: check.into(),
+        status,
+        detail: detail.into(),
     }
-    let host = config.deepvue.base_url.to_string();
-    items.push(match DeepvueClient::new(&config.deepvue) {
-        Ok(client) => match client.handshake().await {
-            Ok(status) => CheckItem {
-                check: "deepvue tls".into(),
-                status: "pass",
-                detail: format!(
-                    "TLS handshake with {} verified (HTTP {} to GET /; nothing minted)",
-                    client.host(),
-                    status.as_u16()
-                ),
-            },
-            Err(e) => CheckItem {
-                check: "deepvue tls".into(),
-                status: "fail",
-                detail: format!("{host}: {e}"),
-            },
-        },
-        Err(e) => CheckItem {
-            check: "deepvue tls".into(),
-            status: "fail",
-            detail: e.to_string(),
-        },
-    });
+}
+
+const CHECK_HTTPS: &str = "every endpoint is HTTPS";
+const CHECK_CREDS: &str = "credentials come from env or a secret manager";
+const CHECK_INLINE: &str = "no credential in the config";
+const CHECK_EGRESS: &str = "egress IP is in expected_ips";
+const CHECK_REFRESH: &str = "tokens are cached and refreshed ahead";
+const CHECK_ALERTS: &str = "alerting is configured and reachable";
+const CHECK_STORES: &str = "stores are reachable and writable";
+const CHECK_TLS: &str = "Deepvue TLS handshake";
+
+fn print_checks(items: &[CheckItem], json: bool) -> u8 {
     let failed = items.iter().filter(|i| i.status == "fail").count();
+    let unknown = items.iter().filter(|i| i.status == "unknown").count();
     if json {
         print_json(&items);
     } else {
         let mut out = std::io::stdout().lock();
-        for i in &items {
-            let _ = writeln!(out, "{:<4}  {}: {}", i.status, i.check, i.detail);
+        for i in items {
+            let _ = writeln!(
+                out,
+                "{:<7}  {}: {}",
+                i.status.to_uppercase(),
+                i.check,
+                i.detail
+            );
         }
-        let _ = writeln!(out, "{} check(s), {failed} failed", items.len());
+        let _ = writeln!(
+            out,
+            "{} check(s): {failed} failed, {unknown} unknown",
+            items.len()
+        );
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    u8::from(failed > 0)
+}
+
+/// `check` on a config that does not load: the broken item fails, the rest are unknown.
+fn check_invalid_config(e: &config::ConfigError, json: bool) -> u8 {
+    use config::ProblemCategory::*;
+    let (failing, name) = match e.category {
+        InlineSecret => ("no-inline-secrets", CHECK_INLINE),
+        InsecureEndpoint => ("https", CHECK_HTTPS),
+        Invalid => ("config", "config is valid"),
+    };
+    let mut items = vec![item(failing, name, "fail", e.to_string())];
+    for (id, name) in [
+        ("config", "config is valid"),
+        ("https", CHECK_HTTPS),
+        ("credentials", CHECK_CREDS),
+        ("no-inline-secrets", CHECK_INLINE),
+        ("egress", CHECK_EGRESS),
+        ("refresh-ahead", CHECK_REFRESH),
+        ("alerting", CHECK_ALERTS),
+        ("stores", CHECK_STORES),
+    ] {
+        if id != failing {
+            items.push(item(
+                id,
+                name,
+                "unknown",
+                "not evaluated: the config does not load",
+            ));
+        }
+    }
+    print_checks(&items, json);
+    EXIT_CONFIG
+}
+
+async fn cmd_check(config: Config, json: bool) -> Result<u8, u8> {
+    let config = Arc::new(config);
+    let jobs = jobs_for(&config, &[])?;
+    let rotator = Rotator::new(config.clone());
+    let mut items = vec![item(
+        "config",
+        "config is valid",
+        "pass",
+        format!(
+            "{} parsed and validated; {} token(s)",
+            config.origin,
+            config.tokens.len()
+        ),
+    )];
+
+    // HTTPS everywhere. Inline URLs were validated at load; referenced ones are resolved now.
+    let mut insecure = Vec::new();
+    let mut notes = vec![format!("deepvue {}", config.deepvue.base_url)];
+    for s in &config.alerting.sinks {
+        if let config::SinkConfig::Webhook {
+            url: config::UrlValue::Ref(r),
+            name,
+            ..
+        }
+        | config::SinkConfig::Slack { url: r, name } = s
+        {
+            match r.resolve() {
+                Ok(u) if u.expose_secret().starts_with("https://") => {
+                    notes.push(format!("{name} (from {})", r.describe()))
+                }
+                Ok(_) => insecure.push(format!(
+                    "alert sink {name}: the URL in {} is not https://",
+                    r.describe()
+                )),
+                Err(e) => insecure.push(format!("alert sink {name}: {e}")),
+            }
+        }
+    }
+    if let Some(e) = &config.aws.endpoint_url {
+        notes.push(format!(
+            "aws {e}{}",
+            if e.starts_with("http://") {
+                " (loopback emulator)"
+            } else {
+                ""
+            }
+        ));
+    }
+    items.push(if insecure.is_empty() {
+        item(
+            "https",
+            CHECK_HTTPS,
+            "pass",
+            format!(
+                "HTTPS with verified certificates, TLS >= 1.2: {}",
+                notes.join(", ")
+            ),
+        )
+    } else {
+        item("https", CHECK_HTTPS, "fail", insecure.join("; "))
+    });
+
+    // Credentials: where from, and readable now.
+    for job in &jobs {
+        let name = &job.config.name;
+        let source = job.credentials.describe();
+        let loose = matches!(
+            job.config.credentials,
+            config::CredentialsConfig::File { .. }
+        );
+        let readable = job.credentials.load().await;
+        items.push(match (loose, readable) {
+            (_, Err(e)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "fail", e.to_string()),
+            (true, Ok(_)) => item(
+                "credentials",
+                format!("{CHECK_CREDS} (token `{name}`)"),
+                "fail",
+                format!("read from a loose file ({source}); keep them in environment variables or a secret manager"),
+            ),
+            (false, Ok(_)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "pass", format!("read from {source}")),
+        });
+    }
+    items.push(item(
+        "no-inline-secrets",
+        CHECK_INLINE,
+        "pass",
+        "no secret-looking key holds a value in the config",
+    ));
+
+    // Egress.
+    let e = &config.egress;
+    items.push(if e.expected.is_empty() {
+        item(
+            "egress",
+            CHECK_EGRESS,
+            "fail",
+            "egress.expected_ips is not set: drift cannot be seen before Deepvue answers 403",
+        )
+    } else if !e.probe {
+        item("egress", CHECK_EGRESS, "unknown", "egress.probe = false")
+    } else {
+        match rotator.egress().await {
+            Some(r) if r.observed.is_empty() => {
+                item("egress", CHECK_EGRESS, "unknown", r.summary())
+            }
+            Some(r) if !r.outside_expected().is_empty() => {
+                item("egress", CHECK_EGRESS, "fail", r.summary())
+            }
+            Some(r) => item("egress", CHECK_EGRESS, "pass", r.summary()),
+            None => item(
+                "egress",
+                CHECK_EGRESS,
+                "unknown",
+                "the Deepvue HTTP client could not be built",
+            ),
+        }
+    });
+
+    // Refresh ahead of expiry.
+    for t in &config.tokens {
+        let rb = t.policy.renew_before;
+        let check = format!("{CHECK_REFRESH} (token `{}`)", t.name);
+        let rb_h = humantime::format_duration(rb);
+        items.push(if rb < Duration::from_secs(3600) {
+            item("refresh-ahead", check, "fail", format!("renew_before = {rb_h} leaves under an hour for retries and alerts"))
+        } else {
+            match config.run_every {
+                Some(every) if rb < every * 2 => item(
+                    "refresh-ahead",
+                    check,
+                    "fail",
+                    format!("renew_before = {rb_h} but the job runs every {}: at least two runs must fall inside the renewal window", humantime::format_duration(every)),
+                ),
+                Some(every) => item(
+                    "refresh-ahead",
+                    check,
+                    "pass",
+                    format!("tokens are reused until {rb_h} before expiry; runs every {} give {} chances to renew", humantime::format_duration(every), rb.as_secs() / every.as_secs().max(1)),
+                ),
+                None => item(
+                    "refresh-ahead",
+                    check,
+                    "unknown",
+                    format!("renew_before = {rb_h} is sane against the 24h lifetime; set rotation.run_every to the schedule so it can be checked against it"),
+                ),
+            }
+        });
+    }
+
+    // Alerting.
+    if !rotator.alerter().has_sinks() {
+        items.push(item(
+            "alerting",
+            CHECK_ALERTS,
+            "fail",
+            "no [[alerts]] sink configured: a 403 or a failing rotation would only reach the logs",
+        ));
+    }
+    for (name, r) in rotator.alerter().check().await {
+        items.push(match r {
+            Ok(d) => item(
+                "alerting",
+                format!("{CHECK_ALERTS} (sink {name})"),
+                "pass",
+                d,
+            ),
+            Err(e) => item(
+                "alerting",
+                format!("{CHECK_ALERTS} (sink {name})"),
+                "fail",
+                e,
+            ),
+        });
+    }
+
+    // Stores.
+    for job in &jobs {
+        let check = format!("{CHECK_STORES} (token `{}`)", job.config.name);
+        items.push(match job.store.check().await {
+            Ok(()) => item(
+                "stores",
+                check,
+                "pass",
+                format!(
+                    "{} store `{}` reachable and writable",
+                    job.store.backend(),
+                    job.store.secret_id()
+                ),
+            ),
+            Err(e) => item("stores", check, "fail", e.to_string()),
+        });
+    }
+
+    // Deepvue TLS.
+    items.push(match rotator.client().await {
+        Ok(client) => match client.handshake().await {
+            Ok(status) => item(
+                "deepvue-tls",
+                CHECK_TLS,
+                "pass",
+                format!(
+                    "TLS handshake with {} verified (HTTP {} to GET /; nothing minted)",
+                    client.host(),
+                    status.as_u16()
+                ),
+            ),
+            Err(e) => item(
+                "deepvue-tls",
+                CHECK_TLS,
+                "fail",
+                format!("{}: {e}", config.deepvue.base_url),
+            ),
+        },
+        Err(e) => item("deepvue-tls", CHECK_TLS, "fail", e.to_string()),
+    });
+    Ok(print_checks(&items, json))
 }
 
 async fn cmd_demo() -> Result<u8, u8> {
@@ -677,9 +942,19 @@ async fn cmd_simulate(args: SimulateArgs) -> Result<u8, u8> {
             return Ok(1);
         }
     };
-    let ca_out = args
-        .ca_out
-        .unwrap_or_else(|| std::env::temp_dir().join("deepvue-simulator-ca.pem"));
+    let ca_out = match args.ca_out {
+        Some(p) => p,
+        None => match tempfile::Builder::new()
+            .prefix("deepvue-simulator-")
+            .tempdir()
+        {
+            Ok(d) => d.keep().join("ca.pem"),
+            Err(e) => {
+                eprintln!("error: cannot create a directory for the CA: {e}");
+                return Ok(1);
+            }
+        },
+    };
     if let Err(e) = std::fs::write(&ca_out, sim.ca_pem()) {
         eprintln!("error: cannot write the CA to {}: {e}", ca_out.display());
         return Ok(1);

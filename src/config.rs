@@ -28,6 +28,19 @@ pub struct ConfigError {
     pub origin: String,
     /// What is wrong, naming the key path.
     pub message: String,
+    /// Which production-checklist item it breaks (for `check`).
+    pub category: ProblemCategory,
+}
+
+/// The checklist item a config problem belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemCategory {
+    /// A secret written inline in the file.
+    InlineSecret,
+    /// A non-HTTPS endpoint.
+    InsecureEndpoint,
+    /// Anything else.
+    Invalid,
 }
 
 impl ConfigError {
@@ -35,8 +48,73 @@ impl ConfigError {
         ConfigError {
             origin: origin.to_string(),
             message: message.into(),
+            category: ProblemCategory::Invalid,
         }
     }
+
+    fn with(mut self, category: ProblemCategory) -> Self {
+        self.category = category;
+        self
+    }
+}
+
+/// A secret value given by reference: `{ env = "NAME" }` or `{ file = "/path" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Environment variable holding the value.
+    pub env: Option<String>,
+    /// File holding the value (trailing newline trimmed).
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Where the value lives, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.env, &self.file) {
+            (Some(e), _) => format!("env {e}"),
+            (None, Some(f)) => format!("file {}", f.display()),
+            (None, None) => "nothing".into(),
+        }
+    }
+
+    /// Read the value now.
+    pub fn resolve(&self) -> Result<secrecy::SecretString, String> {
+        let value = match (&self.env, &self.file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            _ => return Err("a secret reference needs exactly one of env or file".into()),
+        };
+        if value.trim().is_empty() {
+            return Err(format!("{} is empty", self.describe()));
+        }
+        Ok(secrecy::SecretString::from(value))
+    }
+
+    fn validate(&self, at: &str) -> Result<(), String> {
+        match (&self.env, &self.file) {
+            (Some(e), None) if !e.is_empty() => Ok(()),
+            (None, Some(f)) if !f.as_os_str().is_empty() => Ok(()),
+            _ => Err(format!(
+                "{at} must be {{ env = \"NAME\" }} or {{ file = \"/path\" }} (exactly one)"
+            )),
+        }
+    }
+}
+
+/// A URL that may be written inline or given by reference.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UrlValue {
+    /// Written in the file.
+    Inline(String),
+    /// By reference.
+    Ref(SecretRef),
 }
 
 /// A duration written the human way: `90s`, `10m`, `12h`, `1h 30m`.
@@ -114,6 +192,64 @@ struct RawConfig {
     rotation: RawRotation,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    alerting: RawAlerting,
+    #[serde(default)]
+    alerts: Vec<RawAlert>,
+    #[serde(default)]
+    aws: RawAws,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    expected_ips: Option<Vec<String>>,
+    probe_urls: Option<Vec<String>>,
+    probe: Option<bool>,
+    probe_timeout: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerting {
+    environment: Option<String>,
+    escalate_before: Option<Dur>,
+    repeat_every: Option<Dur>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawAlert {
+    Webhook {
+        name: Option<String>,
+        url: UrlValue,
+        secret: Option<SecretRef>,
+    },
+    Slack {
+        name: Option<String>,
+        url: UrlValue,
+    },
+    Pagerduty {
+        name: Option<String>,
+        routing_key: SecretRef,
+        url: Option<String>,
+    },
+    Sns {
+        name: Option<String>,
+        topic_arn: String,
+        message_group_id: Option<String>,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    profile: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,6 +261,7 @@ struct RawDeepvue {
     connect_timeout: Option<Dur>,
     request_timeout: Option<Dur>,
     max_attempts: Option<u32>,
+    ip_family: Option<IpFamily>,
     retry_deadline: Option<Dur>,
     backoff_base: Option<Dur>,
     backoff_max: Option<Dur>,
@@ -137,6 +274,7 @@ struct RawRotation {
     min_interval: Option<Dur>,
     concurrency: Option<usize>,
     lock_timeout: Option<Dur>,
+    run_every: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +285,108 @@ struct RawToken {
     store: StoreConfig,
     renew_before: Option<Dur>,
     min_interval: Option<Dur>,
+}
+
+/// Which address family outbound calls use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    /// IPv4 only (the default): Deepvue whitelists IPv4 addresses, and the egress probes must
+    /// see the same address family as the authorize call.
+    #[default]
+    Ipv4,
+    /// Whatever the resolver and the host prefer.
+    Any,
+}
+
+/// `[egress]`: the egress-IP probes and the whitelist they are compared with.
+#[derive(Clone, Debug)]
+pub struct EgressConfig {
+    /// The IPs / CIDRs Deepvue whitelists for this account.
+    pub expected: Vec<ipnet::IpNet>,
+    /// "What is my IP" endpoints; each must answer the bare IP.
+    pub probe_urls: Vec<Url>,
+    /// Probing enabled (default true).
+    pub probe: bool,
+    /// Per-probe timeout (default 3 s).
+    pub probe_timeout: Duration,
+}
+
+/// One `[[alerts]]` sink.
+#[derive(Clone, Debug)]
+pub enum SinkConfig {
+    /// Generic JSON webhook, optionally signed per Standard Webhooks.
+    Webhook {
+        /// Display name.
+        name: String,
+        /// Target URL.
+        url: UrlValue,
+        /// `whsec_…` signing secret.
+        secret: Option<SecretRef>,
+    },
+    /// Slack incoming webhook.
+    Slack {
+        /// Display name.
+        name: String,
+        /// The webhook URL (a secret; by reference only).
+        url: SecretRef,
+    },
+    /// PagerDuty Events API v2.
+    PagerDuty {
+        /// Display name.
+        name: String,
+        /// Integration key (by reference only).
+        routing_key: SecretRef,
+        /// Events endpoint.
+        url: Url,
+    },
+    /// AWS SNS Publish.
+    Sns {
+        /// Display name.
+        name: String,
+        /// Topic ARN (`.fifo` topics get a message group and dedup id).
+        topic_arn: String,
+        /// FIFO message group (default: the token name).
+        message_group_id: Option<String>,
+    },
+}
+
+impl SinkConfig {
+    /// Display name.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Webhook { name, .. }
+            | SinkConfig::Slack { name, .. }
+            | SinkConfig::PagerDuty { name, .. }
+            | SinkConfig::Sns { name, .. } => name,
+        }
+    }
+}
+
+/// `[alerting]` plus the `[[alerts]]` sinks.
+#[derive(Clone, Debug)]
+pub struct AlertingConfig {
+    /// Environment label in every alert (default `default`).
+    pub environment: String,
+    /// Severity turns critical when the stored token has less than this left (default 6 h).
+    pub escalate_before: Duration,
+    /// The same condition alerts again after this long (default 4 h).
+    pub repeat_every: Duration,
+    /// Extra trust anchor for sink endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// The sinks.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[aws]`: used by AWS-backed parts (SNS alerts).
+#[derive(Clone, Debug, Default)]
+pub struct AwsConfig {
+    /// Region (else the standard chain: AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint override (else AWS_ENDPOINT_URL); plain http only for loopback emulators.
+    pub endpoint_url: Option<String>,
+    /// Named profile.
+    pub profile: Option<String>,
 }
 
 /// Retry policy for the authorize call.
@@ -175,6 +415,8 @@ pub struct DeepvueConfig {
     pub connect_timeout: Duration,
     /// Per-attempt total timeout (default 30 s).
     pub request_timeout: Duration,
+    /// Address family for Deepvue calls and egress probes.
+    pub ip_family: IpFamily,
     /// Retries.
     pub retry: RetryPolicy,
 }
@@ -212,8 +454,16 @@ pub struct Config {
     pub concurrency: usize,
     /// How long to wait for another runner's rotation lock (default 60 s).
     pub lock_timeout: Duration,
+    /// How often the job is scheduled, if stated (lets `check` judge `renew_before`).
+    pub run_every: Option<Duration>,
     /// `[[tokens]]`.
     pub tokens: Vec<TokenConfig>,
+    /// `[egress]`.
+    pub egress: EgressConfig,
+    /// `[alerting]` and `[[alerts]]`.
+    pub alerting: AlertingConfig,
+    /// `[aws]`.
+    pub aws: AwsConfig,
 }
 
 /// Keys that hold secrets. With a plain value anywhere in the file they are refused; a
@@ -266,7 +516,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         .map_err(|e| ConfigError::new(origin, format!("invalid TOML: {}", e.message())))?;
     let mut path = Vec::new();
     reject_inline_secrets(&toml::Value::Table(table.clone()), &mut path)
-        .map_err(|m| ConfigError::new(origin, m))?;
+        .map_err(|m| ConfigError::new(origin, m).with(ProblemCategory::InlineSecret))?;
     let raw: RawConfig =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let at = e.path().to_string();
@@ -336,7 +586,8 @@ impl Config {
             return Err(err(format!(
                 "deepvue.base_url must use https:// (got `{base}`); credentials are never sent \
                  over plain HTTP"
-            )));
+            ))
+            .with(ProblemCategory::InsecureEndpoint));
         }
         if base_url.host_str().is_none_or(str::is_empty) {
             return Err(err(format!("deepvue.base_url `{base}` has no host")));
@@ -393,6 +644,7 @@ impl Config {
                 d.request_timeout,
                 Duration::from_secs(30),
             )?,
+            ip_family: d.ip_family.unwrap_or_default(),
             retry: RetryPolicy {
                 max_attempts,
                 deadline: positive(
@@ -518,13 +770,244 @@ impl Config {
                 policy,
             });
         }
+        let run_every = r.run_every.map(|d| d.0);
+        let egress = validate_egress(raw.egress, origin)?;
+        let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
+        let aws = validate_aws(raw.aws, origin)?;
         Ok(Config {
             origin: origin.to_string(),
             deepvue,
             concurrency,
             lock_timeout,
+            run_every,
             tokens,
+            egress,
+            alerting,
+            aws,
         })
+    }
+}
+
+/// Default "what is my IP" endpoints.
+pub const DEFAULT_PROBE_URLS: [&str; 2] =
+    ["https://checkip.amazonaws.com", "https://api.ipify.org"];
+/// PagerDuty's public Events API v2 endpoint.
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+fn https_url(origin: &str, at: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(origin, format!("{at} `{value}` is not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(
+            ConfigError::new(origin, format!("{at} must use https:// (got `{value}`)"))
+                .with(ProblemCategory::InsecureEndpoint),
+        );
+    }
+    Ok(url)
+}
+
+/// Parse an IP or a CIDR.
+pub fn parse_ip_or_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn validate_egress(e: RawEgress, origin: &str) -> Result<EgressConfig, ConfigError> {
+    let mut expected = Vec::new();
+    for (i, ip) in e.expected_ips.unwrap_or_default().iter().enumerate() {
+        expected.push(parse_ip_or_net(ip).ok_or_else(|| {
+            ConfigError::new(
+                origin,
+                format!("egress.expected_ips[{i}] `{ip}` is not an IP address or CIDR"),
+            )
+        })?);
+    }
+    let urls: Vec<String> = e
+        .probe_urls
+        .unwrap_or_else(|| DEFAULT_PROBE_URLS.iter().map(|s| s.to_string()).collect());
+    let mut probe_urls = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        probe_urls.push(https_url(origin, &format!("egress.probe_urls[{i}]"), u)?);
+    }
+    let probe = e.probe.unwrap_or(true);
+    if probe && probe_urls.is_empty() {
+        return Err(ConfigError::new(
+            origin,
+            "egress.probe_urls is empty; set egress.probe = false to disable probing",
+        ));
+    }
+    let probe_timeout = e.probe_timeout.map_or(Duration::from_secs(3), |d| d.0);
+    if probe_timeout.is_zero() || probe_timeout > Duration::from_secs(30) {
+        return Err(ConfigError::new(
+            origin,
+            "egress.probe_timeout must be between 1ms and 30s",
+        ));
+    }
+    Ok(EgressConfig {
+        expected,
+        probe_urls,
+        probe,
+        probe_timeout,
+    })
+}
+
+fn validate_alerting(
+    a: RawAlerting,
+    alerts: Vec<RawAlert>,
+    origin: &str,
+) -> Result<AlertingConfig, ConfigError> {
+    let err = |m: String| ConfigError::new(origin, m);
+    let environment = a.environment.unwrap_or_else(|| "default".into());
+    if environment.is_empty() || environment.len() > 64 || environment.contains(char::is_whitespace)
+    {
+        return Err(err(format!(
+            "alerting.environment `{environment}` must be 1-64 characters without spaces"
+        )));
+    }
+    if let Some(ca) = &a.ca_file
+        && !ca.is_file()
+    {
+        return Err(err(format!(
+            "alerting.ca_file `{}` does not exist or is not a file",
+            ca.display()
+        )));
+    }
+    let escalate_before = a
+        .escalate_before
+        .map_or(Duration::from_secs(6 * 3600), |d| d.0);
+    let repeat_every = a
+        .repeat_every
+        .map_or(Duration::from_secs(4 * 3600), |d| d.0);
+    if repeat_every.is_zero() {
+        return Err(err("alerting.repeat_every must be greater than zero".into()));
+    }
+    let mut sinks = Vec::new();
+    let mut names = HashSet::new();
+    for (i, raw) in alerts.into_iter().enumerate() {
+        let at = format!("alerts[{i}]");
+        let sink = match raw {
+            RawAlert::Webhook { name, url, secret } => {
+                match &url {
+                    UrlValue::Inline(u) => {
+                        https_url(origin, &format!("{at}.url"), u)?;
+                    }
+                    UrlValue::Ref(r) => r.validate(&format!("{at}.url")).map_err(err)?,
+                }
+                if let Some(r) = &secret {
+                    r.validate(&format!("{at}.secret")).map_err(err)?;
+                }
+                SinkConfig::Webhook {
+                    name: name.unwrap_or_else(|| format!("webhook-{i}")),
+                    url,
+                    secret,
+                }
+            }
+            RawAlert::Slack { name, url } => {
+                let url = match url {
+                    UrlValue::Ref(r) => {
+                        r.validate(&format!("{at}.url")).map_err(err)?;
+                        r
+                    }
+                    UrlValue::Inline(_) => {
+                        return Err(err(format!(
+                            "{at}.url: a Slack webhook URL is a secret; give it by reference: \
+                             url = {{ env = \"SLACK_WEBHOOK_URL\" }} or {{ file = \"/path\" }}"
+                        ))
+                        .with(ProblemCategory::InlineSecret));
+                    }
+                };
+                SinkConfig::Slack {
+                    name: name.unwrap_or_else(|| format!("slack-{i}")),
+                    url,
+                }
+            }
+            RawAlert::Pagerduty {
+                name,
+                routing_key,
+                url,
+            } => {
+                routing_key
+                    .validate(&format!("{at}.routing_key"))
+                    .map_err(err)?;
+                let url = https_url(
+                    origin,
+                    &format!("{at}.url"),
+                    url.as_deref().unwrap_or(PAGERDUTY_URL),
+                )?;
+                SinkConfig::PagerDuty {
+                    name: name.unwrap_or_else(|| format!("pagerduty-{i}")),
+                    routing_key,
+                    url,
+                }
+            }
+            RawAlert::Sns {
+                name,
+                topic_arn,
+                message_group_id,
+            } => {
+                if !topic_arn.starts_with("arn:") || topic_arn.split(':').count() < 6 {
+                    return Err(err(format!(
+                        "{at}.topic_arn `{topic_arn}` is not an SNS topic ARN"
+                    )));
+                }
+                if message_group_id
+                    .as_deref()
+                    .is_some_and(|g| g.is_empty() || g.len() > 128)
+                {
+                    return Err(err(format!(
+                        "{at}.message_group_id must be 1-128 characters"
+                    )));
+                }
+                SinkConfig::Sns {
+                    name: name.unwrap_or_else(|| format!("sns-{i}")),
+                    topic_arn,
+                    message_group_id,
+                }
+            }
+        };
+        if !names.insert(sink.name().to_string()) {
+            return Err(err(format!("{at}.name `{}` is used twice", sink.name())));
+        }
+        sinks.push(sink);
+    }
+    Ok(AlertingConfig {
+        environment,
+        escalate_before,
+        repeat_every,
+        ca_file: a.ca_file,
+        sinks,
+    })
+}
+
+fn validate_aws(a: RawAws, origin: &str) -> Result<AwsConfig, ConfigError> {
+    if let Some(e) = &a.endpoint_url {
+        let url = Url::parse(e).map_err(|x| {
+            ConfigError::new(origin, format!("aws.endpoint_url `{e}` is not a URL ({x})"))
+        })?;
+        if url.scheme() != "https" && !is_loopback(&url) {
+            return Err(ConfigError::new(
+                origin,
+                format!("aws.endpoint_url must use https:// (plain http only for a loopback emulator; got `{e}`)"),
+            )
+            .with(ProblemCategory::InsecureEndpoint));
+        }
+    }
+    Ok(AwsConfig {
+        region: a.region,
+        endpoint_url: a.endpoint_url,
+        profile: a.profile,
+    })
+}
+
+/// Whether a URL points at this machine (emulators in tests).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

@@ -65,6 +65,14 @@ pub enum MintError {
 }
 
 impl MintError {
+    /// Deepvue's own `detail`, when it answered 400/401/403/422.
+    pub fn deepvue_detail(&self) -> Option<&str> {
+        match self {
+            MintError::Rejected { detail, .. } | MintError::Forbidden { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
     /// The error class.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -106,15 +114,9 @@ impl DeepvueClient {
                 cfg.base_url
             )));
         }
-        let tls = crate::tls::client_config(cfg.ca_file.as_deref()).map_err(MintError::Config)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .https_only(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.connect_timeout)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| MintError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http =
+            crate::tls::https_client(cfg.ca_file.as_deref(), cfg.connect_timeout, cfg.ip_family)
+                .map_err(MintError::Config)?;
         let authorize_url = authorize_url(&cfg.base_url)?;
         Ok(DeepvueClient {
             http,
@@ -125,6 +127,11 @@ impl DeepvueClient {
             request_timeout: cfg.request_timeout,
             retry: cfg.retry,
         })
+    }
+
+    /// The HTTP client (shared with the egress probes: same trust, proxy and address family).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Deepvue's host, for messages.
@@ -222,10 +229,18 @@ impl DeepvueClient {
             .unwrap_or("no content-type")
             .to_string();
         debug!(status = status.as_u16(), "authorize answered");
-        let body = read_capped(resp).await.map_err(|why| Attempt::Retry {
-            why,
-            retry_after: None,
-        })?;
+        // An unreadable or oversized body never changes how an error status is classified;
+        // for a 2xx it makes the answer malformed.
+        let body = match read_capped(resp).await {
+            Ok(b) => b,
+            Err(why) if status.is_success() => {
+                return Err(Attempt::Retry {
+                    why,
+                    retry_after: None,
+                });
+            }
+            Err(_) => secrecy::zeroize::Zeroizing::new(Vec::new()),
+        };
         let detail = || redact(detail_of(&body, &content_type), creds);
         match status.as_u16() {
             200..=299 => parse_token(&body, sent_at).map_err(|why| Attempt::Retry {

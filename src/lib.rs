@@ -8,10 +8,13 @@
 //! HTTPS [`simulator`] — serves that decision. See `ARCHITECTURE.md` for the codemap and the
 //! invariants.
 
+pub mod alert;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod deepvue;
+pub mod egress;
 pub mod error;
 pub mod logging;
 pub mod rotate;

@@ -11,9 +11,11 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::alert::{self, AlertOutcome, Alerter};
 use crate::config::{Config, DuePolicy, TokenConfig};
 use crate::credentials::{self, CredentialSource};
 use crate::deepvue::{DeepvueClient, MintError};
+use crate::egress::{self, EgressReport};
 use crate::error::ErrorKind;
 use crate::store::{self, RunState, Stored, TokenStore, Version};
 use crate::token::{format_duration, format_time};
@@ -139,6 +141,8 @@ pub struct ReportError {
     pub kind: ErrorKind,
     /// What went wrong, naming token, backend and secret id; never a secret.
     pub message: String,
+    /// Deepvue's own `detail`, when Deepvue answered.
+    pub deepvue_detail: Option<String>,
 }
 
 /// The result of one token's run.
@@ -164,6 +168,10 @@ pub struct TokenReport {
     pub expires_in_secs: Option<i64>,
     /// The failure, when `outcome` is `failed`.
     pub error: Option<ReportError>,
+    /// The egress probe, when one ran (403 diagnosis or drift check).
+    pub egress: Option<EgressReport>,
+    /// Alerts this run triggered or resolved.
+    pub alerts: Vec<AlertOutcome>,
 }
 
 impl TokenReport {
@@ -199,14 +207,24 @@ impl Job {
 pub struct Rotator {
     config: Arc<Config>,
     client: OnceCell<Arc<DeepvueClient>>,
+    egress: OnceCell<Option<EgressReport>>,
+    alerter: Alerter,
 }
 
 impl Rotator {
     /// A rotator for this config.
     pub fn new(config: Arc<Config>) -> Self {
+        let alerter = Alerter::new(
+            &config.alerting,
+            &config.aws,
+            config.deepvue.connect_timeout,
+            config.deepvue.ip_family,
+        );
         Rotator {
             config,
             client: OnceCell::new(),
+            egress: OnceCell::new(),
+            alerter,
         }
     }
 
@@ -221,6 +239,29 @@ impl Rotator {
             .get_or_try_init(|| async { DeepvueClient::new(&self.config.deepvue).map(Arc::new) })
             .await
             .cloned()
+    }
+
+    /// The alert sinks.
+    pub fn alerter(&self) -> &Alerter {
+        &self.alerter
+    }
+
+    /// Probe the egress IP once per process (shared by all tokens); `None` when probing is
+    /// disabled or the Deepvue client cannot be built.
+    pub async fn egress(&self) -> Option<EgressReport> {
+        let e = &self.config.egress;
+        if !e.probe {
+            return None;
+        }
+        self.egress
+            .get_or_init(|| async {
+                let client = self.client().await.ok()?;
+                let report =
+                    egress::probe(client.http(), &e.probe_urls, &e.expected, e.probe_timeout).await;
+                Some(report)
+            })
+            .await
+            .clone()
     }
 
     /// One pass over `jobs`, at most `concurrency` at once; reports in input order.
@@ -241,7 +282,10 @@ impl Rotator {
             secret_id = %job.store.secret_id()
         );
         async {
-            let report = self.rotate_inner(job, opts).await;
+            let mut report = self.rotate_inner(job, opts).await;
+            if !opts.dry_run {
+                self.diagnose(&mut report).await;
+            }
             match (&report.outcome, &report.error) {
                 (Outcome::Failed, Some(e)) => {
                     error!(kind = %e.kind, error = %e.message, "rotation failed")
@@ -254,7 +298,7 @@ impl Rotator {
                 (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
             }
             if !opts.dry_run {
-                self.record(job, &report).await;
+                self.alert_and_record(job, &mut report).await;
             }
             report
         }
@@ -275,12 +319,15 @@ impl Rotator {
             expiry: None,
             expires_in_secs: None,
             error: None,
+            egress: None,
+            alerts: Vec::new(),
         };
         let fail = |mut r: TokenReport, kind: ErrorKind, message: String| {
             r.outcome = Outcome::Failed;
             r.error = Some(ReportError {
                 kind,
                 message: format!("token `{}`: {message}", r.name),
+                deepvue_detail: None,
             });
             r
         };
@@ -349,7 +396,11 @@ impl Rotator {
                         )
                     })
                     .unwrap_or_else(|| "; no usable token is stored".into());
-                return fail(report, e.kind(), format!("{e}{left}"));
+                let mut report = fail(report, e.kind(), format!("{e}{left}"));
+                if let Some(err) = report.error.as_mut() {
+                    err.deepvue_detail = e.deepvue_detail().map(str::to_string);
+                }
+                return report;
             }
         };
         drop(creds);
@@ -388,46 +439,101 @@ impl Rotator {
         }
     }
 
-    /// Keep the last outcome beside the token, for `status`. Best effort: a failure to record
-    /// is logged and never changes the run's outcome.
-    async fn record(&self, job: &Job, report: &TokenReport) {
+    /// Egress diagnosis: on a 403 always (when probing is on), and on every run when
+    /// `expected_ips` is set, so drift is seen before Deepvue starts answering 403.
+    async fn diagnose(&self, report: &mut TokenReport) {
+        let forbidden = report
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Forbidden);
+        if !forbidden && self.config.egress.expected.is_empty() {
+            return;
+        }
+        let Some(egress) = self.egress().await else {
+            return;
+        };
+        if forbidden && let Some(e) = report.error.as_mut() {
+            e.message = format!("{}; {}", e.message, egress.summary());
+        }
+        if !forbidden && !egress.outside_expected().is_empty() {
+            warn!(egress = %egress.summary(), "egress drift: Deepvue will answer 403 once this IP is used to rotate");
+        }
+        report.egress = Some(egress);
+    }
+
+    /// Send due alerts and keep the last outcome plus alert state beside the token, for
+    /// `status` and for dedup across runs. Best effort: a failure here is logged and recorded,
+    /// and never changes the run's outcome.
+    async fn alert_and_record(&self, job: &Job, report: &mut TokenReport) {
         let store = job.store.as_ref();
         let previous = match store.read_state().await {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {
                 warn!(error = %e, "cannot read the last run state");
-                return;
+                RunState::default()
             }
         };
-        let state = match report.outcome {
-            Outcome::Fresh | Outcome::Throttled | Outcome::WouldRotate => {
-                // Only a recovery is worth a write on a no-op run.
-                if previous.last_outcome.as_deref() != Some("failed") {
-                    return;
-                }
-                RunState {
-                    last_run_at: Some(format_time(Utc::now())),
-                    last_outcome: Some(report.outcome.as_str().into()),
-                    last_error: None,
-                    consecutive_failures: 0,
-                }
+        let now = Utc::now();
+        let cfg = &self.config.alerting;
+        let planned = alert::plan(report, report.egress.as_ref(), &previous.alerts, now, cfg);
+        let mut delivered = Vec::new();
+        let mut delivery_errors = Vec::new();
+        for a in planned {
+            let outcome = self.alerter.deliver(&a).await;
+            let ok = !outcome.delivered.is_empty() || !self.alerter.has_sinks();
+            delivery_errors.extend(outcome.failed.iter().cloned());
+            report.alerts.push(outcome);
+            delivered.push((a, ok));
+        }
+        let alerts = alert::next_state(
+            report,
+            report.egress.as_ref(),
+            &previous.alerts,
+            &delivered,
+            now,
+            cfg,
+        );
+        let recovered = previous.last_outcome.as_deref() == Some("failed");
+        let mut state = match report.outcome {
+            // A no-op keeps the last real outcome, unless it shows recovery from a failure.
+            Outcome::Fresh | Outcome::Throttled | Outcome::WouldRotate if !recovered => {
+                previous.clone()
             }
-            Outcome::Rotated | Outcome::RotatedByAnotherRunner => RunState {
-                last_run_at: Some(format_time(Utc::now())),
+            Outcome::Fresh
+            | Outcome::Throttled
+            | Outcome::WouldRotate
+            | Outcome::Rotated
+            | Outcome::RotatedByAnotherRunner => RunState {
+                last_run_at: Some(format_time(now)),
                 last_outcome: Some(report.outcome.as_str().into()),
-                last_error: None,
-                consecutive_failures: 0,
+                ..RunState::default()
             },
             Outcome::Failed => RunState {
-                last_run_at: Some(format_time(Utc::now())),
+                last_run_at: Some(format_time(now)),
                 last_outcome: Some("failed".into()),
                 last_error: report
                     .error
                     .as_ref()
                     .map(|e| format!("{}: {}", e.kind, e.message)),
                 consecutive_failures: previous.consecutive_failures.saturating_add(1),
+                ..RunState::default()
             },
         };
+        state.alerts = alerts;
+        state.last_alert_error = if !delivery_errors.is_empty() {
+            Some(format!(
+                "{}: {}",
+                format_time(now),
+                delivery_errors.join("; ")
+            ))
+        } else if report.alerts.is_empty() {
+            previous.last_alert_error.clone()
+        } else {
+            None
+        };
+        if state == previous {
+            return; // nothing new: a no-op run writes nothing
+        }
         if let Err(e) = store.write_state(&state).await {
             warn!(error = %e, "cannot record the run state");
         }
@@ -463,6 +569,10 @@ pub struct StatusRow {
     pub last_error: Option<String>,
     /// A problem reading the store now.
     pub problem: Option<String>,
+    /// Open alert conditions.
+    pub active_alerts: Vec<String>,
+    /// The last alert delivery failure.
+    pub last_alert_error: Option<String>,
 }
 
 /// Read every token's state without changing anything.
@@ -490,6 +600,8 @@ async fn status_one(job: &Job) -> StatusRow {
         last_run_at: None,
         last_error: None,
         problem: None,
+        active_alerts: Vec::new(),
+        last_alert_error: None,
     };
     let now = Utc::now();
     match store.read_current().await {
@@ -514,6 +626,14 @@ async fn status_one(job: &Job) -> StatusRow {
             row.last_outcome = s.last_outcome;
             row.last_run_at = s.last_run_at;
             row.last_error = s.last_error;
+            row.active_alerts = s
+                .alerts
+                .iter()
+                .map(|(c, a)| {
+                    format!("{} ({:?} since {})", c.as_str(), a.severity, a.since).to_lowercase()
+                })
+                .collect();
+            row.last_alert_error = s.last_alert_error;
         }
         Ok(None) => {}
         Err(e) => row.problem = row.problem.or(Some(e.to_string())),

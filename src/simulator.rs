@@ -2,6 +2,7 @@
 //! failures an integration must survive (401/403/429/5xx, malformed answers, latency, an IP
 //! allowlist). Used by `demo`, by our tests, and offered to users as `simulate`.
 //!
+//! `GET /ip` answers the caller's IP as text, like checkip.amazonaws.com (an egress probe).
 //! Control it at runtime over the same port: `GET /__simulator/stats`,
 //! `PUT /__simulator/behavior` (a [`Behavior`] as JSON).
 
@@ -83,6 +84,8 @@ pub struct Behavior {
     pub token_ttl_secs: u64,
     /// When set, calls from other client IPs get 403 (Deepvue's IP whitelisting).
     pub allowed_ips: Option<Vec<IpNet>>,
+    /// What `GET /ip` reports instead of the caller's address (to fake another egress IP).
+    pub reported_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for Behavior {
@@ -93,6 +96,7 @@ impl Default for Behavior {
             latency_ms: 0,
             token_ttl_secs: 24 * 3600,
             allowed_ips: None,
+            reported_ip: None,
         }
     }
 }
@@ -163,6 +167,13 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A TLS server config presenting the leaf (for other local test servers).
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, rustls::Error> {
+        crate::tls::server_config(self.chain.clone(), self.key.clone_key())
+    }
+}
+
 /// Simulator settings at start.
 #[derive(Default)]
 pub struct SimOptions {
@@ -215,6 +226,7 @@ impl Simulator {
                 "/",
                 get(|| async { "Deepvue simulator (deepvue-rotator)\n" }),
             )
+            .route("/ip", get(client_ip))
             .route("/__simulator/stats", get(stats))
             .route("/__simulator/behavior", put(set_behavior))
             .with_state(state.clone());
@@ -296,6 +308,15 @@ fn snapshot(s: &SimState) -> Stats {
 fn apply(s: &SimState, b: Behavior) {
     *lock(&s.script) = b.script.iter().cloned().collect();
     *lock(&s.behavior) = b;
+}
+
+/// An egress-IP probe endpoint, like checkip.amazonaws.com: the caller's IP as text.
+async fn client_ip(
+    State(s): State<Arc<SimState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> String {
+    let ip = lock(&s.behavior).reported_ip.unwrap_or(peer.ip());
+    format!("{ip}\n")
 }
 
 async fn stats(State(s): State<Arc<SimState>>) -> Json<Stats> {

@@ -66,6 +66,28 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, St
         .with_no_client_auth())
 }
 
+/// An HTTPS-only client: verifying TLS (OS roots + `extra_ca`), no redirects, our User-Agent,
+/// and IPv4-only when asked (so egress probes see the same address family as Deepvue calls).
+pub fn https_client(
+    extra_ca: Option<&Path>,
+    connect_timeout: std::time::Duration,
+    family: crate::config::IpFamily,
+) -> Result<reqwest::Client, String> {
+    let tls = client_config(extra_ca)?;
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .user_agent(crate::deepvue::USER_AGENT);
+    if family == crate::config::IpFamily::Ipv4 {
+        builder = builder.local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// Build a server config from DER material (used by the simulator).
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,

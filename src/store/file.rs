@@ -277,7 +277,8 @@ impl FileStore {
         Ok(Version(next.to_string()))
     }
 
-    /// Temp files can only be left by a killed writer (writers hold the write lock).
+    /// `.tmp-*` files are only made by version writers, under the write lock: any found by a
+    /// writer were left by a killed one. (State and check temp files use other names.)
     fn remove_temp_files(&self) {
         for d in [self.dir.clone(), self.versions_dir()] {
             if let Ok(entries) = fs::read_dir(&d) {
@@ -304,7 +305,11 @@ impl FileStore {
                 format!("{} is not a directory", probe_dir.display()),
             ));
         }
-        let probe = probe_dir.join(format!("{TMP_PREFIX}check-{}", std::process::id()));
+        let probe = probe_dir.join(format!(
+            ".check-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         OpenOptions::new()
             .write(true)
             .create(true)
@@ -445,9 +450,11 @@ impl TokenStore for FileStore {
         self.blocking(move |s| {
             s.ensure_dirs()?;
             let path = s.dir.join(STATE);
-            let tmp = s
-                .dir
-                .join(format!("{TMP_PREFIX}state-{}", std::process::id()));
+            let tmp = s.dir.join(format!(
+                ".state-{}-{:08x}.tmp",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)

@@ -50,6 +50,12 @@ pub struct RunState {
     /// Failures in a row.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Open alert conditions, for dedup and resolve across runs.
+    #[serde(default)]
+    pub alerts: std::collections::BTreeMap<crate::alert::Condition, crate::alert::AlertState>,
+    /// The last alert delivery failure, if the last alert did not reach every sink.
+    #[serde(default)]
+    pub last_alert_error: Option<String>,
 }
 
 /// A store failure. Names the backend and the secret id, never a value.

@@ -185,6 +185,7 @@ async fn state_round_trip(s: &dyn TokenStore) {
         last_outcome: Some("failed".into()),
         last_error: Some("forbidden: token `x`: Deepvue answered 403".into()),
         consecutive_failures: 2,
+        ..RunState::default()
     };
     s.write_state(&state)
         .await

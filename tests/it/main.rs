@@ -1,8 +1,11 @@
 //! One integration-test binary: the real `deepvue-rotator` against the built-in HTTPS Deepvue
 //! simulator and real file stores, plus the store conformance suite.
 
+mod alerts;
 mod cli;
 mod conformance;
 mod file_store;
+mod moto;
+mod receiver;
 mod redaction;
 mod support;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command: installs the test tools this project needs (idempotent), then
+# runs every test. Servers the tests need are started by the tests themselves on 127.0.0.1
+# with ephemeral ports; a test whose server cannot start fails, naming this script.
+#
+# Test tools:
+#   moto_server (PyPI moto[server]) - the AWS emulator, for SNS alerts (and the AWS backend)
+# They go into .tools/venv inside the checkout; nothing is installed system-wide.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "test.sh: python3 is required for the test tools (apt-get install python3 python3-venv)" >&2; exit 1; }
+
+VENV=.tools/venv
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "test.sh: installing moto[server] into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5.1,<6"
+fi
+export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
+
+cargo test --all-targets "$@"

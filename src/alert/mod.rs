@@ -1,0 +1,600 @@
+//! Alerts: what to say, when to say it again, and when to resolve.
+//!
+//! [`plan`] is pure: from a token's report, the egress probe and the previous alert state it
+//! decides which alerts to trigger or resolve and what the new state is. The state lives beside
+//! the token in its store (`RunState::alerts`), so one-shot runs in any mode dedupe across runs.
+//! [`Alerter`] delivers to every configured sink; a failing sink is logged and recorded, and
+//! never changes the rotation's outcome or exit code.
+
+mod http;
+mod sns;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::config::{AlertingConfig, AwsConfig, IpFamily, SinkConfig};
+use crate::egress::EgressReport;
+use crate::error::ErrorKind;
+use crate::rotate::{Outcome, TokenReport};
+use crate::token::{format_duration, format_time, parse_time, truncate};
+
+/// What is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// Deepvue answered 403 (egress IP not whitelisted).
+    #[serde(rename = "ip-403")]
+    Ip403,
+    /// The egress IP is outside `expected_ips` (a 403 is coming).
+    EgressDrift,
+    /// Deepvue rejected the credentials (400/401/422).
+    CredentialsRejected,
+    /// Rotation keeps failing and the stored token is within `escalate_before` of expiry.
+    RotationFailing,
+}
+
+impl Condition {
+    /// Stable name, used in dedup keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Ip403 => "ip-403",
+            Condition::EgressDrift => "egress-drift",
+            Condition::CredentialsRejected => "credentials-rejected",
+            Condition::RotationFailing => "rotation-failing",
+        }
+    }
+}
+
+/// How urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The stored token has more than `escalate_before` left.
+    Warning,
+    /// Less than `escalate_before` left (or none stored).
+    Critical,
+}
+
+/// Trigger or resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The condition is active.
+    Trigger,
+    /// The condition cleared.
+    Resolve,
+}
+
+/// An open condition, as remembered between runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// Stable key (PagerDuty `dedup_key`).
+    pub dedup_key: String,
+    /// When the condition was first seen.
+    pub since: String,
+    /// When an alert for it was last delivered.
+    pub last_sent: Option<String>,
+    /// The severity last delivered.
+    pub severity: Severity,
+}
+
+/// One alert, as every sink receives it. Never contains a secret or a token.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Trigger or resolve.
+    pub action: Action,
+    /// What is wrong.
+    pub condition: Condition,
+    /// How urgent.
+    pub severity: Severity,
+    /// Token name.
+    pub token: String,
+    /// `[alerting] environment`.
+    pub environment: String,
+    /// Store backend and secret id.
+    pub store: String,
+    /// One line for humans.
+    pub summary: String,
+    /// Deepvue's `detail`, or the failure.
+    pub detail: Option<String>,
+    /// Observed egress IPs and whether each is whitelisted.
+    pub egress: Option<EgressReport>,
+    /// `[egress] expected_ips`.
+    pub expected_ips: Vec<String>,
+    /// The stored token's expiry.
+    pub token_expiry: Option<String>,
+    /// Seconds it has left.
+    pub token_expires_in_secs: Option<i64>,
+    /// How to fix it.
+    pub fix: String,
+    /// Stable per token and condition.
+    pub dedup_key: String,
+    /// When this run saw it.
+    pub occurred_at: String,
+}
+
+/// Delivery result of one alert, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertOutcome {
+    /// What is wrong.
+    pub condition: Condition,
+    /// Trigger or resolve.
+    pub action: Action,
+    /// How urgent.
+    pub severity: Severity,
+    /// Sinks that accepted it.
+    pub delivered: Vec<String>,
+    /// Sinks that failed, with why.
+    pub failed: Vec<String>,
+}
+
+fn dedup_key(env: &str, token: &str, c: Condition) -> String {
+    truncate(
+        &format!("deepvue-rotator:{env}:{token}:{}", c.as_str()),
+        250,
+    )
+}
+
+fn severity(expires_in_secs: Option<i64>, cfg: &AlertingConfig) -> Severity {
+    match expires_in_secs {
+        Some(s) if s > cfg.escalate_before.as_secs() as i64 => Severity::Warning,
+        _ => Severity::Critical,
+    }
+}
+
+/// Which conditions this run shows active, and which it shows cleared.
+fn evaluate(
+    report: &TokenReport,
+    egress: Option<&EgressReport>,
+    cfg: &AlertingConfig,
+) -> (Vec<Condition>, Vec<Condition>) {
+    let mut active = Vec::new();
+    let mut cleared = Vec::new();
+    match (&report.outcome, &report.error) {
+        (Outcome::Failed, Some(e)) => match e.kind {
+            ErrorKind::Forbidden => active.push(Condition::Ip403),
+            ErrorKind::CredentialsRejected => active.push(Condition::CredentialsRejected),
+            _ => {
+                if severity(report.expires_in_secs, cfg) == Severity::Critical {
+                    active.push(Condition::RotationFailing);
+                }
+            }
+        },
+        (Outcome::Rotated | Outcome::RotatedByAnotherRunner, _) => {
+            cleared.extend([
+                Condition::Ip403,
+                Condition::CredentialsRejected,
+                Condition::RotationFailing,
+            ]);
+        }
+        (Outcome::Fresh | Outcome::Throttled, _) => cleared.push(Condition::RotationFailing),
+        _ => {}
+    }
+    if let Some(e) = egress {
+        if !e.outside_expected().is_empty() {
+            active.push(Condition::EgressDrift);
+        } else if !e.observed.is_empty() && !e.expected.is_empty() {
+            cleared.push(Condition::EgressDrift);
+        }
+    }
+    (active, cleared)
+}
+
+/// Decide what to send. Returns the alerts and the state to keep if they are all delivered.
+pub fn plan(
+    report: &TokenReport,
+    egress: Option<&EgressReport>,
+    previous: &BTreeMap<Condition, AlertState>,
+    now: DateTime<Utc>,
+    cfg: &AlertingConfig,
+) -> Vec<Alert> {
+    let (active, cleared) = evaluate(report, egress, cfg);
+    let sev = severity(report.expires_in_secs, cfg);
+    let repeat = chrono::Duration::from_std(cfg.repeat_every).unwrap_or(chrono::Duration::MAX);
+    let mut out = Vec::new();
+    for c in active {
+        let due = match previous.get(&c) {
+            None => true,
+            Some(s) => {
+                let last = s.last_sent.as_deref().and_then(|t| parse_time(t).ok());
+                last.is_none_or(|t| now - t >= repeat) || sev > s.severity
+            }
+        };
+        if due {
+            out.push(build(Action::Trigger, c, sev, report, egress, now, cfg));
+        }
+    }
+    for c in cleared {
+        if previous.contains_key(&c) {
+            out.push(build(Action::Resolve, c, sev, report, egress, now, cfg));
+        }
+    }
+    out
+}
+
+/// Apply delivered alerts (and the run's active conditions) to the state.
+pub fn next_state(
+    report: &TokenReport,
+    egress: Option<&EgressReport>,
+    previous: &BTreeMap<Condition, AlertState>,
+    delivered: &[(Alert, bool)],
+    now: DateTime<Utc>,
+    cfg: &AlertingConfig,
+) -> BTreeMap<Condition, AlertState> {
+    let (active, _) = evaluate(report, egress, cfg);
+    let mut state = previous.clone();
+    for c in active {
+        state.entry(c).or_insert_with(|| AlertState {
+            dedup_key: dedup_key(&cfg.environment, &report.name, c),
+            since: format_time(now),
+            last_sent: None,
+            severity: Severity::Warning,
+        });
+    }
+    for (alert, ok) in delivered {
+        match (alert.action, ok) {
+            (Action::Trigger, true) => {
+                if let Some(s) = state.get_mut(&alert.condition) {
+                    s.last_sent = Some(format_time(now));
+                    s.severity = alert.severity;
+                }
+            }
+            (Action::Resolve, true) => {
+                state.remove(&alert.condition);
+            }
+            (_, false) => {}
+        }
+    }
+    state
+}
+
+fn build(
+    action: Action,
+    c: Condition,
+    severity: Severity,
+    r: &TokenReport,
+    egress: Option<&EgressReport>,
+    now: DateTime<Utc>,
+    cfg: &AlertingConfig,
+) -> Alert {
+    let env = &cfg.environment;
+    let left = r.expires_in_secs.map_or_else(
+        || "no usable token is stored".to_string(),
+        |s| {
+            if s > 0 {
+                format!(
+                    "the stored token expires in {}",
+                    format_duration(chrono::Duration::seconds(s))
+                )
+            } else {
+                format!(
+                    "the stored token expired {} ago",
+                    format_duration(chrono::Duration::seconds(-s))
+                )
+            }
+        },
+    );
+    let egress_line = egress
+        .map(EgressReport::summary)
+        .unwrap_or_else(|| "egress IP not probed".into());
+    let detail = r.error.as_ref().map(|e| {
+        e.deepvue_detail
+            .clone()
+            .unwrap_or_else(|| e.message.clone())
+    });
+    let expected: Vec<String> = egress.map(|e| e.expected.clone()).unwrap_or_default();
+    let ips = egress
+        .map(|e| {
+            let out = e.outside_expected();
+            let list = if out.is_empty() {
+                e.observed.iter().map(|o| o.ip).collect()
+            } else {
+                out
+            };
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "this host's egress IP".into());
+    let whitelist_fix = format!(
+        "Ask Deepvue support (support@deepvue.tech) to whitelist {ips}, or route this job's egress through the whitelisted NAT gateway / static IP{}.",
+        if expected.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", expected.join(", "))
+        }
+    );
+    let (summary, fix) = match (action, c) {
+        (Action::Resolve, _) => (
+            format!("[{env}] resolved: {} for Deepvue token `{}`", c.as_str(), r.name),
+            "Nothing to do.".to_string(),
+        ),
+        (Action::Trigger, Condition::Ip403) => (
+            format!("[{env}] Deepvue answered 403 for token `{}`: {egress_line}; {left}", r.name),
+            whitelist_fix,
+        ),
+        (Action::Trigger, Condition::EgressDrift) => (
+            format!(
+                "[{env}] egress drift for Deepvue token `{}`: {egress_line}; Deepvue will answer 403 at the next rotation; {left}",
+                r.name
+            ),
+            whitelist_fix,
+        ),
+        (Action::Trigger, Condition::CredentialsRejected) => (
+            format!(
+                "[{env}] Deepvue rejected the credentials of token `{}` ({}); {left}",
+                r.name,
+                detail.as_deref().unwrap_or("no detail")
+            ),
+            "Check the client_id / client_secret in the credentials backend; reactivate or re-issue them in Deepvue if they were revoked.".to_string(),
+        ),
+        (Action::Trigger, Condition::RotationFailing) => (
+            format!(
+                "[{env}] rotation of Deepvue token `{}` is failing: {}; {left}",
+                r.name,
+                r.error.as_ref().map_or("unknown error", |e| e.message.as_str())
+            ),
+            "Fix the error above before the stored token expires, or applications lose Deepvue access.".to_string(),
+        ),
+    };
+    Alert {
+        action,
+        condition: c,
+        severity,
+        token: r.name.clone(),
+        environment: env.clone(),
+        store: format!("{} {}", r.backend, r.secret_id),
+        summary: truncate(&summary, 1000),
+        detail,
+        egress: egress.cloned(),
+        expected_ips: expected,
+        token_expiry: r.expiry.clone(),
+        token_expires_in_secs: r.expires_in_secs,
+        fix,
+        dedup_key: dedup_key(env, &r.name, c),
+        occurred_at: format_time(now),
+    }
+}
+
+/// A place alerts go.
+#[async_trait::async_trait]
+trait Sink: Send + Sync {
+    fn name(&self) -> &str;
+    async fn send(&self, alert: &Alert) -> Result<(), String>;
+    async fn check(&self) -> Result<String, String>;
+}
+
+/// Delivers alerts to every configured sink (and always to the log).
+pub struct Alerter {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Alerter {
+    /// Build the sinks; HTTP and AWS clients are created on first use.
+    pub fn new(
+        cfg: &AlertingConfig,
+        aws: &AwsConfig,
+        connect_timeout: std::time::Duration,
+        family: IpFamily,
+    ) -> Self {
+        let http = http::Shared::new(cfg.ca_file.clone(), connect_timeout, family);
+        let sinks = cfg
+            .sinks
+            .iter()
+            .map(|s| -> Box<dyn Sink> {
+                match s {
+                    SinkConfig::Sns {
+                        name,
+                        topic_arn,
+                        message_group_id,
+                    } => Box::new(sns::SnsSink::new(
+                        name.clone(),
+                        topic_arn.clone(),
+                        message_group_id.clone(),
+                        aws.clone(),
+                        cfg.ca_file.clone(),
+                    )),
+                    other => Box::new(http::HttpSink::new(other.clone(), http.clone())),
+                }
+            })
+            .collect();
+        Alerter { sinks }
+    }
+
+    /// Log the alert and deliver it to every sink concurrently.
+    pub async fn deliver(&self, alert: &Alert) -> AlertOutcome {
+        match (alert.action, alert.severity) {
+            (Action::Resolve, _) => {
+                info!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, "alert resolved: {}", alert.summary)
+            }
+            (_, Severity::Warning) => {
+                warn!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, fix = %alert.fix, "alert: {}", alert.summary)
+            }
+            (_, Severity::Critical) => {
+                error!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, fix = %alert.fix, "alert: {}", alert.summary)
+            }
+        }
+        let results = futures::future::join_all(
+            self.sinks
+                .iter()
+                .map(|s| async move { (s.name().to_string(), s.send(alert).await) }),
+        )
+        .await;
+        let mut outcome = AlertOutcome {
+            condition: alert.condition,
+            action: alert.action,
+            severity: alert.severity,
+            delivered: Vec::new(),
+            failed: Vec::new(),
+        };
+        for (name, r) in results {
+            match r {
+                Ok(()) => outcome.delivered.push(name),
+                Err(e) => {
+                    warn!(sink = %name, error = %e, "alert delivery failed");
+                    outcome.failed.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Whether any sink is configured.
+    pub fn has_sinks(&self) -> bool {
+        !self.sinks.is_empty()
+    }
+
+    /// Reachability of every sink, without sending an alert: (name, result).
+    pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
+        futures::future::join_all(
+            self.sinks
+                .iter()
+                .map(|s| async move { (s.name().to_string(), s.check().await) }),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotate::ReportError;
+    use std::time::Duration;
+
+    fn cfg() -> AlertingConfig {
+        AlertingConfig {
+            environment: "prod".into(),
+            escalate_before: Duration::from_secs(6 * 3600),
+            repeat_every: Duration::from_secs(4 * 3600),
+            ca_file: None,
+            sinks: vec![],
+        }
+    }
+
+    fn report(outcome: Outcome, kind: Option<ErrorKind>, left_h: i64) -> TokenReport {
+        TokenReport {
+            name: "t1".into(),
+            backend: "file",
+            secret_id: "/x".into(),
+            outcome,
+            reason: None,
+            version: None,
+            previous_version: None,
+            expiry: None,
+            expires_in_secs: Some(left_h * 3600),
+            error: kind.map(|kind| ReportError {
+                kind,
+                message: "boom".into(),
+                deepvue_detail: Some("IP not whitelisted".into()),
+            }),
+            egress: None,
+            alerts: vec![],
+        }
+    }
+
+    #[track_caller]
+    fn check(
+        r: &TokenReport,
+        prev: &BTreeMap<Condition, AlertState>,
+        now: DateTime<Utc>,
+        expect: &[&str],
+    ) -> BTreeMap<Condition, AlertState> {
+        let alerts = plan(r, None, prev, now, &cfg());
+        let got: Vec<String> = alerts
+            .iter()
+            .map(|a| format!("{:?} {} {:?}", a.action, a.condition.as_str(), a.severity))
+            .collect();
+        assert_eq!(got, expect);
+        let delivered: Vec<(Alert, bool)> = alerts.into_iter().map(|a| (a, true)).collect();
+        next_state(r, None, prev, &delivered, now, &cfg())
+    }
+
+    #[test]
+    fn dedup_repeat_escalate_resolve() {
+        let t0 = Utc::now();
+        let s = check(
+            &report(Outcome::Failed, Some(ErrorKind::Forbidden), 20),
+            &BTreeMap::new(),
+            t0,
+            &["Trigger ip-403 Warning"],
+        );
+        // Same condition an hour later: deduplicated.
+        let s = check(
+            &report(Outcome::Failed, Some(ErrorKind::Forbidden), 19),
+            &s,
+            t0 + chrono::Duration::hours(1),
+            &[],
+        );
+        // Past repeat_every: again.
+        let s = check(
+            &report(Outcome::Failed, Some(ErrorKind::Forbidden), 15),
+            &s,
+            t0 + chrono::Duration::hours(5),
+            &["Trigger ip-403 Warning"],
+        );
+        // Into the escalation window: critical at once.
+        let s = check(
+            &report(Outcome::Failed, Some(ErrorKind::Forbidden), 5),
+            &s,
+            t0 + chrono::Duration::hours(6),
+            &["Trigger ip-403 Critical"],
+        );
+        // A successful rotation resolves it, once.
+        let s = check(
+            &report(Outcome::Rotated, None, 24),
+            &s,
+            t0 + chrono::Duration::hours(7),
+            &["Resolve ip-403 Warning"],
+        );
+        assert!(s.is_empty());
+        check(
+            &report(Outcome::Fresh, None, 23),
+            &s,
+            t0 + chrono::Duration::hours(8),
+            &[],
+        );
+    }
+
+    #[test]
+    fn transient_failures_alert_only_near_expiry() {
+        let t0 = Utc::now();
+        check(
+            &report(Outcome::Failed, Some(ErrorKind::Transient), 10),
+            &BTreeMap::new(),
+            t0,
+            &[],
+        );
+        let s = check(
+            &report(Outcome::Failed, Some(ErrorKind::Transient), 5),
+            &BTreeMap::new(),
+            t0,
+            &["Trigger rotation-failing Critical"],
+        );
+        check(
+            &report(Outcome::Failed, Some(ErrorKind::CredentialsRejected), 5),
+            &s,
+            t0,
+            &["Trigger credentials-rejected Critical"],
+        );
+    }
+
+    #[test]
+    fn undelivered_alerts_are_retried_next_run() {
+        let t0 = Utc::now();
+        let r = report(Outcome::Failed, Some(ErrorKind::Forbidden), 20);
+        let alerts = plan(&r, None, &BTreeMap::new(), t0, &cfg());
+        let failed: Vec<(Alert, bool)> = alerts.into_iter().map(|a| (a, false)).collect();
+        let s = next_state(&r, None, &BTreeMap::new(), &failed, t0, &cfg());
+        check(
+            &r,
+            &s,
+            t0 + chrono::Duration::minutes(5),
+            &["Trigger ip-403 Warning"],
+        );
+    }
+}

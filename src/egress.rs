@@ -1,0 +1,212 @@
+//! Egress-IP diagnosis: which public IP do our calls leave from, and is it whitelisted?
+//!
+//! Probes go through the Deepvue client's own HTTP client (same trust, proxy settings and
+//! address family), concurrently, each with a short timeout. Answers are validated as bare IPs;
+//! probes that disagree are reported as such rather than guessed between.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use reqwest::Url;
+use serde::Serialize;
+
+/// One observed IP and what said so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObservedIp {
+    /// The address.
+    pub ip: IpAddr,
+    /// Whether it is inside `expected_ips` (`None` when no list is configured).
+    pub in_expected: Option<bool>,
+    /// The probe hosts that reported it.
+    pub sources: Vec<String>,
+}
+
+/// What the probes found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EgressReport {
+    /// Distinct IPs observed.
+    pub observed: Vec<ObservedIp>,
+    /// The configured whitelist.
+    pub expected: Vec<String>,
+    /// Probes that failed, with why.
+    pub probe_errors: Vec<String>,
+}
+
+impl EgressReport {
+    /// IPs observed outside the whitelist (empty when no whitelist is configured).
+    pub fn outside_expected(&self) -> Vec<IpAddr> {
+        self.observed
+            .iter()
+            .filter(|o| o.in_expected == Some(false))
+            .map(|o| o.ip)
+            .collect()
+    }
+
+    /// Whether probes named different IPs.
+    pub fn disagree(&self) -> bool {
+        self.observed.len() > 1
+    }
+
+    /// One sentence for operators, e.g. "egress IP 34.1.2.3 is not in the whitelist (expected
+    /// 52.1.1.1)".
+    pub fn summary(&self) -> String {
+        if self.observed.is_empty() {
+            return format!(
+                "egress IP unknown (probes failed: {})",
+                if self.probe_errors.is_empty() {
+                    "none configured".into()
+                } else {
+                    self.probe_errors.join("; ")
+                }
+            );
+        }
+        let expected = if self.expected.is_empty() {
+            "no egress.expected_ips configured".to_string()
+        } else {
+            format!("expected {}", self.expected.join(", "))
+        };
+        let describe = |o: &ObservedIp| match o.in_expected {
+            Some(true) => format!("{} is in the whitelist", o.ip),
+            Some(false) => format!("{} is not in the whitelist", o.ip),
+            None => format!("{}", o.ip),
+        };
+        if self.disagree() {
+            let each: Vec<String> = self
+                .observed
+                .iter()
+                .map(|o| format!("{} says {}", o.sources.join("+"), describe(o)))
+                .collect();
+            format!("egress probes disagree: {} ({expected})", each.join("; "))
+        } else {
+            format!("egress IP {} ({expected})", describe(&self.observed[0]))
+        }
+    }
+}
+
+/// Probe every URL concurrently and compare with `expected`.
+pub async fn probe(
+    http: &reqwest::Client,
+    urls: &[Url],
+    expected: &[IpNet],
+    timeout: Duration,
+) -> EgressReport {
+    let answers = futures::future::join_all(urls.iter().map(|u| probe_one(http, u, timeout))).await;
+    let mut report = EgressReport {
+        expected: expected.iter().map(ToString::to_string).collect(),
+        ..EgressReport::default()
+    };
+    for (url, answer) in urls.iter().zip(answers) {
+        let host = url.host_str().unwrap_or("?").to_string();
+        match answer {
+            Ok(ip) => match report.observed.iter_mut().find(|o| o.ip == ip) {
+                Some(o) => o.sources.push(host),
+                None => report.observed.push(ObservedIp {
+                    ip,
+                    in_expected: (!expected.is_empty())
+                        .then(|| expected.iter().any(|n| n.contains(&ip))),
+                    sources: vec![host],
+                }),
+            },
+            Err(e) => report.probe_errors.push(format!("{host}: {e}")),
+        }
+    }
+    report
+}
+
+async fn probe_one(http: &reqwest::Client, url: &Url, timeout: Duration) -> Result<IpAddr, String> {
+    let fut = async {
+        let resp = http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        parse_ip_answer(&body)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })
+}
+
+/// A probe answer must be a bare IP (whitespace allowed around it): anything else, a captive
+/// portal's HTML page say, is rejected.
+pub fn parse_ip_answer(body: &[u8]) -> Result<IpAddr, String> {
+    if body.len() > 64 {
+        return Err(format!(
+            "answer is not an IP address ({} bytes)",
+            body.len()
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "answer is not text".to_string())?;
+    text.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| "answer is not an IP address".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_must_be_bare_ips() {
+        assert_eq!(parse_ip_answer(b"34.1.2.3\n").ok(), "34.1.2.3".parse().ok());
+        assert_eq!(
+            parse_ip_answer(b" 2001:db8::1 ").ok(),
+            "2001:db8::1".parse().ok()
+        );
+        assert!(parse_ip_answer(b"<html>login</html>").is_err());
+        assert!(parse_ip_answer(b"").is_err());
+        assert!(parse_ip_answer(&[b'1'; 100]).is_err());
+    }
+
+    #[test]
+    fn summaries_say_exactly_what() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mut r = EgressReport {
+            observed: vec![ObservedIp {
+                ip: ip("34.1.2.3"),
+                in_expected: Some(false),
+                sources: vec!["checkip.amazonaws.com".into(), "api.ipify.org".into()],
+            }],
+            expected: vec!["52.1.1.1/32".into()],
+            probe_errors: vec![],
+        };
+        assert_eq!(
+            r.summary(),
+            "egress IP 34.1.2.3 is not in the whitelist (expected 52.1.1.1/32)"
+        );
+        assert_eq!(r.outside_expected(), vec![ip("34.1.2.3")]);
+        r.observed.push(ObservedIp {
+            ip: ip("52.1.1.1"),
+            in_expected: Some(true),
+            sources: vec!["b".into()],
+        });
+        r.observed[0].sources = vec!["a".into()];
+        assert!(r.disagree());
+        assert_eq!(
+            r.summary(),
+            "egress probes disagree: a says 34.1.2.3 is not in the whitelist; b says 52.1.1.1 is in the whitelist (expected 52.1.1.1/32)"
+        );
+        let none = EgressReport {
+            probe_errors: vec!["a: timed out".into()],
+            ..EgressReport::default()
+        };
+        assert_eq!(
+            none.summary(),
+            "egress IP unknown (probes failed: a: timed out)"
+        );
+    }
+}

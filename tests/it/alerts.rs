@@ -1,0 +1,445 @@
+//! 403 diagnosis, drift warnings, alert dedup/resolve and every sink's payload, end to end:
+//! the real binary, the simulator (with an IP allowlist and a `/ip` egress probe), a local
+//! HTTPS receiver, and moto for SNS.
+
+use deepvue_rotator::simulator::Behavior;
+
+use crate::moto::Moto;
+use crate::receiver::Receiver;
+use crate::support::{Env, run};
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn allow_only(net: &str) -> Behavior {
+    Behavior {
+        allowed_ips: Some(vec![net.parse().unwrap_or_else(|e| panic!("{e}"))]),
+        ..Behavior::default()
+    }
+}
+
+/// `[egress]` probing the simulator's `/ip`, `[alerting]` trusting the receiver, plus sinks.
+fn alert_config(env: &Env, rx: &Receiver, expected: &str, sinks: &str) -> std::path::PathBuf {
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    env.write_config(&format!(
+        "{}[egress]\nexpected_ips = [{expected}]\nprobe_urls = [\"{}/ip\"]\n\n[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n{sinks}\n{}",
+        env.deepvue_section(""),
+        env.sim.base_url(),
+        rx_ca.display(),
+        env.token_block("prod", "{ backend = \"env\" }"),
+    ))
+}
+
+#[tokio::test]
+async fn forbidden_alerts_once_with_the_egress_ip_and_verifies_as_standard_webhook() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[("/hook", 200, "")]).await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = {{ env = \"IT_WEBHOOK_SECRET\" }}\n",
+        rx.url("/hook")
+    );
+    let cfg = alert_config(&env, &rx, "\"203.0.113.10\"", &sinks);
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(&cfg, args);
+        c.env("IT_WEBHOOK_SECRET", WHSEC);
+        c
+    };
+    // A token is stored while the IP is still allowed (drift is already visible: 127.0.0.1).
+    env.sim.set_behavior(Behavior::default());
+    let out = run(cmd(&["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(rx.posts("/hook").len(), 1, "the drift warning: {out}");
+
+    // Now Deepvue enforces the whitelist.
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stdout
+            .contains("egress IP 127.0.0.1 is not in the whitelist (expected 203.0.113.10/32)"),
+        "the operator is told exactly what: {out}"
+    );
+    assert_eq!(
+        env.current_version("prod").await.as_deref(),
+        Some("1"),
+        "stored token untouched"
+    );
+    let posts = rx.posts("/hook");
+    assert_eq!(posts.len(), 2, "one 403 alert after the drift warning");
+    let alert = posts[1].json();
+    assert_eq!(alert["action"], "trigger");
+    assert_eq!(alert["condition"], "ip-403");
+    assert_eq!(alert["severity"], "warning");
+    assert_eq!(alert["environment"], "it");
+    assert_eq!(alert["token"], "prod");
+    assert_eq!(alert["egress"]["observed"][0]["ip"], "127.0.0.1");
+    assert_eq!(alert["egress"]["observed"][0]["in_expected"], false);
+    assert_eq!(alert["expected_ips"][0], "203.0.113.10/32");
+    let left = alert["token_expires_in_secs"].as_i64().unwrap_or_default();
+    assert!((86_000..=86_400).contains(&left), "time left: {left}");
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expires in 23h"),
+        "{alert}"
+    );
+    assert!(
+        alert["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("whitelist 127.0.0.1"),
+        "{alert}"
+    );
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not whitelisted"),
+        "Deepvue's detail: {alert}"
+    );
+
+    // Standard Webhooks signature, checked by an independent implementation.
+    let wh = standardwebhooks::Webhook::new(WHSEC).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut headers = axum::http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let v = posts[1]
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("missing {name}"));
+        headers.insert(
+            name,
+            axum::http::HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    assert!(
+        wh.verify(&posts[1].body, &headers).is_ok(),
+        "signature must verify"
+    );
+    let mut tampered = posts[1].body.clone();
+    tampered.push(b' ');
+    assert!(
+        wh.verify(&tampered, &headers).is_err(),
+        "a tampered body must not verify"
+    );
+}
+
+#[tokio::test]
+async fn drift_warns_before_any_403_and_rotation_proceeds() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/hook")
+    );
+    let cfg = alert_config(&env, &rx, "\"203.0.113.10\", \"198.51.100.0/24\"", &sinks);
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("rotated -> version 1"), "{out}");
+    assert!(
+        out.stdout
+            .contains("WARNING egress drift: egress IP 127.0.0.1 is not in the whitelist"),
+        "{out}"
+    );
+    let posts = rx.posts("/hook");
+    assert_eq!(posts.len(), 1);
+    let a = posts[0].json();
+    assert_eq!(
+        (a["condition"].as_str(), a["severity"].as_str()),
+        (Some("egress-drift"), Some("warning"))
+    );
+
+    // Whitelisted egress: no warning, and the drift alert resolves.
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stdout.contains("WARNING egress drift"), "{out}");
+    let posts = rx.posts("/hook");
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[1].json()["action"], "resolve");
+    assert_eq!(posts[1].json()["dedup_key"], a["dedup_key"]);
+}
+
+#[tokio::test]
+async fn repeated_403_alerts_once_then_resolves_with_the_same_dedup_key() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[
+        ("/v2/enqueue", 202, "{\"status\":\"success\"}"),
+        ("/slack", 200, "ok"),
+        ("/broken", 500, "oops"),
+    ])
+    .await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n\
+         [[alerts]]\nkind = \"slack\"\nurl = {{ env = \"IT_SLACK_URL\" }}\n\n\
+         [[alerts]]\nkind = \"webhook\"\nname = \"broken\"\nurl = \"{}\"\n",
+        rx.url("/v2/enqueue"),
+        rx.url("/broken")
+    );
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let pd_key = "R0UT1NGKEY0000000000000000000001";
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(&cfg, args);
+        c.env("IT_PD_KEY", pd_key)
+            .env("IT_SLACK_URL", rx.url("/slack"));
+        c
+    };
+    assert_eq!(run(cmd(&["rotate"])).await.code, 0);
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
+    for _ in 0..2 {
+        let out = run(cmd(&["rotate", "--force"])).await;
+        assert_eq!(
+            out.code, 3,
+            "a failing sink never changes the exit code: {out}"
+        );
+    }
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(pd.len(), 1, "two runs with the same 403 alert once");
+    let trigger = pd[0].json();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["routing_key"], pd_key);
+    assert_eq!(trigger["dedup_key"], "deepvue-rotator:it:prod:ip-403");
+    for k in [
+        "summary",
+        "source",
+        "severity",
+        "timestamp",
+        "component",
+        "group",
+        "class",
+    ] {
+        assert!(trigger["payload"][k].is_string(), "payload.{k}: {trigger}");
+    }
+    assert!(
+        ["critical", "error", "warning", "info"]
+            .contains(&trigger["payload"]["severity"].as_str().unwrap_or_default())
+    );
+    assert!(
+        trigger["payload"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .len()
+            <= 1024
+    );
+
+    let slack = rx.posts("/slack");
+    assert_eq!(slack.len(), 1);
+    let s = slack[0].json();
+    assert!(
+        s["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Deepvue answered 403"),
+        "{s}"
+    );
+    let blocks = s["blocks"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !blocks.is_empty() && blocks.iter().all(|b| b["type"].is_string()),
+        "{s}"
+    );
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["type"], "plain_text");
+
+    // The broken sink was tried (with retries) and its failure is visible in status.
+    assert!(rx.posts("/broken").len() >= 3, "retries on 5xx");
+    let out = run(cmd(&["status"])).await;
+    assert!(
+        out.stdout.contains("alert delivery failed") && out.stdout.contains("broken: HTTP 500"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
+
+    // Deepvue accepts us again: one resolve with the same dedup_key.
+    env.sim.set_behavior(Behavior::default());
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(pd.len(), 2, "exactly one resolve");
+    let resolve = pd[1].json();
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+    assert_eq!(resolve["routing_key"], pd_key);
+}
+
+#[tokio::test]
+async fn sns_alerts_are_published_through_moto() {
+    let moto = Moto::start().await;
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    // A topic with an SQS subscription, so the published alert can be read back.
+    let topic = moto
+        .query(
+            "sns",
+            &[
+                ("Action", "CreateTopic"),
+                ("Name", "deepvue-alerts"),
+                ("Version", "2010-03-31"),
+            ],
+        )
+        .await;
+    let topic_arn = between(&topic, "<TopicArn>", "</TopicArn>");
+    let queue = moto
+        .query(
+            "sqs",
+            &[
+                ("Action", "CreateQueue"),
+                ("QueueName", "alerts"),
+                ("Version", "2012-11-05"),
+            ],
+        )
+        .await;
+    let queue_url = between(&queue, "<QueueUrl>", "</QueueUrl>");
+    let sub = moto
+        .query(
+            "sns",
+            &[
+                ("Action", "Subscribe"),
+                ("TopicArn", &topic_arn),
+                ("Protocol", "sqs"),
+                ("Endpoint", "arn:aws:sqs:us-east-1:123456789012:alerts"),
+                ("Version", "2010-03-31"),
+            ],
+        )
+        .await;
+    assert!(sub.contains("SubscriptionArn"), "{sub}");
+
+    let sinks = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\n[[alerts]]\nkind = \"sns\"\ntopic_arn = \"{topic_arn}\"\n",
+        moto.endpoint
+    );
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(&cfg, args);
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE");
+        c
+    };
+    assert_eq!(run(cmd(&["rotate"])).await.code, 0);
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stdout.contains("alert ip-403 (warning) -> sns-0"),
+        "{out}"
+    );
+    let msgs = moto
+        .query(
+            "sqs",
+            &[
+                ("Action", "ReceiveMessage"),
+                ("QueueUrl", &queue_url),
+                ("MaxNumberOfMessages", "10"),
+                ("Version", "2012-11-05"),
+            ],
+        )
+        .await;
+    assert!(
+        msgs.contains("ip-403") && msgs.contains("deepvue-rotator:it:prod:ip-403"),
+        "{msgs}"
+    );
+
+    // check reaches the topic.
+    let out = run(cmd(&["check"])).await;
+    assert!(
+        out.stdout
+            .contains("PASS     alerting is configured and reachable (sink sns-0)"),
+        "{out}"
+    );
+}
+
+fn between(s: &str, a: &str, b: &str) -> String {
+    s.split(a)
+        .nth(1)
+        .and_then(|r| r.split(b).next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no {a} in {s}"))
+}
+
+#[tokio::test]
+async fn check_evaluates_the_production_checklist() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/hook")
+    );
+    let good = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let text = std::fs::read_to_string(&good)
+        .unwrap_or_default()
+        .replace("[rotation]", "");
+    let good =
+        env.write_config(&text.replace("[egress]", "[rotation]\nrun_every = \"1h\"\n\n[egress]"));
+    let out = env.run(&good, &["check"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    for item in [
+        "every endpoint is HTTPS",
+        "credentials come from env",
+        "no credential in the config",
+        "egress IP is in expected_ips",
+        "refreshed ahead",
+        "alerting is configured",
+        "stores are reachable",
+        "Deepvue TLS handshake",
+    ] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(item)),
+            "{item}: {out}"
+        );
+    }
+    assert!(
+        out.stdout
+            .contains("egress IP 127.0.0.1 is in the whitelist"),
+        "{out}"
+    );
+    assert!(rx.posts("/hook").is_empty(), "check sends no alert");
+    assert_eq!(env.calls(), 0, "check never mints");
+
+    let good_text = std::fs::read_to_string(&good).unwrap_or_default();
+    let cases = [
+        (
+            good_text.replace(&rx.url("/hook"), &rx.url("/hook").replace("https", "http")),
+            "FAIL     every endpoint is HTTPS",
+            2,
+        ),
+        (
+            good_text.replace(
+                "{ backend = \"env\" }",
+                "{ backend = \"env\", client_secret = \"x\" }",
+            ),
+            "FAIL     no credential in the config",
+            2,
+        ),
+        (
+            good_text.replace("\"127.0.0.1\"", "\"203.0.113.10\""),
+            "FAIL     egress IP is in expected_ips: egress IP 127.0.0.1 is not in the whitelist",
+            1,
+        ),
+        (
+            good_text.replace(
+                &env.store_dir("prod").display().to_string(),
+                "/proc/version/x",
+            ),
+            "FAIL     stores are reachable",
+            1,
+        ),
+    ];
+    for (text, needle, code) in cases {
+        let cfg = env.write_config(&text);
+        let out = env.run(&cfg, &["check"]).await;
+        assert_eq!(out.code, code, "{needle}: {out}");
+        assert!(out.stdout.contains(needle), "{needle}: {out}");
+    }
+    let out = env.run(&good, &["check", "--json"]).await;
+    let items: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert!(
+        items
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["status"] == "pass")),
+        "{out}"
+    );
+}

@@ -1,0 +1,84 @@
+//! A real `moto_server` (AWS emulator) on 127.0.0.1, started per test. It is installed by
+//! `./scripts/test.sh`; if it cannot start, the test fails saying so.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    pub endpoint: String,
+    _child: tokio::process::Child,
+}
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/moto_server");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("moto_server")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        deepvue_rotator::tls::install_default_provider();
+        let bin = binary();
+        let port = free_port();
+        let child = tokio::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): install the test tools with ./scripts/test.sh \
+                     (pip install \"moto[server]\" into .tools/venv) or set MOTO_SERVER",
+                    bin.display()
+                )
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{endpoint}/moto-api/")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server at {endpoint} did not answer within 30 s; run ./scripts/test.sh to (re)install it"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Moto {
+            endpoint,
+            _child: child,
+        }
+    }
+
+    /// Call a query-protocol action (SNS, SQS) and return the XML answer.
+    /// Moto routes on the credential scope's service name (`sns`, `sqs`).
+    pub async fn query(&self, service: &str, params: &[(&str, &str)]) -> String {
+        let resp = reqwest::Client::new()
+            .post(&self.endpoint)
+            .header(
+                "authorization",
+                format!("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+            )
+            .form(params)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto query {params:?}: {e}"));
+        resp.text().await.unwrap_or_default()
+    }
+}
