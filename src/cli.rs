@@ -791,9 +791,11 @@ async fn demo() -> anyhow::Result<u8> {
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600))?;
     let store = dir.join("store/demo");
     let toml = format!(
-        "[deepvue]\nbase_url = \"{}\"\nca_file = \"{}\"\n\n[rotation]\nrenew_before = \"12h\"\n\n\
-         [[tokens]]\nname = \"demo\"\ncredentials = {{ backend = \"file\", path = \"{}\" }}\n\
-         store = {{ backend = \"file\", path = \"{}\" }}\n",
+        "[deepvue]\nbase_url = \"{0}\"\nca_file = \"{1}\"\n\n[rotation]\nrenew_before = \"12h\"\n\n\
+         [egress]\n# Deepvue whitelists 203.0.113.10 for this account; the probe is the simulator's /ip.\n\
+         expected_ips = [\"203.0.113.10\"]\nprobe_urls = [\"{0}/ip\"]\n\n\
+         [[tokens]]\nname = \"demo\"\ncredentials = {{ backend = \"file\", path = \"{2}\" }}\n\
+         store = {{ backend = \"file\", path = \"{3}\" }}\n",
         sim.base_url(),
         ca.display(),
         creds.display(),

@@ -178,7 +178,11 @@ impl StoreConfig {
     /// Backend name and secret id, for messages.
     pub fn describe(&self) -> (&'static str, String) {
         match self {
-            StoreConfig::File { path, .. } => ("file", path.display().to_string()),
+            // Normalised (`/x/`, `/x/.` and `/x` are one store) so duplicates are caught.
+            StoreConfig::File { path, .. } => (
+                "file",
+                path.components().collect::<PathBuf>().display().to_string(),
+            ),
         }
     }
 }

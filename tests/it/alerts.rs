@@ -21,10 +21,12 @@ fn allow_only(net: &str) -> Behavior {
 fn alert_config(env: &Env, rx: &Receiver, expected: &str, sinks: &str) -> std::path::PathBuf {
     let rx_ca = env.path("receiver-ca.pem");
     std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let base = env.deepvue_section("").replace(
+        "[egress]\n",
+        &format!("[egress]\nexpected_ips = [{expected}]\n"),
+    );
     env.write_config(&format!(
-        "{}[egress]\nexpected_ips = [{expected}]\nprobe_urls = [\"{}/ip\"]\n\n[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n{sinks}\n{}",
-        env.deepvue_section(""),
-        env.sim.base_url(),
+        "{base}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n{sinks}\n{}",
         rx_ca.display(),
         env.token_block("prod", "{ backend = \"env\" }"),
     ))

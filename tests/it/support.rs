@@ -68,10 +68,11 @@ impl Env {
         self.path(&format!("store/{token}"))
     }
 
-    /// `[deepvue]` pointing at the simulator with fast retries, plus `extra` lines in it.
+    /// `[deepvue]` pointing at the simulator with fast retries, plus `extra` lines in it, and
+    /// `[egress]` probing the simulator's `/ip` (tests never reach beyond loopback).
     pub fn deepvue_section(&self, extra: &str) -> String {
         format!(
-            "[deepvue]\nbase_url = \"{}\"\nca_file = \"{}\"\nbackoff_base = \"50ms\"\nbackoff_max = \"200ms\"\n{extra}\n",
+            "[deepvue]\nbase_url = \"{0}\"\nca_file = \"{1}\"\nbackoff_base = \"50ms\"\nbackoff_max = \"200ms\"\n{extra}\n\n[egress]\nprobe_urls = [\"{0}/ip\"]\n\n",
             self.sim.base_url(),
             self.ca.display()
         )
