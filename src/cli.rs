@@ -139,7 +139,8 @@ pub fn main() -> ExitCode {
         }
     };
     let default_level = match cli.command {
-        Command::Demo => "warn",
+        // The demo prints everything an operator needs on stdout; RUST_LOG shows the logs too.
+        Command::Demo => "off",
         _ => "info",
     };
     logging::init(cli.log_format, default_level);
@@ -816,7 +817,7 @@ async fn demo() -> anyhow::Result<u8> {
 
     writeln!(
         out,
-        "== 1. rotate: nothing is stored yet, so a token is minted and written"
+        "== 1. rotate: nothing is stored yet, so a token is minted and written.\n      This host's egress IP (127.0.0.1) is not in expected_ips: a drift warning, though Deepvue still accepts it today."
     )?;
     let r = rotator.rotate_all(&jobs, RunOptions::default()).await;
     report_lines(&mut out, &r)?;
@@ -850,7 +851,7 @@ async fn demo() -> anyhow::Result<u8> {
 
     writeln!(
         out,
-        "== 4. Deepvue now answers 403 (this host's egress IP is not whitelisted); rotate --force"
+        "== 4. Deepvue now enforces its whitelist and answers 403; rotate --force.\n      The operator is told which IP was used and how long the stored token still lives:"
     )?;
     sim.set_behavior(Behavior {
         allowed_ips: Some(vec!["203.0.113.0/24".parse()?]),

@@ -630,7 +630,11 @@ async fn status_one(job: &Job) -> StatusRow {
                 .alerts
                 .iter()
                 .map(|(c, a)| {
-                    format!("{} ({:?} since {})", c.as_str(), a.severity, a.since).to_lowercase()
+                    let sev = match a.severity {
+                        crate::alert::Severity::Warning => "warning",
+                        crate::alert::Severity::Critical => "critical",
+                    };
+                    format!("{} ({sev} since {})", c.as_str(), a.since)
                 })
                 .collect();
             row.last_alert_error = s.last_alert_error;
