@@ -524,6 +524,7 @@ fn check_invalid_config(e: &config::ConfigError, json: bool) -> u8 {
         ("refresh-ahead", CHECK_REFRESH),
         ("alerting", CHECK_ALERTS),
         ("stores", CHECK_STORES),
+        ("deepvue-tls", CHECK_TLS),
     ] {
         if id != failing {
             items.push(item(

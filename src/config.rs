@@ -179,12 +179,31 @@ impl StoreConfig {
     pub fn describe(&self) -> (&'static str, String) {
         match self {
             // Normalised (`/x/`, `/x/.` and `/x` are one store) so duplicates are caught.
-            StoreConfig::File { path, .. } => (
-                "file",
-                path.components().collect::<PathBuf>().display().to_string(),
-            ),
+            StoreConfig::File { path, .. } => ("file", normalise(path).display().to_string()),
         }
     }
+}
+
+/// Absolute (against the working directory) with `.` and `..` resolved lexically, so `st`,
+/// `./st/` and `$PWD/st` are recognised as one store.
+fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -584,8 +603,9 @@ impl Config {
         let err = |m: String| ConfigError::new(origin, m);
         let d = raw.deepvue;
         let base = d.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url = Url::parse(base)
-            .map_err(|e| err(format!("deepvue.base_url `{base}` is not a URL ({e})")))?;
+        let base_url =
+            Url::parse(base).map_err(|e| err(format!("deepvue.base_url is not a URL ({e})")))?;
+        let base = shown(base);
         if base_url.scheme() != "https" {
             return Err(err(format!(
                 "deepvue.base_url must use https:// (got `{base}`); credentials are never sent \
@@ -683,11 +703,22 @@ impl Config {
                 "rotation.concurrency must be between 1 and 1024 (got {concurrency})"
             )));
         }
+        // A runner may hold the rotation lock for a whole authorize retry budget; waiting less
+        // than that would fail a run that should simply find the token fresh.
+        let longest_hold = deepvue.retry.deadline + deepvue.request_timeout;
         let lock_timeout = positive(
             "rotation.lock_timeout",
             r.lock_timeout,
-            Duration::from_secs(60),
+            longest_hold + Duration::from_secs(30),
         )?;
+        if lock_timeout <= longest_hold {
+            return Err(err(format!(
+                "rotation.lock_timeout ({}) must be longer than deepvue.retry_deadline + \
+                 deepvue.request_timeout ({}): another runner may hold the lock that long",
+                humantime::format_duration(lock_timeout),
+                humantime::format_duration(longest_hold)
+            )));
+        }
 
         if raw.tokens.is_empty() {
             return Err(err(
@@ -789,6 +820,21 @@ impl Config {
             alerting,
             aws,
         })
+    }
+}
+
+/// A URL as it may appear in an error: scheme, host, port and path only (user info, query and
+/// fragment can carry secrets).
+fn shown(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(unparseable URL)".into(),
     }
 }
 
@@ -1090,6 +1136,33 @@ store = { backend = "file", path = "/var/lib/deepvue-rotator/prod" }
         assert!(!m.contains("s3cr3t-value"), "{m}");
         let m = message(&format!("access_token = \"abc\"\n{README_EXAMPLE}"));
         assert!(m.contains("`access_token`"), "{m}");
+    }
+
+    #[test]
+    fn same_store_under_two_spellings_is_caught() {
+        let two = format!(
+            "{}\n[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"/var/lib/deepvue-rotator/./x/../prod/\" }}\n",
+            README_EXAMPLE
+        );
+        assert!(message(&two).contains("already used"), "{}", message(&two));
+        let rel = "[[tokens]]\nname = \"a\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"st\" }\n\
+                   [[tokens]]\nname = \"b\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"./st\" }\n";
+        assert!(message(rel).contains("already used"), "{}", message(rel));
+    }
+
+    #[test]
+    fn urls_in_errors_never_carry_user_info_or_query() {
+        let m = message(&README_EXAMPLE.replace(
+            "https://production.deepvue.tech\"",
+            "http://user:SENTINELPW@production.deepvue.tech/?x-api-key=SENTINELKEY\"",
+        ));
+        assert!(m.contains("http://production.deepvue.tech/"), "{m}");
+        assert!(!m.contains("SENTINEL"), "{m}");
+        let m = message(&README_EXAMPLE.replace(
+            "https://production.deepvue.tech\"",
+            "https://production.deepvue.tech/?x-api-key=SENTINELKEY\"",
+        ));
+        assert!(m.contains("query") && !m.contains("SENTINEL"), "{m}");
     }
 
     #[test]

@@ -166,8 +166,14 @@ impl DeepvueClient {
                     last: why,
                 });
             }
-            let wait = retry_after.unwrap_or_else(|| full_jitter(&self.retry, attempt));
-            if Instant::now() + wait >= deadline {
+            // A hostile or broken Retry-After can be huge: never let it overflow the clock.
+            let wait = retry_after
+                .unwrap_or_else(|| full_jitter(&self.retry, attempt))
+                .min(self.retry.deadline);
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|at| at >= deadline)
+            {
                 return Err(MintError::Exhausted {
                     attempts: attempt,
                     last: format!(
@@ -241,7 +247,7 @@ impl DeepvueClient {
             }
             Err(_) => secrecy::zeroize::Zeroizing::new(Vec::new()),
         };
-        let detail = || redact(detail_of(&body, &content_type), creds);
+        let detail = || truncate(&redact(detail_of(&body, &content_type), creds), 300);
         match status.as_u16() {
             200..=299 => parse_token(&body, sent_at).map_err(|why| Attempt::Retry {
                 why: format!("malformed answer: {why}"),
@@ -425,15 +431,23 @@ fn detail_of(body: &[u8], content_type: &str) -> String {
         Err(_) if body.is_empty() => "(empty body)".into(),
         Err(_) => format!("(no JSON detail; {} bytes of {content_type})", body.len()),
     };
-    truncate(&text, 300)
+    // Bounded before redaction only loosely (64 KiB body cap); truncated by the caller after
+    // redaction, so a secret straddling the cut cannot leak a prefix.
+    text
 }
 
 fn redact(mut detail: String, creds: &Credentials) -> String {
     for s in [&creds.client_secret, &creds.client_id] {
-        let s = s.expose_secret();
-        if s.len() >= 4 {
-            detail = detail.replace(s, "[REDACTED]");
+        let raw = s.expose_secret();
+        if raw.len() < 4 {
+            continue;
         }
+        // Also the JSON-escaped form, for details that were re-serialised.
+        let escaped = serde_json::to_string(raw).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        detail = detail
+            .replace(raw, "[REDACTED]")
+            .replace(escaped, "[REDACTED]");
     }
     detail
 }
@@ -587,6 +601,33 @@ mod tests {
             !raw.contains("SENTINEL") && raw.contains("text/html"),
             "{raw}"
         );
+    }
+
+    #[test]
+    fn redaction_happens_before_truncation() {
+        let creds = Credentials {
+            client_id: SecretString::from("client-id-1"),
+            client_secret: SecretString::from("supersecret-VALUE-123"),
+        };
+        let body = format!(r#"{{"detail":"{}supersecret-VALUE-123"}}"#, "x".repeat(290));
+        let d = truncate(
+            &redact(detail_of(body.as_bytes(), "application/json"), &creds),
+            300,
+        );
+        assert!(!d.contains("supersecre"), "{d}");
+        let weird = SecretString::from("se\"cr\\et-ABC");
+        let creds = Credentials {
+            client_id: SecretString::from("id-1"),
+            client_secret: weird,
+        };
+        let d = redact(
+            detail_of(
+                br#"{"detail":{"echo":"se\"cr\\et-ABC"}}"#,
+                "application/json",
+            ),
+            &creds,
+        );
+        assert!(!d.contains("cr\\\\et"), "{d}");
     }
 
     #[test]

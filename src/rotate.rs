@@ -390,10 +390,17 @@ impl Rotator {
                 let left = report
                     .expires_in_secs
                     .map(|s| {
-                        format!(
-                            "; the stored token expires in {}",
-                            format_duration(chrono::Duration::seconds(s))
-                        )
+                        if s > 0 {
+                            format!(
+                                "; the stored token expires in {}",
+                                format_duration(chrono::Duration::seconds(s))
+                            )
+                        } else {
+                            format!(
+                                "; the stored token expired {} ago",
+                                format_duration(chrono::Duration::seconds(-s))
+                            )
+                        }
                     })
                     .unwrap_or_else(|| "; no usable token is stored".into());
                 let mut report = fail(report, e.kind(), format!("{e}{left}"));
@@ -480,10 +487,9 @@ impl Rotator {
         let mut delivery_errors = Vec::new();
         for a in planned {
             let outcome = self.alerter.deliver(&a).await;
-            let ok = !outcome.delivered.is_empty() || !self.alerter.has_sinks();
             delivery_errors.extend(outcome.failed.iter().cloned());
-            report.alerts.push(outcome);
-            delivered.push((a, ok));
+            report.alerts.push(outcome.clone());
+            delivered.push((a, outcome));
         }
         let alerts = alert::next_state(
             report,

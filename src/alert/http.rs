@@ -108,6 +108,8 @@ impl Sink for HttpSink {
             _ => None,
         };
         let http = self.http.client().await?;
+        // One message id for all attempts: receivers use it to drop duplicates.
+        let msg_id = format!("msg_{}", hex(&rand::random::<[u8; 12]>()));
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             let mut req = http
@@ -115,11 +117,10 @@ impl Sink for HttpSink {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .timeout(Duration::from_secs(10));
             if let Some(secret) = &signing {
-                let id = format!("msg_{}", hex(&rand::random::<[u8; 12]>()));
                 let ts = chrono::Utc::now().timestamp();
-                let sig = sign_standard_webhook(secret, &id, ts, &body)?;
+                let sig = sign_standard_webhook(secret, &msg_id, ts, &body)?;
                 req = req
-                    .header("webhook-id", id)
+                    .header("webhook-id", msg_id.clone())
                     .header("webhook-timestamp", ts.to_string())
                     .header("webhook-signature", sig);
             }

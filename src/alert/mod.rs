@@ -79,6 +79,12 @@ pub struct AlertState {
     pub last_sent: Option<String>,
     /// The severity last delivered.
     pub severity: Severity,
+    /// Sinks that failed to take the last trigger or resolve: retried on the next run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// The condition cleared, but not every sink has taken the resolve yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resolving: bool,
 }
 
 /// One alert, as every sink receives it. Never contains a secret or a token.
@@ -114,6 +120,9 @@ pub struct Alert {
     pub dedup_key: String,
     /// When this run saw it.
     pub occurred_at: String,
+    /// Deliver only to these sinks (a retry for the ones that failed); `None` = all.
+    #[serde(skip)]
+    pub targets: Option<Vec<String>>,
 }
 
 /// Delivery result of one alert, for the report.
@@ -129,6 +138,9 @@ pub struct AlertOutcome {
     pub delivered: Vec<String>,
     /// Sinks that failed, with why.
     pub failed: Vec<String>,
+    /// Names of the sinks that failed.
+    #[serde(skip)]
+    pub failed_sinks: Vec<String>,
 }
 
 fn dedup_key(env: &str, token: &str, c: Condition) -> String {
@@ -183,7 +195,8 @@ fn evaluate(
     (active, cleared)
 }
 
-/// Decide what to send. Returns the alerts and the state to keep if they are all delivered.
+/// Decide what to send: new or repeating triggers to every sink, escalations at once, retries
+/// only to the sinks that failed last time, and one resolve when a delivered condition clears.
 pub fn plan(
     report: &TokenReport,
     egress: Option<&EgressReport>,
@@ -196,56 +209,94 @@ pub fn plan(
     let repeat = chrono::Duration::from_std(cfg.repeat_every).unwrap_or(chrono::Duration::MAX);
     let mut out = Vec::new();
     for c in active {
-        let due = match previous.get(&c) {
+        let prev = previous.get(&c).filter(|s| !s.resolving);
+        let due = match prev {
             None => true,
             Some(s) => {
                 let last = s.last_sent.as_deref().and_then(|t| parse_time(t).ok());
                 last.is_none_or(|t| now - t >= repeat) || sev > s.severity
             }
         };
+        let mut alert = build(Action::Trigger, c, sev, report, egress, now, cfg);
         if due {
-            out.push(build(Action::Trigger, c, sev, report, egress, now, cfg));
+            out.push(alert);
+        } else if let Some(s) = prev.filter(|s| !s.pending.is_empty()) {
+            alert.targets = Some(s.pending.clone());
+            out.push(alert);
         }
     }
     for c in cleared {
-        if previous.contains_key(&c) {
-            out.push(build(Action::Resolve, c, sev, report, egress, now, cfg));
+        let Some(s) = previous.get(&c) else { continue };
+        if s.last_sent.is_none() && !s.resolving {
+            continue; // no sink ever heard of it: nothing to resolve
         }
+        let mut alert = build(Action::Resolve, c, sev, report, egress, now, cfg);
+        if s.resolving {
+            alert.targets = Some(s.pending.clone());
+        }
+        out.push(alert);
     }
     out
 }
 
-/// Apply delivered alerts (and the run's active conditions) to the state.
+/// The alert state after this run's deliveries.
 pub fn next_state(
     report: &TokenReport,
     egress: Option<&EgressReport>,
     previous: &BTreeMap<Condition, AlertState>,
-    delivered: &[(Alert, bool)],
+    delivered: &[(Alert, AlertOutcome)],
     now: DateTime<Utc>,
     cfg: &AlertingConfig,
 ) -> BTreeMap<Condition, AlertState> {
-    let (active, _) = evaluate(report, egress, cfg);
+    let (active, cleared) = evaluate(report, egress, cfg);
     let mut state = previous.clone();
     for c in active {
-        state.entry(c).or_insert_with(|| AlertState {
+        let fresh = AlertState {
             dedup_key: dedup_key(&cfg.environment, &report.name, c),
             since: format_time(now),
             last_sent: None,
             severity: Severity::Warning,
-        });
+            pending: Vec::new(),
+            resolving: false,
+        };
+        let entry = state.entry(c).or_insert_with(|| fresh.clone());
+        if entry.resolving {
+            *entry = fresh; // back again while its resolve was still being retried
+        }
     }
-    for (alert, ok) in delivered {
-        match (alert.action, ok) {
-            (Action::Trigger, true) => {
-                if let Some(s) = state.get_mut(&alert.condition) {
+    for c in cleared {
+        if state
+            .get(&c)
+            .is_some_and(|s| s.last_sent.is_none() && !s.resolving)
+        {
+            state.remove(&c);
+        }
+    }
+    for (alert, outcome) in delivered {
+        let Some(s) = state.get_mut(&alert.condition) else {
+            continue;
+        };
+        let reached = !outcome.delivered.is_empty() || outcome.failed_sinks.is_empty();
+        match alert.action {
+            Action::Trigger => {
+                if reached && alert.targets.is_none() {
                     s.last_sent = Some(format_time(now));
                     s.severity = alert.severity;
                 }
+                s.pending = if reached || alert.targets.is_some() {
+                    outcome.failed_sinks.clone()
+                } else {
+                    Vec::new()
+                };
             }
-            (Action::Resolve, true) => {
-                state.remove(&alert.condition);
+            Action::Resolve => {
+                if outcome.failed_sinks.is_empty() {
+                    state.remove(&alert.condition);
+                } else {
+                    s.resolving = true;
+                    s.pending = outcome.failed_sinks.clone();
+                }
             }
-            (_, false) => {}
         }
     }
     state
@@ -358,6 +409,7 @@ fn build(
         fix,
         dedup_key: dedup_key(env, &r.name, c),
         occurred_at: format_time(now),
+        targets: None,
     }
 }
 
@@ -419,10 +471,14 @@ impl Alerter {
                 error!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, fix = %alert.fix, "alert: {}", alert.summary)
             }
         }
+        let targeted = self.sinks.iter().filter(|s| {
+            alert
+                .targets
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|n| n == s.name()))
+        });
         let results = futures::future::join_all(
-            self.sinks
-                .iter()
-                .map(|s| async move { (s.name().to_string(), s.send(alert).await) }),
+            targeted.map(|s| async move { (s.name().to_string(), s.send(alert).await) }),
         )
         .await;
         let mut outcome = AlertOutcome {
@@ -431,6 +487,7 @@ impl Alerter {
             severity: alert.severity,
             delivered: Vec::new(),
             failed: Vec::new(),
+            failed_sinks: Vec::new(),
         };
         for (name, r) in results {
             match r {
@@ -438,6 +495,7 @@ impl Alerter {
                 Err(e) => {
                     warn!(sink = %name, error = %e, "alert delivery failed");
                     outcome.failed.push(format!("{name}: {e}"));
+                    outcome.failed_sinks.push(name);
                 }
             }
         }
@@ -510,7 +568,13 @@ mod tests {
             .map(|a| format!("{:?} {} {:?}", a.action, a.condition.as_str(), a.severity))
             .collect();
         assert_eq!(got, expect);
-        let delivered: Vec<(Alert, bool)> = alerts.into_iter().map(|a| (a, true)).collect();
+        let delivered: Vec<(Alert, AlertOutcome)> = alerts
+            .into_iter()
+            .map(|a| {
+                let o = outcome(&a, &["pd"], &[]);
+                (a, o)
+            })
+            .collect();
         next_state(r, None, prev, &delivered, now, &cfg())
     }
 
@@ -588,7 +652,13 @@ mod tests {
         let t0 = Utc::now();
         let r = report(Outcome::Failed, Some(ErrorKind::Forbidden), 20);
         let alerts = plan(&r, None, &BTreeMap::new(), t0, &cfg());
-        let failed: Vec<(Alert, bool)> = alerts.into_iter().map(|a| (a, false)).collect();
+        let failed: Vec<(Alert, AlertOutcome)> = alerts
+            .into_iter()
+            .map(|a| {
+                let o = outcome(&a, &[], &["pd"]);
+                (a, o)
+            })
+            .collect();
         let s = next_state(&r, None, &BTreeMap::new(), &failed, t0, &cfg());
         check(
             &r,
@@ -596,5 +666,82 @@ mod tests {
             t0 + chrono::Duration::minutes(5),
             &["Trigger ip-403 Warning"],
         );
+        // Never delivered anywhere, then cleared: no resolve for an alert nobody saw.
+        let s = next_state(&r, None, &BTreeMap::new(), &[], t0, &cfg());
+        check(&report(Outcome::Rotated, None, 24), &s, t0, &[]);
+    }
+
+    fn outcome(a: &Alert, ok: &[&str], failed: &[&str]) -> AlertOutcome {
+        AlertOutcome {
+            condition: a.condition,
+            action: a.action,
+            severity: a.severity,
+            delivered: ok.iter().map(|s| s.to_string()).collect(),
+            failed: failed.iter().map(|s| format!("{s}: HTTP 500")).collect(),
+            failed_sinks: failed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn failed_sinks_are_retried_alone_and_resolves_are_not_lost() {
+        let t0 = Utc::now();
+        let r403 = report(Outcome::Failed, Some(ErrorKind::Forbidden), 20);
+        type Planned = Vec<(String, Option<Vec<String>>)>;
+        let plan_targets = |r: &TokenReport, s: &BTreeMap<Condition, AlertState>, t| -> Planned {
+            plan(r, None, s, t, &cfg())
+                .into_iter()
+                .map(|a| (format!("{:?}", a.action), a.targets))
+                .collect()
+        };
+        let pd = || Some(vec!["pd".to_string()]);
+        // Slack took the trigger, PagerDuty did not.
+        let a = plan(&r403, None, &BTreeMap::new(), t0, &cfg());
+        let s = next_state(
+            &r403,
+            None,
+            &BTreeMap::new(),
+            &[(a[0].clone(), outcome(&a[0], &["slack"], &["pd"]))],
+            t0,
+            &cfg(),
+        );
+        // Next run: only PagerDuty gets it again.
+        let t1 = t0 + chrono::Duration::minutes(10);
+        assert_eq!(plan_targets(&r403, &s, t1), [("Trigger".to_string(), pd())]);
+        let a = plan(&r403, None, &s, t1, &cfg());
+        let s = next_state(
+            &r403,
+            None,
+            &s,
+            &[(a[0].clone(), outcome(&a[0], &["pd"], &[]))],
+            t1,
+            &cfg(),
+        );
+        assert_eq!(
+            plan_targets(&r403, &s, t0 + chrono::Duration::minutes(20)),
+            []
+        );
+        // The resolve reaches Slack but not PagerDuty: PagerDuty is owed it next run.
+        let ok = report(Outcome::Rotated, None, 24);
+        let a = plan(&ok, None, &s, t1, &cfg());
+        assert_eq!(a.len(), 1);
+        let s = next_state(
+            &ok,
+            None,
+            &s,
+            &[(a[0].clone(), outcome(&a[0], &["slack"], &["pd"]))],
+            t1,
+            &cfg(),
+        );
+        assert_eq!(plan_targets(&ok, &s, t1), [("Resolve".to_string(), pd())]);
+        let a = plan(&ok, None, &s, t1, &cfg());
+        let s = next_state(
+            &ok,
+            None,
+            &s,
+            &[(a[0].clone(), outcome(&a[0], &["pd"], &[]))],
+            t1,
+            &cfg(),
+        );
+        assert!(s.is_empty());
     }
 }

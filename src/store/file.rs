@@ -277,8 +277,8 @@ impl FileStore {
         Ok(Version(next.to_string()))
     }
 
-    /// `.tmp-*` files are only made by version writers, under the write lock: any found by a
-    /// writer were left by a killed one. (State and check temp files use other names.)
+    /// `.tmp-*` files are only made by version and state writers, under the write lock: any
+    /// found by a writer were left by a killed one. (The `check` probe uses another name.)
     fn remove_temp_files(&self) {
         for d in [self.dir.clone(), self.versions_dir()] {
             if let Ok(entries) = fs::read_dir(&d) {
@@ -447,25 +447,35 @@ impl TokenStore for FileStore {
     async fn write_state(&self, state: &RunState) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| self.err(ErrorKind::Permanent, format!("cannot encode state: {e}")))?;
+        {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.ensure_dirs())
+                .await
+                .map_err(|e| self.err(ErrorKind::Transient, format!("I/O task failed: {e}")))??;
+        }
+        // Under the write lock, like version writes: its temp file uses the swept prefix.
+        let lock = self.acquire(WRITE_LOCK).await?;
         self.blocking(move |s| {
-            s.ensure_dirs()?;
             let path = s.dir.join(STATE);
-            let tmp = s.dir.join(format!(
-                ".state-{}-{:08x}.tmp",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| s.io("cannot create", &tmp, e))?;
-            f.write_all(&bytes)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| s.io("cannot write", &tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| s.io("cannot replace", &path, e))
+            let tmp = s
+                .dir
+                .join(format!("{TMP_PREFIX}state-{}", std::process::id()));
+            let result = (|| {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| s.io("cannot create", &tmp, e))?;
+                f.write_all(&bytes)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| s.io("cannot write", &tmp, e))?;
+                fs::rename(&tmp, &path).map_err(|e| s.io("cannot replace", &path, e))?;
+                fsync_dir(&s.dir).map_err(|e| s.io("cannot fsync", &s.dir, e))
+            })();
+            drop(lock);
+            result
         })
         .await
     }

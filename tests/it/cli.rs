@@ -171,6 +171,23 @@ async fn rate_limited_429_honours_retry_after() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_after_ends_the_retries_cleanly() {
+    let env = Env::with(Behavior {
+        default: Reply::Status {
+            status: 503,
+            detail: None,
+            retry_after: Some("18446744073709551615".into()),
+        },
+        ..Behavior::default()
+    })
+    .await;
+    let out = env.run(&env.config(), &["rotate"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("retry deadline"), "{out}");
+    assert_eq!(env.calls(), 1);
+}
+
+#[tokio::test]
 async fn retries_are_bounded() {
     let env = Env::with(Behavior {
         default: status(503),
