@@ -18,7 +18,7 @@ use crate::deepvue::{DeepvueClient, MintError};
 use crate::egress::{self, EgressReport};
 use crate::error::ErrorKind;
 use crate::store::{self, RunState, Stored, TokenStore, Version};
-use crate::token::{format_duration, format_time};
+use crate::token::{describe_left, format_duration, format_time};
 
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
@@ -387,22 +387,7 @@ impl Rotator {
         let doc = match client.authorize(&creds).await {
             Ok(d) => d,
             Err(e) => {
-                let left = report
-                    .expires_in_secs
-                    .map(|s| {
-                        if s > 0 {
-                            format!(
-                                "; the stored token expires in {}",
-                                format_duration(chrono::Duration::seconds(s))
-                            )
-                        } else {
-                            format!(
-                                "; the stored token expired {} ago",
-                                format_duration(chrono::Duration::seconds(-s))
-                            )
-                        }
-                    })
-                    .unwrap_or_else(|| "; no usable token is stored".into());
+                let left = format!("; {}", describe_left(report.expires_in_secs));
                 let mut report = fail(report, e.kind(), format!("{e}{left}"));
                 if let Some(err) = report.error.as_mut() {
                     err.deepvue_detail = e.deepvue_detail().map(str::to_string);

@@ -127,6 +127,22 @@ pub fn format_duration(d: chrono::Duration) -> String {
     }
 }
 
+/// How long the stored token has left, for messages and alerts: "the stored token expires in
+/// 5h00m", "… expired 10m00s ago", or "no usable token is stored".
+pub fn describe_left(expires_in_secs: Option<i64>) -> String {
+    match expires_in_secs {
+        None => "no usable token is stored".into(),
+        Some(s) if s > 0 => format!(
+            "the stored token expires in {}",
+            format_duration(chrono::Duration::seconds(s))
+        ),
+        Some(s) => format!(
+            "the stored token expired {} ago",
+            format_duration(chrono::Duration::seconds(-s))
+        ),
+    }
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()

@@ -19,7 +19,7 @@ use crate::config::{AlertingConfig, AwsConfig, IpFamily, SinkConfig};
 use crate::egress::EgressReport;
 use crate::error::ErrorKind;
 use crate::rotate::{Outcome, TokenReport};
-use crate::token::{format_duration, format_time, parse_time, truncate};
+use crate::token::{format_time, parse_time, truncate};
 
 /// What is wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -312,22 +312,7 @@ fn build(
     cfg: &AlertingConfig,
 ) -> Alert {
     let env = &cfg.environment;
-    let left = r.expires_in_secs.map_or_else(
-        || "no usable token is stored".to_string(),
-        |s| {
-            if s > 0 {
-                format!(
-                    "the stored token expires in {}",
-                    format_duration(chrono::Duration::seconds(s))
-                )
-            } else {
-                format!(
-                    "the stored token expired {} ago",
-                    format_duration(chrono::Duration::seconds(-s))
-                )
-            }
-        },
-    );
+    let left = crate::token::describe_left(r.expires_in_secs);
     let egress_line = egress
         .map(EgressReport::summary)
         .unwrap_or_else(|| "egress IP not probed".into());

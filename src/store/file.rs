@@ -402,12 +402,7 @@ impl TokenStore for FileStore {
         doc: &TokenDocument,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
-        {
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.ensure_dirs())
-                .await
-                .map_err(|e| self.err(ErrorKind::Transient, format!("I/O task failed: {e}")))??;
-        }
+        self.blocking(FileStore::ensure_dirs).await?;
         let lock = self.acquire(WRITE_LOCK).await?;
         let json = doc.to_json();
         let expected = expected.cloned();
@@ -420,10 +415,7 @@ impl TokenStore for FileStore {
     }
 
     async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.ensure_dirs())
-            .await
-            .map_err(|e| self.err(ErrorKind::Transient, format!("I/O task failed: {e}")))??;
+        self.blocking(FileStore::ensure_dirs).await?;
         let file = self.acquire(ROTATE_LOCK).await?;
         Ok(Some(RotationLock::new(file)))
     }
@@ -447,12 +439,7 @@ impl TokenStore for FileStore {
     async fn write_state(&self, state: &RunState) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| self.err(ErrorKind::Permanent, format!("cannot encode state: {e}")))?;
-        {
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.ensure_dirs())
-                .await
-                .map_err(|e| self.err(ErrorKind::Transient, format!("I/O task failed: {e}")))??;
-        }
+        self.blocking(FileStore::ensure_dirs).await?;
         // Under the write lock, like version writes: its temp file uses the swept prefix.
         let lock = self.acquire(WRITE_LOCK).await?;
         self.blocking(move |s| {
