@@ -7,6 +7,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls;
 
 use crate::config::AwsConfig;
+use crate::error::ErrorKind;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 
 /// Load the SDK config: `[aws]` region / endpoint_url / profile over the standard chain
 /// (environment, profile, web identity, ECS, IMDS; `AWS_ENDPOINT_URL` is honoured).
@@ -38,4 +40,142 @@ pub async fn sdk_config(cfg: &AwsConfig, extra_ca: Option<&Path>) -> Result<SdkC
         loader = loader.profile_name(p);
     }
     Ok(loader.load().await)
+}
+
+/// Lazily built AWS clients shared by every token of one config: a run that touches no AWS
+/// backend never loads the credential chain.
+pub struct AwsClients {
+    cfg: AwsConfig,
+    sm: tokio::sync::OnceCell<aws_sdk_secretsmanager::Client>,
+}
+
+impl AwsClients {
+    /// Clients for this `[aws]` section.
+    pub fn new(cfg: &AwsConfig) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(AwsClients {
+            cfg: cfg.clone(),
+            sm: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Clients around an already built Secrets Manager client (tests, embedders).
+    pub fn with_secrets_manager(
+        cfg: &AwsConfig,
+        client: aws_sdk_secretsmanager::Client,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(AwsClients {
+            cfg: cfg.clone(),
+            sm: tokio::sync::OnceCell::new_with(Some(client)),
+        })
+    }
+
+    /// The Secrets Manager client, built on first use.
+    pub async fn secrets_manager(&self) -> Result<&aws_sdk_secretsmanager::Client, String> {
+        self.sm
+            .get_or_try_init(|| async {
+                let sdk = sdk_config(&self.cfg, self.cfg.ca_file.as_deref()).await?;
+                Ok::<_, String>(aws_sdk_secretsmanager::Client::new(&sdk))
+            })
+            .await
+    }
+}
+
+/// A Secrets Manager failure, sorted into our classes. `action` is the IAM action the call
+/// needs (named when access is denied); `kms` says whether a KMS key may be involved.
+pub fn classify_sm_error<E>(
+    err: &aws_sdk_secretsmanager::error::SdkError<E, HttpResponse>,
+    action: &str,
+    kms: bool,
+) -> (ErrorKind, String)
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_secretsmanager::error::SdkError;
+    let context = aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().unwrap_or("Unknown");
+            let msg = e.message().unwrap_or("").to_string();
+            let status = se.raw().status().as_u16();
+            let kind = sm_code_kind(code, status);
+            let text = match code {
+                "AccessDeniedException" | "AccessDenied" => {
+                    let kms_hint = if kms || msg.to_ascii_lowercase().contains("kms") {
+                        " and kms:Decrypt on the secret's KMS key"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "access denied ({msg}): the caller needs secretsmanager:{action}{kms_hint}"
+                    )
+                }
+                "DecryptionFailure" => format!(
+                    "cannot decrypt the secret ({msg}): the caller needs kms:Decrypt on its KMS key"
+                ),
+                "ResourceNotFoundException" => format!("not found ({msg})"),
+                "ResourceExistsException" => format!("already exists ({msg})"),
+                "ThrottlingException" | "LimitExceededException" => {
+                    format!("{code}: {msg} (retry later)")
+                }
+                _ => format!("{action} failed: {code}: {msg} (HTTP {status})"),
+            };
+            (kind, text)
+        }
+        SdkError::TimeoutError(_) => (
+            ErrorKind::Transient,
+            format!("{action} timed out: {context}"),
+        ),
+        SdkError::DispatchFailure(d) => {
+            // A certificate problem does not heal by retrying.
+            let tls = crate::tls::tls_failure(err);
+            match tls {
+                Some(why) => (
+                    ErrorKind::Permanent,
+                    format!("{action}: TLS verification failed: {why}"),
+                ),
+                None if d.is_user() => (ErrorKind::Config, format!("{action}: {context}")),
+                None => (
+                    ErrorKind::Transient,
+                    format!("{action}: cannot reach Secrets Manager: {context}"),
+                ),
+            }
+        }
+        SdkError::ConstructionFailure(_) => (
+            ErrorKind::Config,
+            format!(
+                "{action}: cannot build the request ({context}); is a region set ([aws] region or \
+                 AWS_REGION)?"
+            ),
+        ),
+        _ => (ErrorKind::Transient, format!("{action}: {context}")),
+    }
+}
+
+/// The class of a Secrets Manager error code.
+pub fn sm_code_kind(code: &str, status: u16) -> ErrorKind {
+    match code {
+        "ResourceExistsException" => ErrorKind::Conflict,
+        "ResourceNotFoundException" => ErrorKind::Config,
+        "ThrottlingException"
+        | "LimitExceededException"
+        | "InternalServiceError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => ErrorKind::Transient,
+        _ if status >= 500 || status == 429 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// The error code of a service error, if the call got that far.
+pub fn sm_code<E, R>(err: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> Option<&str>
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata,
+{
+    match err {
+        aws_sdk_secretsmanager::error::SdkError::ServiceError(se) => se.err().code(),
+        _ => None,
+    }
 }

@@ -205,11 +205,12 @@ fn jobs_for(config: &Config, only: &[String]) -> Result<Vec<Job>, u8> {
             return Err(EXIT_CONFIG);
         }
     }
+    let aws = crate::aws::AwsClients::new(&config.aws);
     Ok(config
         .tokens
         .iter()
         .filter(|t| only.is_empty() || only.contains(&t.name))
-        .map(|t| Job::new(t, config))
+        .map(|t| Job::new(t, config, &aws))
         .collect())
 }
 

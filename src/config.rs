@@ -159,6 +159,17 @@ pub enum CredentialsConfig {
         /// Path to the JSON file.
         path: PathBuf,
     },
+    /// An AWS Secrets Manager secret whose SecretString is JSON with the two fields.
+    Aws {
+        /// Secret name or ARN.
+        secret_id: String,
+        /// Staging label to read (default AWSCURRENT).
+        version_stage: Option<String>,
+        /// JSON key of the client id (default `client_id`).
+        client_id_key: Option<String>,
+        /// JSON key of the client secret (default `client_secret`).
+        client_secret_key: Option<String>,
+    },
 }
 
 /// Where a token document is written.
@@ -172,6 +183,21 @@ pub enum StoreConfig {
         /// How many versions to keep (default 5, at least 2).
         keep_versions: Option<usize>,
     },
+    /// An AWS Secrets Manager secret; each rotation is a new version (AWSCURRENT moves, the old
+    /// one becomes AWSPREVIOUS).
+    Aws {
+        /// Secret name or ARN.
+        secret_id: String,
+        /// Create the secret on the first write when it does not exist (default false: a
+        /// missing secret is a config error).
+        #[serde(default)]
+        create_if_missing: bool,
+        /// KMS key for a secret this tool creates (default: the AWS-managed key).
+        kms_key_id: Option<String>,
+        /// Tags for a secret this tool creates.
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl StoreConfig {
@@ -180,6 +206,7 @@ impl StoreConfig {
         match self {
             // Normalised (`/x/`, `/x/.` and `/x` are one store) so duplicates are caught.
             StoreConfig::File { path, .. } => ("file", normalise(path).display().to_string()),
+            StoreConfig::Aws { secret_id, .. } => ("aws", secret_id.clone()),
         }
     }
 }
@@ -273,6 +300,7 @@ struct RawAws {
     region: Option<String>,
     endpoint_url: Option<String>,
     profile: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -410,6 +438,8 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// Named profile.
     pub profile: Option<String>,
+    /// Extra trust anchor (PEM) for AWS endpoints, on top of the OS roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Retry policy for the authorize call.
@@ -767,6 +797,23 @@ impl Config {
                     return Err(err(format!("{at}.credentials.path is empty")));
                 }
                 CredentialsConfig::File { .. } => {}
+                CredentialsConfig::Aws {
+                    secret_id,
+                    version_stage,
+                    client_id_key,
+                    client_secret_key,
+                } => {
+                    check_secret_id(&format!("{at}.credentials"), secret_id).map_err(err)?;
+                    for (k, v) in [
+                        ("version_stage", version_stage),
+                        ("client_id_key", client_id_key),
+                        ("client_secret_key", client_secret_key),
+                    ] {
+                        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                            return Err(err(format!("{at}.credentials.{k} is empty")));
+                        }
+                    }
+                }
             }
             match &t.store {
                 StoreConfig::File {
@@ -783,6 +830,39 @@ impl Config {
                             "{at}.store.keep_versions must be between 2 and 1000 (got {k}); the \
                              previous version is always kept"
                         )));
+                    }
+                }
+                StoreConfig::Aws {
+                    secret_id,
+                    create_if_missing,
+                    kms_key_id,
+                    tags,
+                } => {
+                    check_secret_id(&format!("{at}.store"), secret_id).map_err(err)?;
+                    if !create_if_missing && (kms_key_id.is_some() || !tags.is_empty()) {
+                        return Err(err(format!(
+                            "{at}.store: kms_key_id and tags apply only to a secret this tool \
+                             creates; set create_if_missing = true or set them where the secret \
+                             is provisioned"
+                        )));
+                    }
+                    if kms_key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                        return Err(err(format!("{at}.store.kms_key_id is empty")));
+                    }
+                    for (k, v) in tags {
+                        if k.is_empty() || k.len() > 128 || v.len() > 256 {
+                            return Err(err(format!(
+                                "{at}.store.tags: key `{k}` must be 1-128 characters and its \
+                                 value at most 256"
+                            )));
+                        }
+                        if k.starts_with("aws:")
+                            || k.starts_with(crate::store::aws::STATE_TAG_PREFIX)
+                        {
+                            return Err(err(format!(
+                                "{at}.store.tags: the prefix of `{k}` is reserved"
+                            )));
+                        }
                     }
                 }
             }
@@ -1031,7 +1111,38 @@ fn validate_alerting(
     })
 }
 
+/// A Secrets Manager secret id: a name or an ARN, 1-2048 characters.
+fn check_secret_id(at: &str, id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err(format!("{at}.secret_id is empty"));
+    }
+    if id.len() > 2048 || id.trim() != id {
+        return Err(format!(
+            "{at}.secret_id `{id}` is not a secret name or ARN (at most 2048 characters, no \
+             surrounding spaces)"
+        ));
+    }
+    if id.starts_with("arn:") && id.split(':').count() < 7 {
+        return Err(format!(
+            "{at}.secret_id `{id}` looks like an ARN but is not one \
+             (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+        ));
+    }
+    Ok(())
+}
+
 fn validate_aws(a: RawAws, origin: &str) -> Result<AwsConfig, ConfigError> {
+    if let Some(ca) = &a.ca_file
+        && !ca.is_file()
+    {
+        return Err(ConfigError::new(
+            origin,
+            format!(
+                "aws.ca_file `{}` does not exist or is not a file",
+                ca.display()
+            ),
+        ));
+    }
     if let Some(e) = &a.endpoint_url {
         let url = Url::parse(e).map_err(|x| {
             ConfigError::new(origin, format!("aws.endpoint_url `{e}` is not a URL ({x})"))
@@ -1048,6 +1159,7 @@ fn validate_aws(a: RawAws, origin: &str) -> Result<AwsConfig, ConfigError> {
         region: a.region,
         endpoint_url: a.endpoint_url,
         profile: a.profile,
+        ca_file: a.ca_file,
     })
 }
 

@@ -52,8 +52,25 @@ pub trait CredentialSource: Send + Sync {
 }
 
 /// Build the source a config entry describes.
-pub fn from_config(cfg: &CredentialsConfig) -> Box<dyn CredentialSource> {
+pub fn from_config(
+    cfg: &CredentialsConfig,
+    aws: &std::sync::Arc<crate::aws::AwsClients>,
+) -> Box<dyn CredentialSource> {
     match cfg {
+        CredentialsConfig::Aws {
+            secret_id,
+            version_stage,
+            client_id_key,
+            client_secret_key,
+        } => Box::new(AwsCredentials {
+            clients: aws.clone(),
+            secret_id: secret_id.clone(),
+            version_stage: version_stage.clone(),
+            id_key: client_id_key.clone().unwrap_or_else(|| "client_id".into()),
+            secret_key: client_secret_key
+                .clone()
+                .unwrap_or_else(|| "client_secret".into()),
+        }),
         CredentialsConfig::Env {
             client_id_var,
             client_secret_var,
@@ -180,6 +197,102 @@ impl FileCredentials {
             source_id: self.path.display().to_string(),
             message,
             kind: ErrorKind::Config,
+        }
+    }
+}
+
+/// Credentials from an AWS Secrets Manager secret whose SecretString is a JSON object.
+pub struct AwsCredentials {
+    clients: std::sync::Arc<crate::aws::AwsClients>,
+    secret_id: String,
+    version_stage: Option<String>,
+    id_key: String,
+    secret_key: String,
+}
+
+#[async_trait]
+impl CredentialSource for AwsCredentials {
+    fn describe(&self) -> String {
+        format!("aws:{}", self.secret_id)
+    }
+
+    async fn load(&self) -> Result<Credentials, CredentialsError> {
+        let client = self
+            .clients
+            .secrets_manager()
+            .await
+            .map_err(|e| self.error(ErrorKind::Config, e))?;
+        let mut req = client.get_secret_value().secret_id(&self.secret_id);
+        if let Some(stage) = &self.version_stage {
+            req = req.version_stage(stage);
+        }
+        let out = req.send().await.map_err(|e| {
+            let (kind, message) = crate::aws::classify_sm_error(&e, "GetSecretValue", false);
+            let message = if crate::aws::sm_code(&e) == Some("ResourceNotFoundException") {
+                match &self.version_stage {
+                    Some(stage) => format!(
+                        "the secret or its version stage {stage} does not exist ({message})"
+                    ),
+                    None => format!("the secret does not exist or has no value ({message})"),
+                }
+            } else {
+                message
+            };
+            self.error(kind, message)
+        })?;
+        let Some(text) = out.secret_string() else {
+            return Err(self.error(
+                ErrorKind::Config,
+                "the secret holds binary data; store a JSON SecretString with the client id and \
+                 secret"
+                    .into(),
+            ));
+        };
+        let text = secrecy::zeroize::Zeroizing::new(text.to_string());
+        let map: std::collections::HashMap<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| {
+                self.error(
+                    ErrorKind::Config,
+                    format!(
+                        "the SecretString is not a JSON object with `{}` and `{}` ({:?} error at \
+                         line {} column {})",
+                        self.id_key,
+                        self.secret_key,
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            })?;
+        let field = |name: &str| -> Result<SecretString, CredentialsError> {
+            match map.get(name) {
+                Some(serde_json::Value::String(v)) if !v.trim().is_empty() => {
+                    Ok(SecretString::from(v.clone()))
+                }
+                Some(serde_json::Value::String(_)) => {
+                    Err(self.error(ErrorKind::Config, format!("field `{name}` is empty")))
+                }
+                Some(_) => {
+                    Err(self.error(ErrorKind::Config, format!("field `{name}` is not a string")))
+                }
+                None => Err(self.error(ErrorKind::Config, format!("field `{name}` is missing"))),
+            }
+        };
+        let creds = Credentials {
+            client_id: field(&self.id_key)?,
+            client_secret: field(&self.secret_key)?,
+        };
+        Ok(creds)
+    }
+}
+
+impl AwsCredentials {
+    fn error(&self, kind: ErrorKind, message: String) -> CredentialsError {
+        CredentialsError {
+            backend: "aws",
+            source_id: self.secret_id.clone(),
+            message,
+            kind,
         }
     }
 }

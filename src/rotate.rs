@@ -193,10 +193,10 @@ pub struct Job {
 
 impl Job {
     /// Build from config.
-    pub fn new(config: &TokenConfig, global: &Config) -> Self {
+    pub fn new(config: &TokenConfig, global: &Config, aws: &Arc<crate::aws::AwsClients>) -> Self {
         Job {
-            store: store::from_config(&config.store, global),
-            credentials: credentials::from_config(&config.credentials),
+            store: store::from_config(&config.store, global, aws),
+            credentials: credentials::from_config(&config.credentials, aws),
             config: config.clone(),
         }
     }
@@ -458,6 +458,14 @@ impl Rotator {
     /// and never changes the run's outcome.
     async fn alert_and_record(&self, job: &Job, report: &mut TokenReport) {
         let store = job.store.as_ref();
+        // Where state costs an API call (AWS tags), keep it only for alerting, and skip it on
+        // a no-op without an egress check: such a run stays a single read.
+        if store.state_costs_call() {
+            let noop = matches!(report.outcome, Outcome::Fresh | Outcome::Throttled);
+            if self.alerter.is_empty() || (noop && report.egress.is_none()) {
+                return;
+            }
+        }
         let previous = match store.read_state().await {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {

@@ -434,13 +434,18 @@ impl Alerter {
                         topic_arn.clone(),
                         message_group_id.clone(),
                         aws.clone(),
-                        cfg.ca_file.clone(),
+                        aws.ca_file.clone().or_else(|| cfg.ca_file.clone()),
                     )),
                     other => Box::new(http::HttpSink::new(other.clone(), http.clone())),
                 }
             })
             .collect();
         Alerter { sinks }
+    }
+
+    /// Whether no sink is configured (alerts then only go to the log).
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
     }
 
     /// Log the alert and deliver it to every sink concurrently.

@@ -8,6 +8,7 @@
 //! - `lock` optionally serialises whole rotations between processes (the file store does, so
 //!   concurrent runs on one host mint once); backends without one rely on the conditional write.
 
+pub mod aws;
 pub mod file;
 
 use async_trait::async_trait;
@@ -107,6 +108,11 @@ pub trait TokenStore: Send + Sync {
     async fn lock(&self) -> Result<Option<RotationLock>, StoreError>;
     /// Prove the store is reachable and writable without changing the token.
     async fn check(&self) -> Result<(), StoreError>;
+    /// Whether `read_state` costs a remote API call. Such backends keep run state only when
+    /// alerting needs it, so a no-op run stays one read.
+    fn state_costs_call(&self) -> bool {
+        false
+    }
     /// The last recorded outcome, if this backend keeps one.
     async fn read_state(&self) -> Result<Option<RunState>, StoreError>;
     /// Record the outcome of a run.
@@ -114,7 +120,11 @@ pub trait TokenStore: Send + Sync {
 }
 
 /// Build the store a token's config describes.
-pub fn from_config(cfg: &StoreConfig, global: &Config) -> Box<dyn TokenStore> {
+pub fn from_config(
+    cfg: &StoreConfig,
+    global: &Config,
+    aws: &std::sync::Arc<crate::aws::AwsClients>,
+) -> Box<dyn TokenStore> {
     match cfg {
         StoreConfig::File {
             path,
@@ -123,6 +133,18 @@ pub fn from_config(cfg: &StoreConfig, global: &Config) -> Box<dyn TokenStore> {
             path.clone(),
             keep_versions.unwrap_or(file::DEFAULT_KEEP_VERSIONS),
             global.lock_timeout,
+        )),
+        StoreConfig::Aws {
+            secret_id,
+            create_if_missing,
+            kms_key_id,
+            tags,
+        } => Box::new(aws::AwsStore::new(
+            aws.clone(),
+            secret_id.clone(),
+            *create_if_missing,
+            kms_key_id.clone(),
+            tags.clone(),
         )),
     }
 }

@@ -2,6 +2,7 @@
 //! simulator and real file stores, plus the store conformance suite.
 
 mod alerts;
+mod aws;
 mod cli;
 mod conformance;
 mod file_store;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 pub struct Moto {
     pub endpoint: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
     _child: tokio::process::Child,
 }
 
@@ -32,10 +34,13 @@ impl Moto {
         deepvue_rotator::tls::install_default_provider();
         let bin = binary();
         let port = free_port();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let log = dir.path().join("moto.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("moto log: {e}"));
         let child = tokio::process::Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
@@ -62,8 +67,19 @@ impl Moto {
         }
         Moto {
             endpoint,
+            log,
+            _dir: dir,
             _child: child,
         }
+    }
+
+    /// API requests served so far (moto logs one line per request; health checks are GETs).
+    pub fn api_calls(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"POST / HTTP"))
+            .count()
     }
 
     /// Call a query-protocol action (SNS, SQS) and return the XML answer.

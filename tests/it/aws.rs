@@ -1,0 +1,456 @@
+//! The `aws` backend (credentials and token store) against a real `moto_server` on 127.0.0.1,
+//! through the real binary, plus the store conformance suite.
+
+use std::collections::HashMap;
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{Credentials, Region};
+use deepvue_rotator::config::AwsConfig;
+use deepvue_rotator::store::TokenStore;
+use deepvue_rotator::store::aws::AwsStore;
+use deepvue_rotator::token::TokenDocument;
+use secrecy::ExposeSecret;
+
+use crate::moto::Moto;
+use crate::support::{CLIENT_ID, CLIENT_SECRET, Env, Output, run};
+
+pub const CREDS: &str = "deepvue/creds";
+pub const TOKEN: &str = "deepvue/token";
+
+pub fn aws_config(moto: &Moto) -> AwsConfig {
+    AwsConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.endpoint.clone()),
+        profile: None,
+        ca_file: None,
+    }
+}
+
+/// A Secrets Manager client for the test itself (static test credentials).
+pub async fn sm(moto: &Moto) -> Client {
+    let sdk = deepvue_rotator::aws::sdk_config(&aws_config(moto), None)
+        .await
+        .unwrap_or_else(|e| panic!("sdk config: {e}"));
+    let conf = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .build();
+    Client::from_conf(conf)
+}
+
+pub async fn create_secret(sm: &Client, name: &str, value: Option<&str>) {
+    let mut req = sm.create_secret().name(name);
+    if let Some(v) = value {
+        req = req.secret_string(v);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+}
+
+pub async fn create_creds(sm: &Client) {
+    create_secret(
+        sm,
+        CREDS,
+        Some(&format!(
+            r#"{{"client_id":"{CLIENT_ID}","client_secret":"{CLIENT_SECRET}","note":"x"}}"#
+        )),
+    )
+    .await;
+}
+
+/// Version id → staging labels (deprecated versions included).
+pub async fn versions(sm: &Client, name: &str) -> HashMap<String, Vec<String>> {
+    let out = sm
+        .list_secret_version_ids()
+        .secret_id(name)
+        .include_deprecated(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("list versions of {name}: {e:?}"));
+    out.versions()
+        .iter()
+        .map(|v| {
+            (
+                v.version_id().unwrap_or_default().to_string(),
+                v.version_stages().to_vec(),
+            )
+        })
+        .collect()
+}
+
+pub fn stage_of(v: &HashMap<String, Vec<String>>, stage: &str) -> Option<String> {
+    v.iter()
+        .find(|(_, s)| s.iter().any(|x| x == stage))
+        .map(|(id, _)| id.clone())
+}
+
+/// The document at a stage or version.
+pub async fn document(sm: &Client, name: &str, stage: &str) -> TokenDocument {
+    let out = sm
+        .get_secret_value()
+        .secret_id(name)
+        .version_stage(stage)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {name} {stage}: {e:?}"));
+    TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
+        .unwrap_or_else(|e| panic!("{name} {stage} is not a token document: {e}"))
+}
+
+pub fn aws_section(moto: &Moto) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\n",
+        moto.endpoint
+    )
+}
+
+pub fn aws_token_block(name: &str, creds: &str, store_extra: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{name}\"\ncredentials = {{ backend = \"aws\", secret_id = \"{creds}\" }}\nstore = {{ backend = \"aws\", secret_id = \"{TOKEN}\"{store_extra} }}\n"
+    )
+}
+
+/// The binary with moto's test credentials and nothing from the host's AWS setup.
+pub fn aws_command(env: &Env, config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = env.command(config, args);
+    for v in [
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("DEEPVUE_CLIENT_ID")
+        .env_remove("DEEPVUE_CLIENT_SECRET");
+    cmd
+}
+
+/// moto writes its request log line after answering: give it a moment.
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+}
+
+async fn setup() -> (Env, Moto, Client, std::path::PathBuf) {
+    let env = Env::new().await;
+    let moto = Moto::start().await;
+    let sm = sm(&moto).await;
+    create_creds(&sm).await;
+    create_secret(&sm, TOKEN, None).await;
+    let cfg = env.write_config(&format!(
+        "{}{}{}",
+        env.deepvue_section(""),
+        aws_section(&moto),
+        aws_token_block("prod", CREDS, "")
+    ));
+    (env, moto, sm, cfg)
+}
+
+#[tokio::test]
+async fn rotates_into_secrets_manager_keeping_previous() {
+    let (env, moto, sm, cfg) = setup().await;
+
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("rotated"), "{out}");
+    settle().await;
+    assert_eq!(env.calls(), 1);
+    let v = versions(&sm, TOKEN).await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    let first = stage_of(&v, "AWSCURRENT").unwrap_or_default();
+    let doc = document(&sm, TOKEN, "AWSCURRENT").await;
+    assert!(doc.expires_in(chrono::Utc::now()) > chrono::Duration::hours(23));
+
+    // A no-op run: one Secrets Manager call, no authorize call, no new version.
+    let calls = moto.api_calls();
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    settle().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("fresh"), "{out}");
+    assert_eq!(
+        moto.api_calls() - calls,
+        1,
+        "a no-op run is one GetSecretValue"
+    );
+    assert_eq!(env.calls(), 1);
+    assert_eq!(versions(&sm, TOKEN).await.len(), 1);
+
+    // Forced: AWSCURRENT moves to the new version, the old one is AWSPREVIOUS and readable.
+    // Three calls: read the token, read the credentials, put.
+    let calls = moto.api_calls();
+    let out = run(aws_command(&env, &cfg, &["rotate", "--force"])).await;
+    settle().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(moto.api_calls() - calls, 3, "a rotation is three calls");
+    let v = versions(&sm, TOKEN).await;
+    assert_eq!(v.len(), 2, "{v:?}");
+    let current = stage_of(&v, "AWSCURRENT").unwrap_or_default();
+    assert_ne!(current, first);
+    assert_eq!(stage_of(&v, "AWSPREVIOUS").as_deref(), Some(first.as_str()));
+    let prev = document(&sm, TOKEN, "AWSPREVIOUS").await;
+    let cur = document(&sm, TOKEN, "AWSCURRENT").await;
+    assert_eq!(
+        prev.access_token.expose_secret(),
+        doc.access_token.expose_secret()
+    );
+    assert_ne!(
+        cur.access_token.expose_secret(),
+        prev.access_token.expose_secret()
+    );
+    // The version id is the derived request token: stable for (secret, previous version).
+    assert_eq!(
+        current,
+        AwsStore::request_token(TOKEN, Some(&deepvue_rotator::store::Version(first)))
+    );
+
+    // status and read work on the aws store.
+    let out = run(aws_command(&env, &cfg, &["status"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&current), "{out}");
+    let out = run(aws_command(&env, &cfg, &["read", "prod"])).await;
+    assert_eq!(out.stdout.trim(), cur.access_token.expose_secret(), "{out}");
+}
+
+#[tokio::test]
+async fn six_concurrent_runners_leave_one_new_version() {
+    let (env, _moto, sm, cfg) = setup().await;
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    // Make it due: a document that expires in one hour.
+    let now = chrono::Utc::now();
+    let due = serde_json::json!({
+        "access_token": "old-token-aaaa",
+        "token_type": "bearer",
+        "issued_at": deepvue_rotator::token::format_time(now - chrono::Duration::hours(23)),
+        "expiry": deepvue_rotator::token::format_time(now + chrono::Duration::hours(1)),
+    });
+    sm.put_secret_value()
+        .secret_id(TOKEN)
+        .secret_string(due.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let before = versions(&sm, TOKEN).await;
+    let due_version = stage_of(&before, "AWSCURRENT").unwrap_or_default();
+
+    let runs = (0..6).map(|_| run(aws_command(&env, &cfg, &["rotate", "--json"])));
+    let outs: Vec<Output> = futures::future::join_all(runs).await;
+    let mut rotated = 0;
+    for out in &outs {
+        assert_eq!(out.code, 0, "every runner exits 0: {out}");
+        let reports: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+        match reports[0]["outcome"].as_str() {
+            Some("rotated") => rotated += 1,
+            Some("rotated_by_another_runner") | Some("fresh") => {}
+            other => panic!("unexpected outcome {other:?}: {out}"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one runner rotates");
+    let after = versions(&sm, TOKEN).await;
+    assert_eq!(after.len(), before.len() + 1, "one new version: {after:?}");
+    assert_eq!(
+        stage_of(&after, "AWSPREVIOUS").as_deref(),
+        Some(due_version.as_str())
+    );
+    let cur = document(&sm, TOKEN, "AWSCURRENT").await;
+    assert_ne!(cur.access_token.expose_secret(), "old-token-aaaa");
+}
+
+#[tokio::test]
+async fn malformed_or_missing_secrets_are_named_and_nothing_is_minted() {
+    let env = Env::new().await;
+    let moto = Moto::start().await;
+    let sm = sm(&moto).await;
+    create_secret(&sm, TOKEN, None).await;
+    let cases = [
+        (
+            "no-secret-field",
+            Some(format!(r#"{{"client_id":"{CLIENT_ID}"}}"#)),
+            "field `client_secret` is missing",
+        ),
+        (
+            "empty-id",
+            Some(format!(
+                r#"{{"client_id":"","client_secret":"{CLIENT_SECRET}"}}"#
+            )),
+            "field `client_id` is empty",
+        ),
+        (
+            "not-json",
+            Some(format!("client_secret={CLIENT_SECRET}")),
+            "not a JSON object",
+        ),
+        ("absent", None, "does not exist"),
+    ];
+    for (name, value, expect) in cases {
+        let secret = format!("creds/{name}");
+        if let Some(v) = &value {
+            create_secret(&sm, &secret, Some(v)).await;
+        }
+        let cfg = env.write_config(&format!(
+            "{}{}{}",
+            env.deepvue_section(""),
+            aws_section(&moto),
+            aws_token_block("prod", &secret, "")
+        ));
+        let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+        assert_eq!(out.code, 2, "{name}: config error: {out}");
+        assert!(
+            out.stdout.contains(expect) && out.stdout.contains(&secret),
+            "{name}: names the secret and the field: {out}"
+        );
+        assert!(!out.all().contains(CLIENT_SECRET), "{name}: {out}");
+        assert_eq!(env.calls(), 0, "{name}: nothing minted");
+    }
+    assert!(versions(&sm, TOKEN).await.is_empty());
+
+    // Custom key names.
+    create_secret(
+        &sm,
+        "creds/custom",
+        Some(&format!(
+            r#"{{"id":"{CLIENT_ID}","key":"{CLIENT_SECRET}"}}"#
+        )),
+    )
+    .await;
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"aws\", secret_id = \"creds/custom\", client_id_key = \"id\", client_secret_key = \"key\" }}\nstore = {{ backend = \"aws\", secret_id = \"{TOKEN}\" }}\n",
+        env.deepvue_section(""),
+        aws_section(&moto),
+    ));
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 1);
+}
+
+#[tokio::test]
+async fn missing_token_secret_is_a_config_error_unless_created() {
+    let env = Env::new().await;
+    let moto = Moto::start().await;
+    let sm = sm(&moto).await;
+    create_creds(&sm).await;
+    let cfg = env.write_config(&format!(
+        "{}{}{}",
+        env.deepvue_section(""),
+        aws_section(&moto),
+        aws_token_block("prod", CREDS, "")
+    ));
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stdout.contains(TOKEN)
+            && out.stdout.contains("does not exist")
+            && out.stdout.contains("create_if_missing"),
+        "{out}"
+    );
+    assert_eq!(env.calls(), 0);
+
+    let cfg = env.write_config(&format!(
+        "{}{}{}",
+        env.deepvue_section(""),
+        aws_section(&moto),
+        aws_token_block(
+            "prod",
+            CREDS,
+            ", create_if_missing = true, tags = { team = \"payments\" }"
+        )
+    ));
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = sm
+        .describe_secret()
+        .secret_id(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        d.tags()
+            .iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("payments")),
+        "{d:?}"
+    );
+    assert_eq!(versions(&sm, TOKEN).await.len(), 1);
+    let doc = document(&sm, TOKEN, "AWSCURRENT").await;
+    assert!(!doc.access_token.expose_secret().is_empty());
+}
+
+#[tokio::test]
+async fn trace_logs_of_aws_runs_never_show_secrets() {
+    let (env, _moto, sm, cfg) = setup().await;
+    let mut outs = Vec::new();
+    for format in ["text", "json"] {
+        let mut cmd = aws_command(&env, &cfg, &["--log-format", format, "rotate", "--force"]);
+        cmd.env("RUST_LOG", "trace");
+        outs.push(run(cmd).await);
+    }
+    let mut tokens = Vec::new();
+    for (id, _) in versions(&sm, TOKEN).await {
+        let out = sm
+            .get_secret_value()
+            .secret_id(TOKEN)
+            .version_id(&id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let doc = TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokens.push(doc.access_token.expose_secret().to_string());
+    }
+    assert_eq!(tokens.len(), 2);
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out}");
+        assert!(out.stderr.contains("TRACE") || out.stderr.contains("\"TRACE\""));
+        for s in tokens.iter().map(String::as_str).chain([CLIENT_SECRET]) {
+            assert!(
+                !out.all().contains(s),
+                "a secret ({} chars) appears in trace output",
+                s.len()
+            );
+        }
+    }
+}
+
+async fn suite(create_if_missing: bool) {
+    let moto = Moto::start().await;
+    let sm = sm(&moto).await;
+    let clients =
+        deepvue_rotator::aws::AwsClients::with_secrets_manager(&aws_config(&moto), sm.clone());
+    let counter = std::sync::atomic::AtomicU32::new(0);
+    crate::conformance::run_suite(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("conformance/{create_if_missing}/{n}");
+        let sm = sm.clone();
+        let clients = clients.clone();
+        async move {
+            if !create_if_missing {
+                create_secret(&sm, &name, None).await;
+            }
+            Box::new(AwsStore::new(
+                clients,
+                name,
+                create_if_missing,
+                None,
+                Default::default(),
+            )) as Box<dyn TokenStore>
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn aws_store_conforms_on_provisioned_secrets() {
+    suite(false).await;
+}
+
+#[tokio::test]
+async fn aws_store_conforms_when_it_creates_the_secret() {
+    suite(true).await;
+}
