@@ -4,7 +4,8 @@
 # with ephemeral ports; a test whose server cannot start fails, naming this script.
 #
 # Test tools:
-#   moto_server (PyPI moto[server]) - the AWS emulator, for SNS alerts (and the AWS backend)
+#   moto_server (PyPI moto[server]) - the AWS emulator: Secrets Manager backend, SNS alerts
+#   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,11 @@ if [ ! -x "$VENV/bin/moto_server" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5.1,<6"
 fi
+if [ ! -x "$VENV/bin/cargo-lambda" ]; then
+  echo "test.sh: installing cargo-lambda into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda>=1.8,<2"
+fi
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
+export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
 
 cargo test --all-targets "$@"

@@ -131,6 +131,9 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     crate::tls::install_default_provider();
+    if crate::lambda::detected() {
+        return crate::lambda::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod deepvue;
 pub mod egress;
 pub mod error;
+pub mod lambda;
 pub mod logging;
 pub mod rotate;
 pub mod simulator;

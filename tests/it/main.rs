@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod conformance;
 mod file_store;
+mod lambda;
 mod moto;
 mod receiver;
 mod redaction;
