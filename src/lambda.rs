@@ -23,13 +23,14 @@ use chrono::Utc;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::aws::{AwsClients, classify_sm_error, sm_code};
 use crate::config::{self, Config, StoreConfig};
 use crate::error::ErrorKind;
 use crate::logging::{self, LogFormat};
-use crate::rotate::{Job, Outcome, Rotator, RunOptions, TokenReport};
+use crate::rotate::{Job, Outcome, ReportError, Rotator, RunOptions, TokenReport, token_span};
+use crate::store::{Stored, Version};
 use crate::token::{TokenDocument, format_time};
 
 const CURRENT: &str = "AWSCURRENT";
@@ -366,7 +367,12 @@ impl Rotation<'_> {
         });
 
         let result = match ev.step {
-            Step::Create => self.create(sm, &ev, job, &fail).await?,
+            Step::Create => match self.create(sm, &ev, job, &fail).await {
+                Ok(r) => r,
+                // Alert like a scheduled run would (egress diagnosis on 403, dedup via the
+                // token secret's state); the invocation still fails.
+                Err(f) => return Err(self.conclude_failure(job, f).await),
+            },
             Step::Set => "nothing to set: Deepvue issues the token itself",
             Step::Test => {
                 let doc = self.pending(sm, &ev, &fail).await?.ok_or_else(|| {
@@ -429,10 +435,61 @@ impl Rotation<'_> {
                         )
                     })?;
                 info!(version = %ev.token, previous = current.as_deref().unwrap_or("none"), "AWSCURRENT moved");
+                self.conclude_success(job, &ev, current).await;
                 "AWSCURRENT moved to the new version"
             }
         };
         Ok(json!({ "step": format!("{:?}", ev.step), "result": result }))
+    }
+
+    /// Report a failed createSecret through the rotator's diagnosis and alerting.
+    async fn conclude_failure(&self, job: &Job, f: Failure) -> Failure {
+        let rotator = Rotator::new(self.loaded.config.clone());
+        let mut report = TokenReport::new(job);
+        if let Ok(Some(Stored {
+            version,
+            document: Ok(doc),
+        })) = job.store.read_current().await
+        {
+            report.version = Some(version);
+            report.expiry = Some(format_time(doc.expiry));
+            report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+        }
+        report.error = Some(ReportError {
+            kind: f.kind,
+            message: f.message,
+            deepvue_detail: None,
+        });
+        let report = rotator
+            .conclude(job, report, false)
+            .instrument(token_span(job))
+            .await;
+        let message = report
+            .error
+            .map(|e| e.message)
+            .unwrap_or_else(|| "createSecret failed".into());
+        Failure::new(f.kind, message)
+    }
+
+    /// A finished rotation: resolve open alerts and record the outcome.
+    async fn conclude_success(&self, job: &Job, ev: &RotationEvent, previous: Option<String>) {
+        let rotator = Rotator::new(self.loaded.config.clone());
+        let mut report = TokenReport::new(job);
+        report.outcome = Outcome::Rotated;
+        report.reason = Some("Secrets Manager rotation".into());
+        report.version = Some(Version(ev.token.clone()));
+        report.previous_version = previous.map(Version);
+        if let Ok(Some(Stored {
+            document: Ok(doc), ..
+        })) = job.store.read_version(&Version(ev.token.clone())).await
+        {
+            report.expiry = Some(format_time(doc.expiry));
+            report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+        }
+        rotator
+            .conclude(job, report, false)
+            .instrument(token_span(job))
+            .await;
     }
 
     fn job_for(&self, secret_id: &str) -> Result<&Job, Failure> {
@@ -519,13 +576,10 @@ impl Rotation<'_> {
         let doc = match client.authorize(&creds).await {
             Ok(d) => d,
             Err(e) => {
-                let mut message = format!("token `{}`: {e}", job.config.name);
-                if e.kind() == ErrorKind::Forbidden
-                    && let Some(egress) = rotator.egress().await
-                {
-                    message.push_str(&format!("; {}", egress.summary()));
-                }
-                return Err(Failure::new(e.kind(), message));
+                return Err(Failure::new(
+                    e.kind(),
+                    format!("token `{}`: {e}", job.config.name),
+                ));
             }
         };
         drop(creds);

@@ -175,6 +175,24 @@ pub struct TokenReport {
 }
 
 impl TokenReport {
+    /// A blank report for `job` (outcome `failed` until something sets it).
+    pub fn new(job: &Job) -> Self {
+        TokenReport {
+            name: job.config.name.clone(),
+            backend: job.store.backend(),
+            secret_id: job.store.secret_id(),
+            outcome: Outcome::Failed,
+            reason: None,
+            version: None,
+            previous_version: None,
+            expiry: None,
+            expires_in_secs: None,
+            error: None,
+            egress: None,
+            alerts: Vec::new(),
+        }
+    }
+
     /// This token's exit code.
     pub fn exit_code(&self) -> u8 {
         self.error.as_ref().map_or(0, |e| e.kind.exit_code())
@@ -200,6 +218,16 @@ impl Job {
             config: config.clone(),
         }
     }
+}
+
+/// The tracing span every line about one token carries.
+pub fn token_span(job: &Job) -> tracing::Span {
+    info_span!(
+        "token",
+        token = %job.config.name,
+        backend = job.store.backend(),
+        secret_id = %job.store.secret_id()
+    )
 }
 
 /// Shared per-process state for a pass: the Deepvue client is built on first need only, so a
@@ -275,53 +303,42 @@ impl Rotator {
 
     /// Rotate one token if due. Never panics; every failure ends in the report.
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
-        let span = info_span!(
-            "token",
-            token = %job.config.name,
-            backend = job.store.backend(),
-            secret_id = %job.store.secret_id()
-        );
+        let span = token_span(job);
         async {
-            let mut report = self.rotate_inner(job, opts).await;
-            if !opts.dry_run {
-                self.diagnose(&mut report).await;
-            }
-            match (&report.outcome, &report.error) {
-                (Outcome::Failed, Some(e)) => {
-                    error!(kind = %e.kind, error = %e.message, "rotation failed")
-                }
-                (Outcome::Rotated, _) => info!(
-                    version = %report.version.as_ref().map(|v| v.0.as_str()).unwrap_or("?"),
-                    expiry = report.expiry.as_deref().unwrap_or("?"),
-                    "rotated"
-                ),
-                (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
-            }
-            if !opts.dry_run {
-                self.alert_and_record(job, &mut report).await;
-            }
-            report
+            let report = self.rotate_inner(job, opts).await;
+            self.conclude(job, report, opts.dry_run).await
         }
         .instrument(span)
         .await
     }
 
+    /// Finish a report: egress diagnosis (403 or drift), the outcome log line, alerts and the
+    /// recorded state. Used by [`Rotator::rotate_token`] and by adapters that run their own
+    /// protocol (the Secrets Manager rotation steps).
+    pub async fn conclude(&self, job: &Job, mut report: TokenReport, dry_run: bool) -> TokenReport {
+        if !dry_run {
+            self.diagnose(&mut report).await;
+        }
+        match (&report.outcome, &report.error) {
+            (Outcome::Failed, Some(e)) => {
+                error!(kind = %e.kind, error = %e.message, "rotation failed")
+            }
+            (Outcome::Rotated, _) => info!(
+                version = %report.version.as_ref().map(|v| v.0.as_str()).unwrap_or("?"),
+                expiry = report.expiry.as_deref().unwrap_or("?"),
+                "rotated"
+            ),
+            (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
+        }
+        if !dry_run {
+            self.alert_and_record(job, &mut report).await;
+        }
+        report
+    }
+
     async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> TokenReport {
         let store = job.store.as_ref();
-        let mut report = TokenReport {
-            name: job.config.name.clone(),
-            backend: store.backend(),
-            secret_id: store.secret_id(),
-            outcome: Outcome::Failed,
-            reason: None,
-            version: None,
-            previous_version: None,
-            expiry: None,
-            expires_in_secs: None,
-            error: None,
-            egress: None,
-            alerts: Vec::new(),
-        };
+        let mut report = TokenReport::new(job);
         let fail = |mut r: TokenReport, kind: ErrorKind, message: String| {
             r.outcome = Outcome::Failed;
             r.error = Some(ReportError {

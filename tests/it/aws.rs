@@ -454,3 +454,75 @@ async fn aws_store_conforms_on_provisioned_secrets() {
 async fn aws_store_conforms_when_it_creates_the_secret() {
     suite(true).await;
 }
+
+#[tokio::test]
+async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
+    let (env, moto, sm, _) = setup().await;
+    let rx =
+        crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.write_config(&format!(
+        "{}{}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n{}",
+        env.deepvue_section(""),
+        aws_section(&moto),
+        rx_ca.display(),
+        rx.url("/v2/enqueue"),
+        aws_token_block("prod", CREDS, "")
+    ));
+    let cmd = |args: &[&str]| {
+        let mut c = aws_command(&env, &cfg, args);
+        c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000002");
+        c
+    };
+    let out = run(cmd(&["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    settle().await;
+    // With alerting on, a no-op run is still one call: no state read without an egress check.
+    let calls = moto.api_calls();
+    let out = run(cmd(&["rotate"])).await;
+    settle().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(moto.api_calls() - calls, 1, "no-op with alerting: one call");
+
+    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
+        allowed_ips: Some(vec![
+            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+        ]),
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        let out = run(cmd(&["rotate", "--force"])).await;
+        assert_eq!(out.code, 3, "{out}");
+    }
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(
+        pd.len(),
+        1,
+        "two runs with the same 403 alert once (state in tags)"
+    );
+    assert_eq!(pd[0].json()["event_action"], "trigger");
+    let d = sm
+        .describe_secret()
+        .secret_id(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        d.tags().iter().any(|t| t
+            .key()
+            .is_some_and(|k| k.starts_with("deepvue-rotator:state:"))),
+        "{d:?}"
+    );
+    let out = run(cmd(&["status"])).await;
+    assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
+
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(pd.len(), 2, "one resolve");
+    assert_eq!(pd[1].json()["event_action"], "resolve");
+    assert_eq!(pd[1].json()["dedup_key"], pd[0].json()["dedup_key"]);
+}

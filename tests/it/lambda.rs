@@ -310,6 +310,23 @@ async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
         "{body}"
     );
 
+    // Deepvue answers 403 during createSecret: the step fails typed Forbidden with the egress
+    // IP, nothing is written, and the same step succeeds once the IP is whitelisted.
+    env.sim.set_behavior(Behavior {
+        allowed_ips: Some(vec![
+            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+        ]),
+        ..Behavior::default()
+    });
+    let before = versions(&sm, TOKEN).await;
+    let (ok, body) = lambda.invoke(step("createSecret", &arn, token)).await;
+    assert!(!ok, "{body}");
+    assert_eq!(body["errorType"], "Forbidden", "{body}");
+    let msg = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(msg.contains("egress IP 127.0.0.1"), "{msg}");
+    assert_eq!(versions(&sm, TOKEN).await, before);
+    env.sim.set_behavior(Behavior::default());
+
     let calls = env.calls();
     for name in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         let (ok, body) = lambda.invoke(step(name, &arn, token)).await;
