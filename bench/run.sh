@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks (see BENCHMARKS.md): builds the release binary, then measures whole-process runs
-# against the built-in simulator and file stores on this machine.
+# against the built-in simulator and file stores, then the aws backend against moto_server and
+# the Lambda handler's init time. moto comes from .tools/venv (./scripts/test.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 python3 bench/measure.py target/release/deepvue-rotator
+echo
+MOTO="${MOTO_SERVER:-.tools/venv/bin/moto_server}"
+[ -x "$MOTO" ] || { echo "bench: moto_server not found; run ./scripts/test.sh first" >&2; exit 1; }
+python3 bench/aws.py target/release/deepvue-rotator "$MOTO"

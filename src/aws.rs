@@ -102,7 +102,11 @@ where
             let text = match code {
                 "AccessDeniedException" | "AccessDenied" => {
                     let kms_hint = if kms || msg.to_ascii_lowercase().contains("kms") {
-                        " and kms:Decrypt on the secret's KMS key"
+                        if action == "PutSecretValue" || action == "CreateSecret" {
+                            " and kms:GenerateDataKey + kms:Decrypt on the secret's KMS key"
+                        } else {
+                            " and kms:Decrypt on the secret's KMS key"
+                        }
                     } else {
                         ""
                     };
@@ -127,6 +131,11 @@ where
             format!("{action} timed out: {context}"),
         ),
         SdkError::DispatchFailure(d) => {
+            // Identity and endpoint are resolved just before sending: their failures arrive
+            // here too, and are configuration, not the network.
+            if let Some(why) = setup_failure(err) {
+                return (ErrorKind::Config, format!("{action}: {why}"));
+            }
             // A certificate problem does not heal by retrying.
             let tls = crate::tls::tls_failure(err);
             match tls {
@@ -150,6 +159,37 @@ where
         ),
         _ => (ErrorKind::Transient, format!("{action}: {context}")),
     }
+}
+
+/// Missing/invalid AWS credentials or an unresolvable endpoint (no region), found in an
+/// error's source chain.
+fn setup_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return match c {
+                CredentialsError::CredentialsNotLoaded(_) => Some(
+                    "no AWS credentials found (environment, profile, web identity, ECS or \
+                     instance role)"
+                        .into(),
+                ),
+                CredentialsError::InvalidConfiguration(_) => Some(format!(
+                    "AWS credential configuration is invalid: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(c)
+                )),
+                _ => None,
+            };
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        if text.contains("endpoint") && text.contains("region") {
+            return Some(format!(
+                "cannot resolve the Secrets Manager endpoint ({e}); set [aws] region or AWS_REGION"
+            ));
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The class of a Secrets Manager error code.
@@ -177,5 +217,22 @@ where
     match err {
         aws_sdk_secretsmanager::error::SdkError::ServiceError(se) => se.err().code(),
         _ => None,
+    }
+}
+
+/// A secret's name, from a name or an ARN (`…:secret:NAME-AbCdEf`).
+pub fn secret_name(id: &str) -> &str {
+    match id.split_once(":secret:") {
+        Some((prefix, name)) if prefix.starts_with("arn:") => {
+            let bytes = name.as_bytes();
+            let n = bytes.len();
+            if n > 7 && bytes[n - 7] == b'-' && bytes[n - 6..].iter().all(u8::is_ascii_alphanumeric)
+            {
+                &name[..n - 7]
+            } else {
+                name
+            }
+        }
+        _ => id,
     }
 }

@@ -206,7 +206,10 @@ impl StoreConfig {
         match self {
             // Normalised (`/x/`, `/x/.` and `/x` are one store) so duplicates are caught.
             StoreConfig::File { path, .. } => ("file", normalise(path).display().to_string()),
-            StoreConfig::Aws { secret_id, .. } => ("aws", secret_id.clone()),
+            // By name, so `name` and its ARN are recognised as one secret.
+            StoreConfig::Aws { secret_id, .. } => {
+                ("aws", crate::aws::secret_name(secret_id).to_string())
+            }
         }
     }
 }
@@ -866,6 +869,17 @@ impl Config {
                     }
                 }
             }
+            if let (
+                CredentialsConfig::Aws { secret_id: c, .. },
+                StoreConfig::Aws { secret_id: st, .. },
+            ) = (&t.credentials, &t.store)
+                && crate::aws::secret_name(c) == crate::aws::secret_name(st)
+            {
+                return Err(err(format!(
+                    "{at}: the credentials secret `{c}` is also the token store; the first \
+                     rotation would overwrite the credentials. Use two secrets"
+                )));
+            }
             let store_key = t.store.describe();
             if !stores.insert(store_key.clone()) {
                 return Err(err(format!(
@@ -1305,5 +1319,79 @@ store = { backend = "file", path = "/var/lib/deepvue-rotator/prod" }
         assert!(message("[deepvue\n").contains("invalid TOML"));
         let m = message(&README_EXAMPLE.replace("backend = \"file\"", "backend = \"floppy\""));
         assert!(m.contains("tokens[0].store") && m.contains("floppy"), "{m}");
+    }
+}
+
+#[cfg(test)]
+mod aws_tests {
+    use super::*;
+
+    fn message(text: &str) -> String {
+        parse(text, "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    const AWS: &str = "[[tokens]]\nname = \"a\"\ncredentials = { backend = \"aws\", secret_id = \"deepvue/creds\" }\nstore = { backend = \"aws\", secret_id = \"deepvue/token\" }\n";
+
+    #[test]
+    fn aws_backends_parse_and_validate() {
+        assert_eq!(message(AWS), "");
+        // One secret as name and as ARN is one store.
+        let dup = format!(
+            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"aws\", secret_id = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token-AbC123\" }}\n"
+        );
+        assert!(
+            message(&dup).contains("already used by another token"),
+            "{}",
+            message(&dup)
+        );
+        // The credentials secret cannot be the token store.
+        let same = AWS.replace("deepvue/token", "deepvue/creds");
+        assert!(
+            message(&same).contains("also the token store"),
+            "{}",
+            message(&same)
+        );
+        // kms_key_id / tags only with create_if_missing.
+        let kms = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", kms_key_id = \"alias/x\" }",
+        );
+        assert!(
+            message(&kms).contains("create_if_missing"),
+            "{}",
+            message(&kms)
+        );
+        let ok = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", create_if_missing = true, kms_key_id = \"alias/x\", tags = { team = \"p\" } }",
+        );
+        assert_eq!(message(&ok), "");
+        let bad_arn = AWS.replace("deepvue/token", "arn:aws:nope");
+        assert!(
+            message(&bad_arn).contains("not one"),
+            "{}",
+            message(&bad_arn)
+        );
+        let reserved = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", create_if_missing = true, tags = { \"deepvue-rotator:state:0\" = \"x\" } }",
+        );
+        assert!(
+            message(&reserved).contains("reserved"),
+            "{}",
+            message(&reserved)
+        );
+        let empty_key = AWS.replace(
+            "\"deepvue/creds\" }",
+            "\"deepvue/creds\", client_secret_key = \"\" }",
+        );
+        assert!(
+            message(&empty_key).contains("client_secret_key is empty"),
+            "{}",
+            message(&empty_key)
+        );
     }
 }

@@ -249,7 +249,7 @@ impl CredentialSource for AwsCredentials {
             ));
         };
         let text = secrecy::zeroize::Zeroizing::new(text.to_string());
-        let map: std::collections::HashMap<String, serde_json::Value> = serde_json::from_str(&text)
+        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
             .map_err(|e| {
                 self.error(
                     ErrorKind::Config,
@@ -264,10 +264,11 @@ impl CredentialSource for AwsCredentials {
                     ),
                 )
             })?;
-        let field = |name: &str| -> Result<SecretString, CredentialsError> {
-            match map.get(name) {
+        // Values move straight into SecretStrings (zeroized on drop); no copy is made.
+        let mut field = |name: &str| -> Result<SecretString, CredentialsError> {
+            match map.remove(name) {
                 Some(serde_json::Value::String(v)) if !v.trim().is_empty() => {
-                    Ok(SecretString::from(v.clone()))
+                    Ok(SecretString::from(v))
                 }
                 Some(serde_json::Value::String(_)) => {
                     Err(self.error(ErrorKind::Config, format!("field `{name}` is empty")))

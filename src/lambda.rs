@@ -25,7 +25,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tracing::{Instrument, error, info, warn};
 
-use crate::aws::{AwsClients, classify_sm_error, sm_code};
+use crate::aws::{AwsClients, classify_sm_error, secret_name, sm_code};
 use crate::config::{self, Config, StoreConfig};
 use crate::error::ErrorKind;
 use crate::logging::{self, LogFormat};
@@ -45,17 +45,11 @@ pub fn detected() -> bool {
 /// Run the Lambda event loop until the runtime stops us.
 pub fn main() -> ExitCode {
     logging::init(Some(LogFormat::Json), "info");
-    for var in [
-        "AWS_LAMBDA_FUNCTION_NAME",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-        "AWS_LAMBDA_FUNCTION_VERSION",
-    ] {
-        if std::env::var_os(var).is_none() {
-            error!(
-                "{var} is not set: this is not a Lambda environment (run with a command, e.g. `deepvue-rotator rotate`)"
-            );
-            return ExitCode::from(crate::cli::EXIT_CONFIG);
-        }
+    if let Err(why) = lambda_environment() {
+        error!(
+            "{why}: this is not a Lambda environment (run with a command, e.g. `deepvue-rotator rotate`)"
+        );
+        return ExitCode::from(crate::cli::EXIT_CONFIG);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,6 +76,29 @@ pub fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The variables `lambda_runtime` reads (and would panic on): present and well-formed.
+fn lambda_environment() -> Result<(), String> {
+    for var in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION"] {
+        if std::env::var_os(var).is_none() {
+            return Err(format!("{var} is not set"));
+        }
+    }
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .map_err(|_| "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not set".to_string())?;
+    if memory.parse::<i32>().is_err() {
+        return Err(format!(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE `{memory}` is not a number"
+        ));
+    }
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API").unwrap_or_default();
+    if api.parse::<axum::http::Uri>().is_err() {
+        return Err(format!(
+            "AWS_LAMBDA_RUNTIME_API `{api}` is not host:port or a URL"
+        ));
+    }
+    Ok(())
 }
 
 /// A classified invocation failure.
@@ -242,8 +259,21 @@ fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
 impl RotationEvent {
     /// `None` when the event is not a rotation (it has no `Step` and `ClientRequestToken`).
     pub fn parse(v: &Value) -> Option<Result<RotationEvent, Failure>> {
-        let step = field(v, &["Step", "step"])?;
-        let token = field(v, &["ClientRequestToken", "client_request_token"])?;
+        v.get("Step").or_else(|| v.get("step"))?;
+        // From here on it claims to be a rotation: malformed is an error, never a scheduled
+        // pass by accident.
+        let Some(step) = field(v, &["Step", "step"]) else {
+            return Some(Err(Failure::new(
+                ErrorKind::Config,
+                "rotation event whose Step is not a string",
+            )));
+        };
+        let Some(token) = field(v, &["ClientRequestToken", "client_request_token"]) else {
+            return Some(Err(Failure::new(
+                ErrorKind::Config,
+                "rotation event without a string ClientRequestToken",
+            )));
+        };
         let step = match step {
             "createSecret" | "create_secret" => Step::Create,
             "setSecret" | "set_secret" => Step::Set,
@@ -268,23 +298,6 @@ impl RotationEvent {
             token: token.to_string(),
             rotation_token: field(v, &["RotationToken", "rotation_token"]).map(str::to_string),
         }))
-    }
-}
-
-/// A secret's name, from a name or an ARN (`…:secret:NAME-AbCdEf`).
-fn secret_name(id: &str) -> &str {
-    match id.split_once(":secret:") {
-        Some((prefix, name)) if prefix.starts_with("arn:") => {
-            let bytes = name.as_bytes();
-            let n = bytes.len();
-            if n > 7 && bytes[n - 7] == b'-' && bytes[n - 6..].iter().all(u8::is_ascii_alphanumeric)
-            {
-                &name[..n - 7]
-            } else {
-                name
-            }
-        }
-        _ => id,
     }
 }
 
@@ -345,6 +358,21 @@ impl Rotation<'_> {
             ));
         };
         if mine.iter().any(|s| s == CURRENT) {
+            if ev.step == Step::Finish && mine.iter().any(|s| s == PENDING) {
+                // A finishSecret that moved AWSCURRENT but failed to drop AWSPENDING.
+                sm.update_secret_version_stage()
+                    .secret_id(&ev.secret_id)
+                    .version_stage(PENDING)
+                    .remove_from_version_id(&ev.token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        fail(
+                            "finishSecret",
+                            classify_sm_error(&e, "UpdateSecretVersionStage", false),
+                        )
+                    })?;
+            }
             info!(version = %ev.token, "already AWSCURRENT: nothing to do");
             return Ok(json!({ "step": format!("{:?}", ev.step), "result": "already_current" }));
         }
@@ -417,10 +445,14 @@ impl Rotation<'_> {
                     req = req.remove_from_version_id(c);
                 }
                 req.send().await.map_err(|e| {
-                    fail(
-                        "finishSecret",
-                        classify_sm_error(&e, "UpdateSecretVersionStage", false),
-                    )
+                    let (kind, msg) = classify_sm_error(&e, "UpdateSecretVersionStage", false);
+                    // AWSCURRENT moved since the preamble read it: a race, worth retrying.
+                    let kind = if sm_code(&e) == Some("InvalidParameterException") {
+                        ErrorKind::Transient
+                    } else {
+                        kind
+                    };
+                    fail("finishSecret", (kind, msg))
                 })?;
                 sm.update_secret_version_stage()
                     .secret_id(&ev.secret_id)
@@ -637,6 +669,8 @@ mod tests {
         ));
         let bad = json!({"Step":"dance","SecretId":"x","ClientRequestToken":"t"});
         assert!(matches!(RotationEvent::parse(&bad), Some(Err(_))));
+        let no_token = json!({"Step":"createSecret","SecretId":"x","ClientRequestToken":5});
+        assert!(matches!(RotationEvent::parse(&no_token), Some(Err(_))));
     }
 
     #[test]

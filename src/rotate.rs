@@ -475,11 +475,17 @@ impl Rotator {
     /// and never changes the run's outcome.
     async fn alert_and_record(&self, job: &Job, report: &mut TokenReport) {
         let store = job.store.as_ref();
-        // Where state costs an API call (AWS tags), keep it only for alerting, and skip it on
-        // a no-op without an egress check: such a run stays a single read.
+        // Where state costs API calls (AWS tags), keep it only for alerting, and only touch it
+        // when something may need an alert or a resolve: this run failed, egress drifted, or
+        // the store flagged kept state (open alerts) on the version it read. A healthy run
+        // stays one read (no-op) or three calls (rotation).
         if store.state_costs_call() {
-            let noop = matches!(report.outcome, Outcome::Fresh | Outcome::Throttled);
-            if self.alerter.is_empty() || (noop && report.egress.is_none()) {
+            let drift = report
+                .egress
+                .as_ref()
+                .is_some_and(|e| !e.outside_expected().is_empty());
+            let needed = report.outcome == Outcome::Failed || drift || store.state_flagged();
+            if self.alerter.is_empty() || !needed {
                 return;
             }
         }

@@ -4,18 +4,22 @@
 //! AWSCURRENT and the one before it AWSPREVIOUS (still readable).
 //!
 //! **Conditional writes.** Secrets Manager has no compare-and-swap, but versions are immutable
-//! and `ClientRequestToken` becomes the new VersionId. The token is derived from the secret id
-//! and the version the decision was made from, so every runner that decided from version V
-//! writes under the same token: the first creates the version, every other one gets
-//! `ResourceExistsException` ("same token, different value") and ends as a clean conflict.
-//! A stale runner that read V after someone already wrote past it collides with the version the
-//! winner wrote from V. A put whose response was lost is retried with the same token and value
-//! (the SDK's retries, then one look at the version), never by minting again.
+//! and `ClientRequestToken` becomes the new VersionId. The token is derived from the version the
+//! decision was made from (see [`AwsStore::request_token`]), so every runner that decided from
+//! version V writes under the same id: the first creates the version, every other one gets
+//! `ResourceExistsException` ("same token, different value") and ends as a clean conflict. A
+//! stale runner that read V after someone already wrote past it collides with the version the
+//! winner wrote from V. When the id exists but AWSCURRENT is *still* V (an operator rolled
+//! AWSCURRENT back to V), the write moves to the next generation of ids instead of reporting a
+//! race that never happened. A put whose response was lost is retried with the same id and
+//! value (the SDK's retries, then one look at that version), never by minting again.
 //!
 //! **Cost.** `read_current` is one `GetSecretValue`; a write one `PutSecretValue`. Run state
-//! (alert dedup, last outcome) lives in tags on the token secret (`deepvue-rotator:state:N`,
-//! base64 JSON in ≤ 256-character chunks): reading it costs a `DescribeSecret`, so the
-//! rotator only reads it when alerting needs it (see `TokenStore::state_costs_call`).
+//! (alert dedup) lives in tags on the token secret (`deepvue-rotator:state:N` chunks of base64
+//! JSON plus a `deepvue-rotator:state:n` header with the count and a digest). Whether there is
+//! any is marked, for free, by the staging label [`MARKER`] on the current version, which
+//! `GetSecretValue` returns anyway: the rotator reads the tags (`DescribeSecret`) only when the
+//! marker is there, the run failed, or egress drifted.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +28,7 @@ use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::Tag;
 use base64::Engine;
 use secrecy::ExposeSecret;
+use tracing::warn;
 
 use super::{RotationLock, RunState, StoreError, Stored, TokenStore, Version};
 use crate::aws::{AwsClients, classify_sm_error, sm_code};
@@ -32,12 +37,31 @@ use crate::token::{DocumentError, TokenDocument};
 
 /// Tag keys holding the run state start with this.
 pub const STATE_TAG_PREFIX: &str = "deepvue-rotator:state:";
-/// At most this many state tags (AWS allows 50 per secret; leave room for the user's).
+/// The header tag: `<chunks>.<digest>`.
+const STATE_HEADER: &str = "deepvue-rotator:state:n";
+/// Staging label on the current version while run state (open alerts, a failure) is kept.
+pub const MARKER: &str = "DEEPVUE_ROTATOR_ALERTS";
+/// At most this many state chunks (AWS allows 50 tags per secret; leave room for the user's).
 const STATE_MAX_CHUNKS: usize = 10;
-/// Description of a secret this tool creates.
-const DESCRIPTION: &str = "Deepvue access token, rotated by deepvue-rotator";
 /// Tag values are at most 256 characters.
 const STATE_CHUNK: usize = 256;
+/// Rollbacks of AWSCURRENT tolerated per expected version before giving up.
+const MAX_GENERATIONS: u32 = 4;
+/// Description of a secret this tool creates.
+const DESCRIPTION: &str = "Deepvue access token, rotated by deepvue-rotator";
+
+/// What this process last saw of the secret (per store instance, i.e. per token and run).
+#[derive(Default)]
+struct Seen {
+    /// The current version id: `None` unknown, `Some(None)` no value yet.
+    current: Option<Option<String>>,
+    /// Whether the version the decision was made from carries [`MARKER`].
+    flagged: Option<bool>,
+    /// Where [`MARKER`] is, per the last `DescribeSecret`.
+    marker_on: Option<Option<String>>,
+    /// State tag keys present, per the last `DescribeSecret`.
+    state_keys: Option<Vec<String>>,
+}
 
 /// A token secret in AWS Secrets Manager.
 pub struct AwsStore {
@@ -46,8 +70,15 @@ pub struct AwsStore {
     create_if_missing: bool,
     kms_key_id: Option<String>,
     tags: BTreeMap<String, String>,
-    /// How many state tags the last read or write saw (to untag leftovers).
-    state_chunks: Mutex<Option<usize>>,
+    seen: Mutex<Seen>,
+}
+
+enum PutError {
+    /// `ResourceExistsException`: that version id is taken.
+    Exists,
+    /// `ResourceNotFoundException`: no such secret.
+    NotFound,
+    Other(StoreError),
 }
 
 impl AwsStore {
@@ -65,7 +96,7 @@ impl AwsStore {
             create_if_missing,
             kms_key_id,
             tags,
-            state_chunks: Mutex::new(None),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -98,6 +129,10 @@ impl AwsStore {
             .secrets_manager()
             .await
             .map_err(|e| self.err(ErrorKind::Config, e))
+    }
+
+    fn seen<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> Option<T> {
+        self.seen.lock().ok().map(|mut s| f(&mut s))
     }
 
     fn missing(&self) -> StoreError {
@@ -141,16 +176,20 @@ impl AwsStore {
         Some(Stored { version, document })
     }
 
-    /// The version a write made from `expected` gets. UUID-shaped (36 characters; Secrets
-    /// Manager wants 32-64), from SHA-256 of the secret id and the expected version.
-    pub fn request_token(secret_id: &str, expected: Option<&Version>) -> String {
+    /// The version id a write made from `expected` gets: UUID-shaped (36 characters; Secrets
+    /// Manager wants 32-64), from SHA-256 of the expected version id and the generation (0
+    /// unless AWSCURRENT was rolled back). Version ids are unique within a secret, so runners
+    /// that name the secret differently (name vs ARN) still derive the same id.
+    pub fn request_token(expected: Option<&Version>, generation: u32) -> String {
         let input = format!(
-            "deepvue-rotator/v1\n{secret_id}\n{}",
+            "deepvue-rotator/v1\n{}\n{generation}",
             expected.map_or("", |v| v.0.as_str())
         );
         let d = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
-        let b = d.as_ref();
-        let hex: String = b[..16].iter().map(|x| format!("{x:02x}")).collect();
+        let hex: String = d.as_ref()[..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
         format!(
             "{}-{}-{}-{}-{}",
             &hex[0..8],
@@ -161,7 +200,7 @@ impl AwsStore {
         )
     }
 
-    /// After a put failed without an answer: did it land? Same token + same value = ours.
+    /// After a put failed without an answer: did it land? Same id + same value = ours.
     async fn landed(&self, token: &str, value: &str) -> Result<Option<bool>, StoreError> {
         let client = self.client().await?;
         match client
@@ -177,6 +216,21 @@ impl AwsStore {
         }
     }
 
+    /// The current version id (one `GetSecretValue`); `None` when there is no value.
+    async fn current_id(&self) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        match client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.version_id().map(str::to_string)),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
+        }
+    }
+
     fn conflict(&self, token: &str) -> StoreError {
         self.err(
             ErrorKind::Conflict,
@@ -187,8 +241,37 @@ impl AwsStore {
         )
     }
 
-    async fn create(&self, token: &str, value: &str) -> Result<Version, StoreError> {
-        let client = self.client().await?;
+    async fn put(&self, token: &str, value: &str) -> Result<Version, PutError> {
+        let client = self.client().await.map_err(PutError::Other)?;
+        let result = client
+            .put_secret_value()
+            .secret_id(&self.secret_id)
+            .client_request_token(token)
+            .secret_string(value)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Version(out.version_id().unwrap_or(token).to_string())),
+            Err(e) if sm_code(&e) == Some("ResourceExistsException") => Err(PutError::Exists),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Err(PutError::NotFound),
+            Err(e) => {
+                let err = self.sdk_err(&e, "PutSecretValue");
+                if err.kind != ErrorKind::Transient {
+                    return Err(PutError::Other(err));
+                }
+                // The SDK already retried with the same id and value. The last answer may
+                // have been lost after the version was written: look before giving up.
+                match self.landed(token, value).await {
+                    Ok(Some(true)) => Ok(Version(token.to_string())),
+                    Ok(Some(false)) => Err(PutError::Exists),
+                    _ => Err(PutError::Other(err)),
+                }
+            }
+        }
+    }
+
+    async fn create(&self, token: &str, value: &str) -> Result<Version, PutError> {
+        let client = self.client().await.map_err(PutError::Other)?;
         let mut req = client
             .create_secret()
             .name(&self.secret_id)
@@ -203,18 +286,27 @@ impl AwsStore {
         }
         match req.send().await {
             Ok(out) => Ok(Version(out.version_id().unwrap_or(token).to_string())),
+            // The secret appeared meanwhile (another runner, our own lost attempt, or a
+            // failed first run recording its state): write into it under the same id.
             Err(e) if sm_code(&e) == Some("ResourceExistsException") => {
-                // Created by another runner meanwhile (or by our own lost attempt).
-                match self.landed(token, value).await? {
+                match self.landed(token, value).await.map_err(PutError::Other)? {
                     Some(true) => Ok(Version(token.to_string())),
-                    _ => Err(self.conflict(token)),
+                    Some(false) => Err(PutError::Exists),
+                    None => self.put(token, value).await,
                 }
             }
-            Err(e) => Err(self.sdk_err(&e, "CreateSecret")),
+            Err(e) => Err(PutError::Other(self.sdk_err(&e, "CreateSecret"))),
         }
     }
 
-    fn encode_state(state: &RunState) -> Result<Vec<String>, String> {
+    /// Whether a state is worth keeping: a success with nothing open is "no state".
+    fn worth_keeping(state: &RunState) -> bool {
+        !state.alerts.is_empty()
+            || state.last_outcome.as_deref() == Some("failed")
+            || state.last_alert_error.is_some()
+    }
+
+    fn encode_state(state: &RunState) -> Result<Vec<(String, String)>, String> {
         let mut s = state.clone();
         for limit in [usize::MAX, 600, 200, 0] {
             let cut = |v: &mut Option<String>| {
@@ -229,37 +321,131 @@ impl AwsStore {
             let json = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
             let b64 = base64::engine::general_purpose::STANDARD.encode(json);
             if b64.len() <= STATE_CHUNK * STATE_MAX_CHUNKS {
-                return Ok(b64
+                let mut tags: Vec<(String, String)> = b64
                     .as_bytes()
                     .chunks(STATE_CHUNK)
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
-                    .collect());
+                    .enumerate()
+                    .map(|(i, c)| {
+                        (
+                            format!("{STATE_TAG_PREFIX}{i}"),
+                            String::from_utf8_lossy(c).into_owned(),
+                        )
+                    })
+                    .collect();
+                tags.push((
+                    STATE_HEADER.to_string(),
+                    format!("{}.{}", tags.len(), digest(&b64)),
+                ));
+                return Ok(tags);
             }
         }
         Err("the run state does not fit in the secret's tags".into())
     }
 
-    fn decode_state(tags: &[Tag]) -> (usize, Option<RunState>) {
+    /// The state from tags, and every state tag key present. A torn or foreign state (count or
+    /// digest mismatch) reads as none.
+    fn decode_state(tags: &[Tag]) -> (Vec<String>, Option<RunState>) {
+        let mut keys = Vec::new();
         let mut chunks: BTreeMap<usize, &str> = BTreeMap::new();
+        let mut header = None;
         for t in tags {
-            if let (Some(k), Some(v)) = (t.key(), t.value())
-                && let Some(i) = k.strip_prefix(STATE_TAG_PREFIX)
-                && let Ok(i) = i.parse::<usize>()
-            {
+            let (Some(k), Some(v)) = (t.key(), t.value()) else {
+                continue;
+            };
+            let Some(rest) = k.strip_prefix(STATE_TAG_PREFIX) else {
+                continue;
+            };
+            keys.push(k.to_string());
+            if k == STATE_HEADER {
+                header = Some(v);
+            } else if let Ok(i) = rest.parse::<usize>() {
                 chunks.insert(i, v);
             }
         }
-        let count = chunks.len();
-        if count == 0 {
-            return (0, None);
-        }
-        let joined: String = (0..count).map_while(|i| chunks.get(&i).copied()).collect();
-        let state = base64::engine::general_purpose::STANDARD
-            .decode(joined)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        (count, state)
+        let state = header.and_then(|h| {
+            let (count, sum) = h.split_once('.')?;
+            let count: usize = count.parse().ok()?;
+            let joined: String = (0..count)
+                .map(|i| chunks.get(&i).copied())
+                .collect::<Option<String>>()?;
+            if digest(&joined) != sum {
+                return None;
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(joined)
+                .ok()?;
+            serde_json::from_slice(&bytes).ok()
+        });
+        (keys, state)
     }
+
+    /// One `DescribeSecret`: the state, and what it tells about tags, marker and current.
+    async fn describe_state(&self) -> Result<Option<RunState>, StoreError> {
+        let client = self.client().await?;
+        match client
+            .describe_secret()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+        {
+            Ok(d) => {
+                let (keys, state) = Self::decode_state(d.tags());
+                let stages = d.version_ids_to_stages();
+                let on = |label: &str| {
+                    stages.and_then(|m| {
+                        m.iter()
+                            .find(|(_, v)| v.iter().any(|x| x == label))
+                            .map(|(k, _)| k.clone())
+                    })
+                };
+                let (marker, current) = (on(MARKER), on("AWSCURRENT"));
+                self.seen(|s| {
+                    s.state_keys = Some(keys);
+                    s.marker_on = Some(marker);
+                    if s.current.is_none() {
+                        s.current = Some(current);
+                    }
+                });
+                Ok(state)
+            }
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => {
+                self.seen(|s| {
+                    s.state_keys = Some(Vec::new());
+                    s.marker_on = Some(None);
+                });
+                Ok(None)
+            }
+            Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
+        }
+    }
+
+    /// Put `MARKER` on `to` (or nowhere), from wherever it is.
+    async fn move_marker(&self, from: Option<&str>, to: Option<&str>) -> Result<(), StoreError> {
+        if from == to {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let mut req = client
+            .update_secret_version_stage()
+            .secret_id(&self.secret_id)
+            .version_stage(MARKER);
+        if let Some(t) = to {
+            req = req.move_to_version_id(t);
+        }
+        if let Some(f) = from {
+            req = req.remove_from_version_id(f);
+        }
+        req.send()
+            .await
+            .map_err(|e| self.sdk_err(&e, "UpdateSecretVersionStage"))?;
+        self.seen(|s| s.marker_on = Some(to.map(str::to_string)));
+        Ok(())
+    }
+}
+
+fn digest(s: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    d.as_ref()[..6].iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[async_trait]
@@ -276,6 +462,10 @@ impl TokenStore for AwsStore {
         true
     }
 
+    fn state_flagged(&self) -> bool {
+        self.seen(|s| s.flagged).flatten().unwrap_or(true)
+    }
+
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
         let client = self.client().await?;
         match client
@@ -284,10 +474,18 @@ impl TokenStore for AwsStore {
             .send()
             .await
         {
-            Ok(out) => Ok(Self::stored(out.version_id(), out.secret_string())),
+            Ok(out) => {
+                let flagged = out.version_stages().iter().any(|s| s == MARKER);
+                self.seen(|s| {
+                    s.current = Some(out.version_id().map(str::to_string));
+                    s.flagged = Some(flagged);
+                });
+                Ok(Self::stored(out.version_id(), out.secret_string()))
+            }
             Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => {
                 // Either no secret, or a secret with no AWSCURRENT value yet (provisioned
                 // empty by Terraform): only the second is "nothing stored yet".
+                self.seen(|s| s.current = Some(None));
                 if self.exists().await? || self.create_if_missing {
                     Ok(None)
                 } else {
@@ -326,42 +524,46 @@ impl TokenStore for AwsStore {
         doc: &TokenDocument,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
-        let token = Self::request_token(&self.secret_id, expected);
         let json = doc.to_json();
         let value = json.expose_secret();
-        let client = self.client().await?;
-        let result = client
-            .put_secret_value()
-            .secret_id(&self.secret_id)
-            .client_request_token(&token)
-            .secret_string(value)
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(Version(out.version_id().unwrap_or(&token).to_string())),
-            Err(e) if sm_code(&e) == Some("ResourceExistsException") => Err(self.conflict(&token)),
-            Err(e)
-                if sm_code(&e) == Some("ResourceNotFoundException")
-                    && expected.is_none()
-                    && self.create_if_missing =>
-            {
-                self.create(&token, value).await
-            }
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Err(self.missing()),
-            Err(e) => {
-                let err = self.sdk_err(&e, "PutSecretValue");
-                if err.kind != ErrorKind::Transient {
-                    return Err(err);
+        for generation in 0..MAX_GENERATIONS {
+            let token = Self::request_token(expected, generation);
+            let result = match self.put(&token, value).await {
+                Err(PutError::NotFound) if expected.is_none() && self.create_if_missing => {
+                    self.create(&token, value).await
                 }
-                // The SDK already retried with the same token and value. The last answer may
-                // have been lost after the version was written: look before giving up.
-                match self.landed(&token, value).await {
-                    Ok(Some(true)) => Ok(Version(token)),
-                    Ok(Some(false)) => Err(self.conflict(&token)),
-                    _ => Err(err),
+                other => other,
+            };
+            match result {
+                Ok(v) => {
+                    self.seen(|s| s.current = Some(Some(v.0.clone())));
+                    return Ok(v);
+                }
+                Err(PutError::NotFound) => return Err(self.missing()),
+                Err(PutError::Other(e)) => return Err(e),
+                Err(PutError::Exists) => {
+                    // Another runner wrote from `expected` first — unless AWSCURRENT is still
+                    // `expected`, i.e. it was rolled back after an earlier write from it.
+                    let now = self.current_id().await?;
+                    if now.as_deref() != expected.map(|v| v.0.as_str()) {
+                        return Err(self.conflict(&token));
+                    }
+                    warn!(
+                        version = %token,
+                        "that version exists but AWSCURRENT is still the version it was written \
+                         from (rolled back?); writing under the next generation id"
+                    );
                 }
             }
         }
+        Err(self.err(
+            ErrorKind::Permanent,
+            format!(
+                "AWSCURRENT was rolled back to {} more than {MAX_GENERATIONS} times; rotate with \
+                 --force after checking who moves AWSCURRENT",
+                expected.map_or("(none)", |v| v.0.as_str())
+            ),
+        ))
     }
 
     async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
@@ -378,54 +580,32 @@ impl TokenStore for AwsStore {
     }
 
     async fn read_state(&self) -> Result<Option<RunState>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .describe_secret()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-        {
-            Ok(d) => {
-                let (count, state) = Self::decode_state(d.tags());
-                if let Ok(mut c) = self.state_chunks.lock() {
-                    *c = Some(count);
-                }
-                Ok(state)
-            }
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
-        }
+        self.describe_state().await
     }
 
     async fn write_state(&self, state: &RunState) -> Result<(), StoreError> {
-        let chunks = if *state == RunState::default() {
-            Vec::new()
-        } else {
+        let keep = Self::worth_keeping(state);
+        let new_tags = if keep {
             Self::encode_state(state).map_err(|e| self.err(ErrorKind::Permanent, e))?
+        } else {
+            Vec::new()
         };
-        let known = self.state_chunks.lock().ok().and_then(|c| *c);
-        let before = match known {
-            Some(n) => n,
-            None => {
-                self.read_state().await?;
-                self.state_chunks.lock().ok().and_then(|c| *c).unwrap_or(0)
-            }
-        };
+        if self.seen(|s| s.state_keys.is_none()).unwrap_or(true) {
+            self.describe_state().await?;
+        }
         let client = self.client().await?;
-        if !chunks.is_empty() {
-            let mut req = client.tag_resource().secret_id(&self.secret_id);
-            let state_tags: Vec<Tag> = chunks
+        if !new_tags.is_empty() {
+            let tags: Vec<Tag> = new_tags
                 .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    Tag::builder()
-                        .key(format!("{STATE_TAG_PREFIX}{i}"))
-                        .value(c)
-                        .build()
-                })
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect();
-            req = req.set_tags(Some(state_tags.clone()));
-            match req.send().await {
+            let sent = client
+                .tag_resource()
+                .secret_id(&self.secret_id)
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await;
+            match sent {
                 Ok(_) => {}
                 // A first run that failed before anything was written: create the (empty)
                 // secret now, carrying the state, so the alert history is not lost.
@@ -437,7 +617,7 @@ impl TokenStore for AwsStore {
                         .create_secret()
                         .name(&self.secret_id)
                         .description(DESCRIPTION)
-                        .set_tags(Some(state_tags));
+                        .set_tags(Some(tags));
                     if let Some(k) = &self.kms_key_id {
                         create = create.kms_key_id(k);
                     }
@@ -452,19 +632,30 @@ impl TokenStore for AwsStore {
                 Err(e) => return Err(self.sdk_err(&e, "TagResource")),
             }
         }
-        if before > chunks.len() {
-            let mut req = client.untag_resource().secret_id(&self.secret_id);
-            for i in chunks.len()..before {
-                req = req.tag_keys(format!("{STATE_TAG_PREFIX}{i}"));
-            }
-            req.send()
+        let stale: Vec<String> = self
+            .seen(|s| s.state_keys.clone())
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !new_tags.iter().any(|(n, _)| n == k))
+            .collect();
+        if !stale.is_empty() {
+            client
+                .untag_resource()
+                .secret_id(&self.secret_id)
+                .set_tag_keys(Some(stale))
+                .send()
                 .await
                 .map_err(|e| self.sdk_err(&e, "UntagResource"))?;
         }
-        if let Ok(mut c) = self.state_chunks.lock() {
-            *c = Some(chunks.len());
-        }
-        Ok(())
+        self.seen(|s| s.state_keys = Some(new_tags.iter().map(|(k, _)| k.clone()).collect()));
+        // The marker follows: on the current version while state is kept, nowhere otherwise.
+        let (marker_on, current) = self
+            .seen(|s| (s.marker_on.clone().flatten(), s.current.clone().flatten()))
+            .unwrap_or_default();
+        let want = if keep { current } else { None };
+        self.move_marker(marker_on.as_deref(), want.as_deref())
+            .await
     }
 }
 
@@ -474,26 +665,25 @@ mod tests {
 
     #[test]
     fn request_tokens_are_stable_uuid_shaped_and_distinct() {
-        let a = AwsStore::request_token("app/deepvue", Some(&Version("v1".into())));
+        let v1 = Version("v1".into());
+        let a = AwsStore::request_token(Some(&v1), 0);
         assert_eq!(a.len(), 36);
         assert_eq!(a.matches('-').count(), 4);
-        assert_eq!(
-            a,
-            AwsStore::request_token("app/deepvue", Some(&Version("v1".into())))
-        );
-        assert_ne!(
-            a,
-            AwsStore::request_token("app/deepvue", Some(&Version("v2".into())))
-        );
-        assert_ne!(
-            a,
-            AwsStore::request_token("app/other", Some(&Version("v1".into())))
-        );
-        assert_ne!(a, AwsStore::request_token("app/deepvue", None));
+        assert_eq!(a, AwsStore::request_token(Some(&v1), 0));
+        assert_ne!(a, AwsStore::request_token(Some(&Version("v2".into())), 0));
+        assert_ne!(a, AwsStore::request_token(Some(&v1), 1));
+        assert_ne!(a, AwsStore::request_token(None, 0));
+    }
+
+    fn tags(pairs: &[(String, String)]) -> Vec<Tag> {
+        pairs
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect()
     }
 
     #[test]
-    fn state_survives_chunking_and_is_capped() {
+    fn state_survives_chunking_is_capped_and_torn_states_read_as_none() {
         let state = RunState {
             last_run_at: Some("2026-11-28T12:00:00Z".into()),
             last_outcome: Some("failed".into()),
@@ -501,23 +691,43 @@ mod tests {
             consecutive_failures: 3,
             ..RunState::default()
         };
-        let chunks = AwsStore::encode_state(&state).unwrap_or_default();
-        assert!(!chunks.is_empty() && chunks.len() <= STATE_MAX_CHUNKS);
-        assert!(chunks.iter().all(|c| c.len() <= STATE_CHUNK));
-        let tags: Vec<Tag> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                Tag::builder()
-                    .key(format!("{STATE_TAG_PREFIX}{i}"))
-                    .value(c)
-                    .build()
-            })
-            .collect();
-        let (n, back) = AwsStore::decode_state(&tags);
-        assert_eq!(n, chunks.len());
+        let pairs = AwsStore::encode_state(&state).unwrap_or_default();
+        assert!(pairs.len() >= 2 && pairs.len() <= STATE_MAX_CHUNKS + 1);
+        assert!(pairs.iter().all(|(_, v)| v.len() <= STATE_CHUNK));
+        let (keys, back) = AwsStore::decode_state(&tags(&pairs));
+        assert_eq!(keys.len(), pairs.len());
         let back = back.unwrap_or_default();
         assert_eq!(back.consecutive_failures, 3);
         assert!(back.last_error.map_or(0, |e| e.len()) <= 700);
+
+        // A chunk from another write (torn update) fails the digest: no state, not garbage.
+        let mut torn = pairs.clone();
+        torn[0].1 = "AAAA".into();
+        assert!(AwsStore::decode_state(&tags(&torn)).1.is_none());
+        // A leftover chunk beyond the header's count is ignored.
+        let mut extra = pairs.clone();
+        extra.push((format!("{STATE_TAG_PREFIX}9"), "junk".into()));
+        assert_eq!(
+            AwsStore::decode_state(&tags(&extra))
+                .1
+                .map(|s| s.consecutive_failures),
+            Some(3)
+        );
+        // The user's own tags are not state keys.
+        let (keys, _) = AwsStore::decode_state(&tags(&[("team".into(), "x".into())]));
+        assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn only_failures_and_open_alerts_are_kept() {
+        assert!(!AwsStore::worth_keeping(&RunState {
+            last_outcome: Some("rotated".into()),
+            last_run_at: Some("2026-11-28T12:00:00Z".into()),
+            ..RunState::default()
+        }));
+        assert!(AwsStore::worth_keeping(&RunState {
+            last_outcome: Some("failed".into()),
+            ..RunState::default()
+        }));
     }
 }

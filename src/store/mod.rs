@@ -113,6 +113,11 @@ pub trait TokenStore: Send + Sync {
     fn state_costs_call(&self) -> bool {
         false
     }
+    /// Whether the last `read_current` showed that run state is kept (only meaningful when
+    /// `state_costs_call`; unknown counts as yes).
+    fn state_flagged(&self) -> bool {
+        true
+    }
     /// The last recorded outcome, if this backend keeps one.
     async fn read_state(&self) -> Result<Option<RunState>, StoreError>;
     /// Record the outcome of a run.

@@ -207,7 +207,7 @@ async fn rotates_into_secrets_manager_keeping_previous() {
     // The version id is the derived request token: stable for (secret, previous version).
     assert_eq!(
         current,
-        AwsStore::request_token(TOKEN, Some(&deepvue_rotator::store::Version(first)))
+        AwsStore::request_token(Some(&deepvue_rotator::store::Version(first)), 0)
     );
 
     // status and read work on the aws store.
@@ -478,12 +478,22 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     settle().await;
-    // With alerting on, a no-op run is still one call: no state read without an egress check.
+    // With alerting on and nothing open, a no-op is still one call and a rotation three: the
+    // state is only read when the current version carries the marker label.
     let calls = moto.api_calls();
     let out = run(cmd(&["rotate"])).await;
     settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(moto.api_calls() - calls, 1, "no-op with alerting: one call");
+    let calls = moto.api_calls();
+    let out = run(cmd(&["rotate", "--force"])).await;
+    settle().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        moto.api_calls() - calls,
+        3,
+        "rotation with alerting: three calls"
+    );
 
     env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
         allowed_ips: Some(vec![
@@ -516,6 +526,15 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     );
     let out = run(cmd(&["status"])).await;
     assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
+    let marked = stage_of(
+        &versions(&sm, TOKEN).await,
+        deepvue_rotator::store::aws::MARKER,
+    );
+    assert_eq!(
+        marked,
+        stage_of(&versions(&sm, TOKEN).await, "AWSCURRENT"),
+        "the marker label sits on the current version while an alert is open"
+    );
 
     env.sim
         .set_behavior(deepvue_rotator::simulator::Behavior::default());
@@ -525,4 +544,61 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     assert_eq!(pd.len(), 2, "one resolve");
     assert_eq!(pd[1].json()["event_action"], "resolve");
     assert_eq!(pd[1].json()["dedup_key"], pd[0].json()["dedup_key"]);
+    // Nothing open any more: no state tags, no marker, and a no-op is one call again.
+    let v = versions(&sm, TOKEN).await;
+    assert_eq!(
+        stage_of(&v, deepvue_rotator::store::aws::MARKER),
+        None,
+        "{v:?}"
+    );
+    let d = sm
+        .describe_secret()
+        .secret_id(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(
+        !d.tags()
+            .iter()
+            .any(|t| t.key().is_some_and(|k| k.starts_with("deepvue-rotator:"))),
+        "{d:?}"
+    );
+    settle().await;
+    let calls = moto.api_calls();
+    let out = run(cmd(&["rotate"])).await;
+    settle().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(moto.api_calls() - calls, 1, "{out}");
+}
+
+#[tokio::test]
+async fn a_taken_version_id_with_awscurrent_unchanged_is_not_a_lost_race() {
+    // After an operator rolls AWSCURRENT back from T(v1) to v1, the id derived from v1 is taken
+    // while AWSCURRENT is still v1. (moto's UpdateSecretVersionStage does not change what
+    // GetSecretValue returns, so the rollback itself cannot be replayed here; this builds the
+    // same state directly: the derived id exists, AWSCURRENT never moved.)
+    let (env, _moto, sm, cfg) = setup().await;
+    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let v1 = stage_of(&versions(&sm, TOKEN).await, "AWSCURRENT").unwrap_or_default();
+    let taken = AwsStore::request_token(Some(&deepvue_rotator::store::Version(v1.clone())), 0);
+    sm.put_secret_value()
+        .secret_id(TOKEN)
+        .client_request_token(&taken)
+        .secret_string("{}")
+        .version_stages("PARKED")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let out = run(aws_command(&env, &cfg, &["rotate", "--force", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("\"outcome\": \"rotated\""), "{out}");
+    let v = versions(&sm, TOKEN).await;
+    let now = stage_of(&v, "AWSCURRENT").unwrap_or_default();
+    assert_eq!(
+        now,
+        AwsStore::request_token(Some(&deepvue_rotator::store::Version(v1.clone())), 1),
+        "{v:?}"
+    );
+    assert_eq!(stage_of(&v, "AWSPREVIOUS").as_deref(), Some(v1.as_str()));
 }

@@ -359,6 +359,18 @@ async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
         "{v:?}"
     );
     assert_eq!(stage_of(&v, "AWSPENDING"), None, "{v:?}");
+    // A finishSecret that moved AWSCURRENT but died before dropping AWSPENDING: its replay
+    // completes the job.
+    sm.update_secret_version_stage()
+        .secret_id(TOKEN)
+        .version_stage("AWSPENDING")
+        .move_to_version_id(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let (ok, body) = lambda.invoke(step("finishSecret", &arn, token)).await;
+    assert!(ok, "{body}");
+    assert_eq!(stage_of(&versions(&sm, TOKEN).await, "AWSPENDING"), None);
     // The snake_case spelling of the steps is accepted too (and is a replay here).
     let (ok, body) = lambda
         .invoke(json!({"step": "create_secret", "secret_id": arn, "client_request_token": token}))
