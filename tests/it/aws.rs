@@ -602,3 +602,42 @@ async fn a_taken_version_id_with_awscurrent_unchanged_is_not_a_lost_race() {
     );
     assert_eq!(stage_of(&v, "AWSPREVIOUS").as_deref(), Some(v1.as_str()));
 }
+
+#[tokio::test]
+async fn check_reaches_aws_and_missing_aws_credentials_are_a_config_error() {
+    let (env, _moto, _sm, cfg) = setup().await;
+    let out = run(aws_command(&env, &cfg, &["check", "--json"])).await;
+    let items: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let status_of = |id: &str| -> Vec<String> {
+        items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["item"] == id)
+            .map(|i| format!("{} {}", i["status"], i["detail"]))
+            .collect()
+    };
+    for id in ["credentials", "stores"] {
+        let got = status_of(id);
+        assert!(
+            !got.is_empty() && got.iter().all(|g| g.starts_with("\"pass\"")),
+            "{id}: {got:?}\n{out}"
+        );
+    }
+    assert!(!out.all().contains(CLIENT_SECRET));
+
+    // No AWS credentials anywhere: a config error that says so, not "cannot reach".
+    let mut cmd = aws_command(&env, &cfg, &["rotate"]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_CONFIG_FILE", env.path("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            env.path("no-aws-credentials"),
+        );
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("no AWS credentials found"), "{out}");
+    assert_eq!(env.calls(), 0);
+}
