@@ -374,6 +374,10 @@ impl Rotation<'_> {
                     })?;
             }
             info!(version = %ev.token, "already AWSCURRENT: nothing to do");
+            if ev.step == Step::Finish {
+                // Resolve alerts an interrupted finishSecret may have left open.
+                self.conclude_success(job, &ev, None).await;
+            }
             return Ok(json!({ "step": format!("{:?}", ev.step), "result": "already_current" }));
         }
         if !mine.iter().any(|s| s == PENDING) {
@@ -579,7 +583,38 @@ impl Rotation<'_> {
         fail: &dyn Fn(&str, (ErrorKind, String)) -> Failure,
     ) -> Result<&'static str, Failure> {
         match self.pending(sm, ev, fail).await? {
-            Some(Ok(_)) => return Ok("AWSPENDING already holds a token (replay): nothing minted"),
+            Some(Ok(doc)) if doc.expires_in(Utc::now()) > chrono::Duration::zero() => {
+                return Ok("AWSPENDING already holds a token (replay): nothing minted");
+            }
+            Some(Ok(doc)) => {
+                // A stalled rotation retried after its token expired: versions are immutable,
+                // so testSecret would fail forever. Release the label; Secrets Manager's next
+                // rotation starts a fresh version.
+                sm.update_secret_version_stage()
+                    .secret_id(&ev.secret_id)
+                    .version_stage(PENDING)
+                    .remove_from_version_id(&ev.token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        fail(
+                            "createSecret",
+                            classify_sm_error(&e, "UpdateSecretVersionStage", false),
+                        )
+                    })?;
+                return Err(fail(
+                    "createSecret",
+                    (
+                        ErrorKind::Permanent,
+                        format!(
+                            "version {} holds a token that expired at {} (a stalled rotation); \
+                             AWSPENDING was removed from it, the next rotation mints afresh",
+                            ev.token,
+                            format_time(doc.expiry)
+                        ),
+                    ),
+                ));
+            }
             Some(Err(e)) => {
                 return Err(fail(
                     "createSecret",

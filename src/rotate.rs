@@ -476,15 +476,20 @@ impl Rotator {
     async fn alert_and_record(&self, job: &Job, report: &mut TokenReport) {
         let store = job.store.as_ref();
         // Where state costs API calls (AWS tags), keep it only for alerting, and only touch it
-        // when something may need an alert or a resolve: this run failed, egress drifted, or
-        // the store flagged kept state (open alerts) on the version it read. A healthy run
-        // stays one read (no-op) or three calls (rotation).
+        // when something may need an alert or a resolve: this run failed or rotated (a
+        // rotation is where open alerts resolve, even if another writer moved the version
+        // that carried the flag), egress drifted, or the store flagged kept state on the
+        // version it read. A healthy no-op stays one read.
         if store.state_costs_call() {
             let drift = report
                 .egress
                 .as_ref()
                 .is_some_and(|e| !e.outside_expected().is_empty());
-            let needed = report.outcome == Outcome::Failed || drift || store.state_flagged();
+            let needed = matches!(
+                report.outcome,
+                Outcome::Failed | Outcome::Rotated | Outcome::RotatedByAnotherRunner
+            ) || drift
+                || store.state_flagged();
             if self.alerter.is_empty() || !needed {
                 return;
             }
@@ -553,7 +558,7 @@ impl Rotator {
         } else {
             None
         };
-        if state == previous {
+        if state == previous && !store.state_needs_write() {
             return; // nothing new: a no-op run writes nothing
         }
         if let Err(e) = store.write_state(&state).await {

@@ -61,6 +61,8 @@ struct Seen {
     marker_on: Option<Option<String>>,
     /// State tag keys present, per the last `DescribeSecret`.
     state_keys: Option<Vec<String>>,
+    /// The marker is set but there is no state worth keeping.
+    heal: bool,
 }
 
 /// A token secret in AWS Secrets Manager.
@@ -216,6 +218,22 @@ impl AwsStore {
         }
     }
 
+    /// Whether version `id` carries AWSCURRENT (one `GetSecretValue` by id).
+    async fn is_current(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        match client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_id(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.version_stages().iter().any(|s| s == "AWSCURRENT")),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
+        }
+    }
+
     /// The current version id (one `GetSecretValue`); `None` when there is no value.
     async fn current_id(&self) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
@@ -301,9 +319,7 @@ impl AwsStore {
 
     /// Whether a state is worth keeping: a success with nothing open is "no state".
     fn worth_keeping(state: &RunState) -> bool {
-        !state.alerts.is_empty()
-            || state.last_outcome.as_deref() == Some("failed")
-            || state.last_alert_error.is_some()
+        !state.alerts.is_empty() || state.last_outcome.as_deref() == Some("failed")
     }
 
     fn encode_state(state: &RunState) -> Result<Vec<(String, String)>, String> {
@@ -399,12 +415,15 @@ impl AwsStore {
                     })
                 };
                 let (marker, current) = (on(MARKER), on("AWSCURRENT"));
+                let heal = marker.is_some() && !state.as_ref().is_some_and(Self::worth_keeping);
                 self.seen(|s| {
                     s.state_keys = Some(keys);
-                    s.marker_on = Some(marker);
-                    if s.current.is_none() {
-                        s.current = Some(current);
-                    }
+                    s.marker_on = Some(marker.clone());
+                    // Newer than what read_current saw (another runner may have moved it).
+                    s.current = Some(current);
+                    // A marker without usable state (a half-finished cleanup, tags removed by
+                    // hand): the next write_state clears it, or every run would pay this read.
+                    s.heal = heal;
                 });
                 Ok(state)
             }
@@ -416,6 +435,46 @@ impl AwsStore {
                 Ok(None)
             }
             Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
+        }
+    }
+
+    /// Write the state tags; on a missing secret with `create_if_missing`, create it (empty)
+    /// carrying them, so a failed first run keeps its alert history.
+    async fn put_state_tags(&self, new_tags: &[(String, String)]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let tags: Vec<Tag> = new_tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let sent = client
+            .tag_resource()
+            .secret_id(&self.secret_id)
+            .set_tags(Some(tags.clone()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e)
+                if sm_code(&e) == Some("ResourceNotFoundException") && self.create_if_missing =>
+            {
+                let mut create = client
+                    .create_secret()
+                    .name(&self.secret_id)
+                    .description(DESCRIPTION)
+                    .set_tags(Some(tags));
+                if let Some(k) = &self.kms_key_id {
+                    create = create.kms_key_id(k);
+                }
+                for (k, v) in &self.tags {
+                    create = create.tags(Tag::builder().key(k).value(v).build());
+                }
+                create
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.sdk_err(&e, "CreateSecret"))
+            }
+            Err(e) => Err(self.sdk_err(&e, "TagResource")),
         }
     }
 
@@ -466,6 +525,10 @@ impl TokenStore for AwsStore {
         self.seen(|s| s.flagged).flatten().unwrap_or(true)
     }
 
+    fn state_needs_write(&self) -> bool {
+        self.seen(|s| s.heal).unwrap_or(false)
+    }
+
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
         let client = self.client().await?;
         match client
@@ -476,16 +539,25 @@ impl TokenStore for AwsStore {
         {
             Ok(out) => {
                 let flagged = out.version_stages().iter().any(|s| s == MARKER);
+                // A new decision: forget what an earlier run in this process saw.
                 self.seen(|s| {
-                    s.current = Some(out.version_id().map(str::to_string));
-                    s.flagged = Some(flagged);
+                    *s = Seen {
+                        current: Some(out.version_id().map(str::to_string)),
+                        flagged: Some(flagged),
+                        ..Seen::default()
+                    }
                 });
                 Ok(Self::stored(out.version_id(), out.secret_string()))
             }
             Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => {
                 // Either no secret, or a secret with no AWSCURRENT value yet (provisioned
                 // empty by Terraform): only the second is "nothing stored yet".
-                self.seen(|s| s.current = Some(None));
+                self.seen(|s| {
+                    *s = Seen {
+                        current: Some(None),
+                        ..Seen::default()
+                    }
+                });
                 if self.exists().await? || self.create_if_missing {
                     Ok(None)
                 } else {
@@ -543,7 +615,11 @@ impl TokenStore for AwsStore {
                 Err(PutError::Other(e)) => return Err(e),
                 Err(PutError::Exists) => {
                     // Another runner wrote from `expected` first — unless AWSCURRENT is still
-                    // `expected`, i.e. it was rolled back after an earlier write from it.
+                    // `expected`, i.e. it was rolled back after an earlier write from it. The
+                    // colliding version itself answers first: if it is AWSCURRENT, a race.
+                    if self.is_current(&token).await? {
+                        return Err(self.conflict(&token));
+                    }
                     let now = self.current_id().await?;
                     if now.as_deref() != expected.map(|v| v.0.as_str()) {
                         return Err(self.conflict(&token));
@@ -593,44 +669,16 @@ impl TokenStore for AwsStore {
         if self.seen(|s| s.state_keys.is_none()).unwrap_or(true) {
             self.describe_state().await?;
         }
-        let client = self.client().await?;
-        if !new_tags.is_empty() {
-            let tags: Vec<Tag> = new_tags
-                .iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect();
-            let sent = client
-                .tag_resource()
-                .secret_id(&self.secret_id)
-                .set_tags(Some(tags.clone()))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => {}
-                // A first run that failed before anything was written: create the (empty)
-                // secret now, carrying the state, so the alert history is not lost.
-                Err(e)
-                    if sm_code(&e) == Some("ResourceNotFoundException")
-                        && self.create_if_missing =>
-                {
-                    let mut create = client
-                        .create_secret()
-                        .name(&self.secret_id)
-                        .description(DESCRIPTION)
-                        .set_tags(Some(tags));
-                    if let Some(k) = &self.kms_key_id {
-                        create = create.kms_key_id(k);
-                    }
-                    for (k, v) in &self.tags {
-                        create = create.tags(Tag::builder().key(k).value(v).build());
-                    }
-                    create
-                        .send()
-                        .await
-                        .map_err(|e| self.sdk_err(&e, "CreateSecret"))?;
-                }
-                Err(e) => return Err(self.sdk_err(&e, "TagResource")),
-            }
+        // Order matters for what a crash leaves: while keeping, the marker goes on first (a
+        // marker without state heals itself; state without a marker would be stranded); when
+        // dropping, the tags go first and the marker last.
+        let (marker_on, current) = self
+            .seen(|s| (s.marker_on.clone().flatten(), s.current.clone().flatten()))
+            .unwrap_or_default();
+        if keep {
+            self.move_marker(marker_on.as_deref(), current.as_deref())
+                .await?;
+            self.put_state_tags(&new_tags).await?;
         }
         let stale: Vec<String> = self
             .seen(|s| s.state_keys.clone())
@@ -640,6 +688,7 @@ impl TokenStore for AwsStore {
             .filter(|k| !new_tags.iter().any(|(n, _)| n == k))
             .collect();
         if !stale.is_empty() {
+            let client = self.client().await?;
             client
                 .untag_resource()
                 .secret_id(&self.secret_id)
@@ -649,13 +698,11 @@ impl TokenStore for AwsStore {
                 .map_err(|e| self.sdk_err(&e, "UntagResource"))?;
         }
         self.seen(|s| s.state_keys = Some(new_tags.iter().map(|(k, _)| k.clone()).collect()));
-        // The marker follows: on the current version while state is kept, nowhere otherwise.
-        let (marker_on, current) = self
-            .seen(|s| (s.marker_on.clone().flatten(), s.current.clone().flatten()))
-            .unwrap_or_default();
-        let want = if keep { current } else { None };
-        self.move_marker(marker_on.as_deref(), want.as_deref())
-            .await
+        if !keep {
+            self.move_marker(marker_on.as_deref(), None).await?;
+        }
+        self.seen(|s| s.heal = false);
+        Ok(())
     }
 }
 

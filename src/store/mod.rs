@@ -118,6 +118,10 @@ pub trait TokenStore: Send + Sync {
     fn state_flagged(&self) -> bool {
         true
     }
+    /// Whether the kept state needs rewriting even if unchanged (a stale marker to clear).
+    fn state_needs_write(&self) -> bool {
+        false
+    }
     /// The last recorded outcome, if this backend keeps one.
     async fn read_state(&self) -> Result<Option<RunState>, StoreError>;
     /// Record the outcome of a run.

@@ -478,8 +478,8 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     settle().await;
-    // With alerting on and nothing open, a no-op is still one call and a rotation three: the
-    // state is only read when the current version carries the marker label.
+    // With alerting on and nothing open, a no-op is still one call: the state is only read
+    // when the current version carries the marker label (or the run rotated or failed).
     let calls = moto.api_calls();
     let out = run(cmd(&["rotate"])).await;
     settle().await;
@@ -491,8 +491,8 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         moto.api_calls() - calls,
-        3,
-        "rotation with alerting: three calls"
+        4,
+        "rotation with alerting: three calls plus one state read (where open alerts resolve)"
     );
 
     env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
@@ -640,4 +640,62 @@ async fn check_reaches_aws_and_missing_aws_credentials_are_a_config_error() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stdout.contains("no AWS credentials found"), "{out}");
     assert_eq!(env.calls(), 0);
+}
+
+#[tokio::test]
+async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() {
+    let (env, moto, sm, plain_cfg) = setup().await;
+    let rx =
+        crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.write_config(&format!(
+        "{}{}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n{}",
+        env.deepvue_section(""),
+        aws_section(&moto),
+        rx_ca.display(),
+        rx.url("/v2/enqueue"),
+        aws_token_block("prod", CREDS, "")
+    ));
+    let cmd = |args: &[&str]| {
+        let mut c = aws_command(&env, &cfg, args);
+        c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000003");
+        c
+    };
+    assert_eq!(run(cmd(&["rotate"])).await.code, 0);
+    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
+        allowed_ips: Some(vec![
+            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+        ]),
+        ..Default::default()
+    });
+    assert_eq!(run(cmd(&["rotate", "--force"])).await.code, 3);
+    let flagged = stage_of(
+        &versions(&sm, TOKEN).await,
+        deepvue_rotator::store::aws::MARKER,
+    );
+    assert!(flagged.is_some());
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
+
+    // A runner without alert sinks rotates: AWSCURRENT moves away from the flagged version.
+    let out = run(aws_command(&env, &plain_cfg, &["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        rx.posts("/v2/enqueue").len(),
+        1,
+        "that runner sends nothing"
+    );
+    // The alerting runner's next rotation reads the state and resolves.
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(pd.len(), 2, "{out}");
+    assert_eq!(pd[1].json()["event_action"], "resolve");
+    let v = versions(&sm, TOKEN).await;
+    assert_eq!(
+        stage_of(&v, deepvue_rotator::store::aws::MARKER),
+        None,
+        "{v:?}"
+    );
 }
