@@ -161,6 +161,15 @@ def main():
         w, r, c = series(moto, ["--config", cfg, "rotate", "--force"], env, 20)
         print(f"| rotation `rotate --force`, 1 token | 20 | {fmt_ms(w)} | {max(r)/1024:.1f} MiB | {min(c)}–{max(c)} |")
 
+        # The same token with an alert sink configured (never called on a healthy run).
+        acfg = f"{tmp}/aws-alerts.toml"
+        with open(acfg, "w") as f:
+            f.write(toml + '\n[[alerts]]\nkind = "webhook"\nurl = "https://127.0.0.1:9/hook"\n')
+        w, r, c = series(moto, ["--config", acfg, "rotate"], env, 40)
+        print(f"| no-op `rotate`, 1 token, alert sink configured | 40 | {fmt_ms(w)} | {max(r)/1024:.1f} MiB | {min(c)}–{max(c)} |")
+        w, r, c = series(moto, ["--config", acfg, "rotate", "--force"], env, 20)
+        print(f"| rotation `rotate --force`, 1 token, alert sink configured | 20 | {fmt_ms(w)} | {max(r)/1024:.1f} MiB | {min(c)}–{max(c)} |")
+
         lenv = dict(env, DEEPVUE_ROTATOR_CONFIG_TOML=toml)
         t = lambda_init(lenv, 40)
         print(f"\n| Lambda handler init (process start → first `GET …/invocation/next`) | 40 | {fmt_ms(t)} |")
