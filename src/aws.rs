@@ -236,3 +236,76 @@ pub fn secret_name(id: &str) -> &str {
         _ => id,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_secretsmanager::error::{ErrorMetadata, SdkError};
+    use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+
+    fn service_error(
+        code: &str,
+        message: &str,
+        status: u16,
+    ) -> SdkError<PutSecretValueError, HttpResponse> {
+        let err = PutSecretValueError::generic(
+            ErrorMetadata::builder().code(code).message(message).build(),
+        );
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(status)
+            .unwrap_or_else(|e| panic!("{e}"));
+        SdkError::service_error(
+            err,
+            HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn service_errors_are_classified_and_name_the_iam_action() {
+        let (kind, msg) = classify_sm_error(
+            &service_error("AccessDeniedException", "User is not authorized", 400),
+            "PutSecretValue",
+            false,
+        );
+        assert_eq!(kind, ErrorKind::Permanent);
+        assert!(msg.contains("secretsmanager:PutSecretValue"), "{msg}");
+        assert!(!msg.contains("kms"), "{msg}");
+        let (_, msg) = classify_sm_error(
+            &service_error("AccessDeniedException", "Access to KMS is not allowed", 400),
+            "PutSecretValue",
+            false,
+        );
+        assert!(
+            msg.contains("kms:GenerateDataKey") && msg.contains("kms:Decrypt"),
+            "{msg}"
+        );
+        let (_, msg) = classify_sm_error(
+            &service_error("AccessDeniedException", "denied", 400),
+            "GetSecretValue",
+            true,
+        );
+        assert!(
+            msg.contains("kms:Decrypt") && !msg.contains("GenerateDataKey"),
+            "{msg}"
+        );
+        let (kind, msg) = classify_sm_error(
+            &service_error("DecryptionFailure", "cannot decrypt", 400),
+            "GetSecretValue",
+            false,
+        );
+        assert_eq!(kind, ErrorKind::Permanent);
+        assert!(msg.contains("kms:Decrypt"), "{msg}");
+        for (code, status, want) in [
+            ("ThrottlingException", 400, ErrorKind::Transient),
+            ("LimitExceededException", 400, ErrorKind::Transient),
+            ("InternalServiceError", 500, ErrorKind::Transient),
+            ("SomethingNew", 503, ErrorKind::Transient),
+            ("ResourceNotFoundException", 400, ErrorKind::Config),
+            ("ResourceExistsException", 400, ErrorKind::Conflict),
+            ("InvalidRequestException", 400, ErrorKind::Permanent),
+        ] {
+            let (kind, _) =
+                classify_sm_error(&service_error(code, "m", status), "PutSecretValue", false);
+            assert_eq!(kind, want, "{code}");
+        }
+    }
+}
