@@ -9,29 +9,20 @@
 
 Usage: bench/aws.py BIN MOTO_SERVER
 """
-import http.server, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
+import http.server, json, os, socket, subprocess, sys, tempfile, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import fmt_ms, free_port, run as run_in  # noqa: E402  (shared timing harness)
 
 BIN = os.path.abspath(sys.argv[1])
 MOTO = sys.argv[2]
-TIME = "/usr/bin/time"
-RSS_FILE = tempfile.mktemp(prefix="deepvue-bench-rss-")
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DEEPVUE_"))}
 BASE_ENV.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                 AWS_EC2_METADATA_DISABLED="true", RUST_LOG="warn")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def fmt_ms(xs):
-    xs = sorted(xs)
-    p95 = xs[min(len(xs) - 1, int(len(xs) * 0.95))]
-    return f"{statistics.median(xs)*1000:.1f} ms (p95 {p95*1000:.1f}, min {xs[0]*1000:.1f})"
+def run(args, env):
+    return run_in(args, env=env, binary=BIN)
 
 
 class Moto:
@@ -61,16 +52,6 @@ class Moto:
             "Authorization": "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0",
         })
         return json.load(urllib.request.urlopen(req))
-
-
-def run(args, env):
-    start = time.perf_counter()
-    code = subprocess.call([TIME, "-f", "%M", "-o", RSS_FILE, BIN] + args, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    with open(RSS_FILE) as f:
-        rss = int(f.read().strip().splitlines()[-1])
-    return wall, rss, code
 
 
 def series(moto, args, env, n):

@@ -19,10 +19,10 @@ TIME = "/usr/bin/time"
 RSS_FILE = tempfile.mktemp(prefix="deepvue-bench-rss-")
 
 
-def run(args):
+def run(args, env=None, binary=None):
     """Run once; return (wall seconds, peak RSS KiB, exit code)."""
     start = time.perf_counter()
-    code = subprocess.call([TIME, "-f", "%M", "-o", RSS_FILE, BIN] + args, env=ENV,
+    code = subprocess.call([TIME, "-f", "%M", "-o", RSS_FILE, binary or BIN] + args, env=env or ENV,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     with open(RSS_FILE) as f:

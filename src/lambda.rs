@@ -189,7 +189,15 @@ impl Handler {
             .as_ref()
             .map_err(|e| Failure::new(ErrorKind::Config, format!("configuration error: {e}")))?;
         match RotationEvent::parse(&event) {
-            Some(rotation) => Rotation { loaded }.run(rotation?).await,
+            Some(rotation) => {
+                let rotation = rotation?;
+                Rotation {
+                    loaded,
+                    rotator: Rotator::new(loaded.config.clone()),
+                }
+                .run(rotation)
+                .await
+            }
             None => scheduled(loaded).await,
         }
     }
@@ -301,9 +309,34 @@ impl RotationEvent {
     }
 }
 
+/// Take AWSPENDING off the event's version.
+async fn release_pending(
+    sm: &aws_sdk_secretsmanager::Client,
+    ev: &RotationEvent,
+    step: &str,
+    fail: &dyn Fn(&str, (ErrorKind, String)) -> Failure,
+) -> Result<(), Failure> {
+    sm.update_secret_version_stage()
+        .secret_id(&ev.secret_id)
+        .version_stage(PENDING)
+        .remove_from_version_id(&ev.token)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            fail(
+                step,
+                classify_sm_error(&e, "UpdateSecretVersionStage", false),
+            )
+        })
+}
+
 /// The rotation protocol on the token secret.
 struct Rotation<'a> {
     loaded: &'a Loaded,
+    /// One per invocation: the Deepvue client and the egress probe are shared by minting,
+    /// diagnosis and alerting.
+    rotator: Rotator,
 }
 
 impl Rotation<'_> {
@@ -360,18 +393,7 @@ impl Rotation<'_> {
         if mine.iter().any(|s| s == CURRENT) {
             if ev.step == Step::Finish && mine.iter().any(|s| s == PENDING) {
                 // A finishSecret that moved AWSCURRENT but failed to drop AWSPENDING.
-                sm.update_secret_version_stage()
-                    .secret_id(&ev.secret_id)
-                    .version_stage(PENDING)
-                    .remove_from_version_id(&ev.token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        fail(
-                            "finishSecret",
-                            classify_sm_error(&e, "UpdateSecretVersionStage", false),
-                        )
-                    })?;
+                release_pending(sm, &ev, "finishSecret", &fail).await?;
             }
             info!(version = %ev.token, "already AWSCURRENT: nothing to do");
             if ev.step == Step::Finish {
@@ -458,18 +480,7 @@ impl Rotation<'_> {
                     };
                     fail("finishSecret", (kind, msg))
                 })?;
-                sm.update_secret_version_stage()
-                    .secret_id(&ev.secret_id)
-                    .version_stage(PENDING)
-                    .remove_from_version_id(&ev.token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        fail(
-                            "finishSecret",
-                            classify_sm_error(&e, "UpdateSecretVersionStage", false),
-                        )
-                    })?;
+                release_pending(sm, &ev, "finishSecret", &fail).await?;
                 info!(version = %ev.token, previous = current.as_deref().unwrap_or("none"), "AWSCURRENT moved");
                 self.conclude_success(job, &ev, current).await;
                 "AWSCURRENT moved to the new version"
@@ -480,7 +491,6 @@ impl Rotation<'_> {
 
     /// Report a failed createSecret through the rotator's diagnosis and alerting.
     async fn conclude_failure(&self, job: &Job, f: Failure) -> Failure {
-        let rotator = Rotator::new(self.loaded.config.clone());
         let mut report = TokenReport::new(job);
         if let Ok(Some(Stored {
             version,
@@ -488,15 +498,15 @@ impl Rotation<'_> {
         })) = job.store.read_current().await
         {
             report.version = Some(version);
-            report.expiry = Some(format_time(doc.expiry));
-            report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+            report.show(&doc, Utc::now());
         }
         report.error = Some(ReportError {
             kind: f.kind,
             message: f.message,
             deepvue_detail: None,
         });
-        let report = rotator
+        let report = self
+            .rotator
             .conclude(job, report, false)
             .instrument(token_span(job))
             .await;
@@ -509,7 +519,6 @@ impl Rotation<'_> {
 
     /// A finished rotation: resolve open alerts and record the outcome.
     async fn conclude_success(&self, job: &Job, ev: &RotationEvent, previous: Option<String>) {
-        let rotator = Rotator::new(self.loaded.config.clone());
         let mut report = TokenReport::new(job);
         report.outcome = Outcome::Rotated;
         report.reason = Some("Secrets Manager rotation".into());
@@ -519,10 +528,9 @@ impl Rotation<'_> {
             document: Ok(doc), ..
         })) = job.store.read_version(&Version(ev.token.clone())).await
         {
-            report.expiry = Some(format_time(doc.expiry));
-            report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+            report.show(&doc, Utc::now());
         }
-        rotator
+        self.rotator
             .conclude(job, report, false)
             .instrument(token_span(job))
             .await;
@@ -590,18 +598,7 @@ impl Rotation<'_> {
                 // A stalled rotation retried after its token expired: versions are immutable,
                 // so testSecret would fail forever. Release the label; Secrets Manager's next
                 // rotation starts a fresh version.
-                sm.update_secret_version_stage()
-                    .secret_id(&ev.secret_id)
-                    .version_stage(PENDING)
-                    .remove_from_version_id(&ev.token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        fail(
-                            "createSecret",
-                            classify_sm_error(&e, "UpdateSecretVersionStage", false),
-                        )
-                    })?;
+                release_pending(sm, ev, "createSecret", fail).await?;
                 return Err(fail(
                     "createSecret",
                     (
@@ -634,21 +631,16 @@ impl Rotation<'_> {
             .credentials
             .load()
             .await
-            .map_err(|e| Failure::new(e.kind, format!("token `{}`: {e}", job.config.name)))?;
-        let rotator = Rotator::new(self.loaded.config.clone());
-        let client = rotator
+            .map_err(|e| fail("createSecret", (e.kind, e.to_string())))?;
+        let client = self
+            .rotator
             .client()
             .await
-            .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
-        let doc = match client.authorize(&creds).await {
-            Ok(d) => d,
-            Err(e) => {
-                return Err(Failure::new(
-                    e.kind(),
-                    format!("token `{}`: {e}", job.config.name),
-                ));
-            }
-        };
+            .map_err(|e| fail("createSecret", (e.kind(), e.to_string())))?;
+        let doc = client
+            .authorize(&creds)
+            .await
+            .map_err(|e| fail("createSecret", (e.kind(), e.to_string())))?;
         drop(creds);
         let json = doc.to_json();
         let mut req = sm

@@ -18,7 +18,7 @@ use crate::deepvue::{DeepvueClient, MintError};
 use crate::egress::{self, EgressReport};
 use crate::error::ErrorKind;
 use crate::store::{self, RunState, Stored, TokenStore, Version};
-use crate::token::{describe_left, format_duration, format_time};
+use crate::token::{TokenDocument, describe_left, format_duration, format_time};
 
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
@@ -191,6 +191,12 @@ impl TokenReport {
             egress: None,
             alerts: Vec::new(),
         }
+    }
+
+    /// Show a document's expiry (and time left at `now`) in the report.
+    pub fn show(&mut self, doc: &TokenDocument, now: DateTime<Utc>) {
+        self.expiry = Some(format_time(doc.expiry));
+        self.expires_in_secs = Some(doc.expires_in(now).num_seconds());
     }
 
     /// This token's exit code.
@@ -367,8 +373,7 @@ impl Rotator {
         if let Some(Stored { version, document }) = &stored {
             report.version = Some(version.clone());
             if let Ok(doc) = document {
-                report.expiry = Some(format_time(doc.expiry));
-                report.expires_in_secs = Some(doc.expires_in(now).num_seconds());
+                report.show(doc, now);
             }
         }
         let reason = match decide(stored.as_ref(), now, &job.config.policy, opts.force) {
@@ -428,8 +433,7 @@ impl Rotator {
                 report.outcome = Outcome::Rotated;
                 report.previous_version = expected;
                 report.version = Some(v);
-                report.expiry = Some(format_time(doc.expiry));
-                report.expires_in_secs = Some(doc.expires_in(Utc::now()).num_seconds());
+                report.show(&doc, Utc::now());
                 report
             }
             Err(e) if e.kind == ErrorKind::Conflict => {
@@ -438,8 +442,7 @@ impl Rotator {
                 if let Ok(Some(Stored { version, document })) = store.read_current().await {
                     report.version = Some(version);
                     if let Ok(d) = document {
-                        report.expiry = Some(format_time(d.expiry));
-                        report.expires_in_secs = Some(d.expires_in(Utc::now()).num_seconds());
+                        report.show(&d, Utc::now());
                     }
                 }
                 report

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
 use aws_sdk_secretsmanager::types::Tag;
 use base64::Engine;
 use secrecy::ExposeSecret;
@@ -39,6 +40,7 @@ use crate::token::{DocumentError, TokenDocument};
 pub const STATE_TAG_PREFIX: &str = "deepvue-rotator:state:";
 /// The header tag: `<chunks>.<digest>`.
 const STATE_HEADER: &str = "deepvue-rotator:state:n";
+const CURRENT: &str = "AWSCURRENT";
 /// Staging label on the current version while run state (open alerts, a failure) is kept.
 pub const MARKER: &str = "DEEPVUE_ROTATOR_ALERTS";
 /// At most this many state chunks (AWS allows 50 tags per secret; leave room for the user's).
@@ -202,51 +204,36 @@ impl AwsStore {
         )
     }
 
+    /// `GetSecretValue` of a version id (or AWSCURRENT): `None` when it does not exist (or,
+    /// for AWSCURRENT, when the secret has no value yet).
+    async fn get_value(
+        &self,
+        version_id: Option<&str>,
+    ) -> Result<Option<GetSecretValueOutput>, StoreError> {
+        let client = self.client().await?;
+        match client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .set_version_id(version_id.map(str::to_string))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            // Not even a valid version id: it cannot exist.
+            Err(e) if version_id.is_some() && sm_code(&e) == Some("InvalidParameterException") => {
+                Ok(None)
+            }
+            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
+        }
+    }
+
     /// After a put failed without an answer: did it land? Same id + same value = ours.
     async fn landed(&self, token: &str, value: &str) -> Result<Option<bool>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .version_id(token)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(out.secret_string() == Some(value))),
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
-        }
-    }
-
-    /// Whether version `id` carries AWSCURRENT (one `GetSecretValue` by id).
-    async fn is_current(&self, id: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        match client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .version_id(id)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.version_stages().iter().any(|s| s == "AWSCURRENT")),
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(false),
-            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
-        }
-    }
-
-    /// The current version id (one `GetSecretValue`); `None` when there is no value.
-    async fn current_id(&self) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.version_id().map(str::to_string)),
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
-        }
+        Ok(self
+            .get_value(Some(token))
+            .await?
+            .map(|out| out.secret_string() == Some(value)))
     }
 
     fn conflict(&self, token: &str) -> StoreError {
@@ -288,20 +275,28 @@ impl AwsStore {
         }
     }
 
-    async fn create(&self, token: &str, value: &str) -> Result<Version, PutError> {
-        let client = self.client().await.map_err(PutError::Other)?;
+    /// `CreateSecret` for this secret with the configured description, KMS key and tags.
+    fn create_request(
+        &self,
+        client: &aws_sdk_secretsmanager::Client,
+    ) -> aws_sdk_secretsmanager::operation::create_secret::builders::CreateSecretFluentBuilder {
         let mut req = client
             .create_secret()
             .name(&self.secret_id)
-            .client_request_token(token)
-            .secret_string(value)
-            .description(DESCRIPTION);
-        if let Some(k) = &self.kms_key_id {
-            req = req.kms_key_id(k);
-        }
+            .description(DESCRIPTION)
+            .set_kms_key_id(self.kms_key_id.clone());
         for (k, v) in &self.tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
+        req
+    }
+
+    async fn create(&self, token: &str, value: &str) -> Result<Version, PutError> {
+        let client = self.client().await.map_err(PutError::Other)?;
+        let req = self
+            .create_request(client)
+            .client_request_token(token)
+            .secret_string(value);
         match req.send().await {
             Ok(out) => Ok(Version(out.version_id().unwrap_or(token).to_string())),
             // The secret appeared meanwhile (another runner, our own lost attempt, or a
@@ -414,7 +409,7 @@ impl AwsStore {
                             .map(|(k, _)| k.clone())
                     })
                 };
-                let (marker, current) = (on(MARKER), on("AWSCURRENT"));
+                let (marker, current) = (on(MARKER), on(CURRENT));
                 let heal = marker.is_some() && !state.as_ref().is_some_and(Self::worth_keeping);
                 self.seen(|s| {
                     s.state_keys = Some(keys);
@@ -457,16 +452,9 @@ impl AwsStore {
             Err(e)
                 if sm_code(&e) == Some("ResourceNotFoundException") && self.create_if_missing =>
             {
-                let mut create = client
-                    .create_secret()
-                    .name(&self.secret_id)
-                    .description(DESCRIPTION)
-                    .set_tags(Some(tags));
-                if let Some(k) = &self.kms_key_id {
-                    create = create.kms_key_id(k);
-                }
-                for (k, v) in &self.tags {
-                    create = create.tags(Tag::builder().key(k).value(v).build());
+                let mut create = self.create_request(client);
+                for t in tags {
+                    create = create.tags(t);
                 }
                 create
                     .send()
@@ -530,65 +518,34 @@ impl TokenStore for AwsStore {
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let flagged = out.version_stages().iter().any(|s| s == MARKER);
-                // A new decision: forget what an earlier run in this process saw.
-                self.seen(|s| {
-                    *s = Seen {
-                        current: Some(out.version_id().map(str::to_string)),
-                        flagged: Some(flagged),
-                        ..Seen::default()
-                    }
-                });
-                Ok(Self::stored(out.version_id(), out.secret_string()))
+        let out = self.get_value(None).await?;
+        // A new decision: forget what an earlier run in this process saw.
+        self.seen(|s| {
+            *s = Seen {
+                current: Some(
+                    out.as_ref()
+                        .and_then(|o| o.version_id().map(str::to_string)),
+                ),
+                flagged: out
+                    .as_ref()
+                    .map(|o| o.version_stages().iter().any(|s| s == MARKER)),
+                ..Seen::default()
             }
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => {
-                // Either no secret, or a secret with no AWSCURRENT value yet (provisioned
-                // empty by Terraform): only the second is "nothing stored yet".
-                self.seen(|s| {
-                    *s = Seen {
-                        current: Some(None),
-                        ..Seen::default()
-                    }
-                });
-                if self.exists().await? || self.create_if_missing {
-                    Ok(None)
-                } else {
-                    Err(self.missing())
-                }
-            }
-            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
+        });
+        match out {
+            Some(out) => Ok(Self::stored(out.version_id(), out.secret_string())),
+            // Either no secret, or a secret with no AWSCURRENT value yet (provisioned empty by
+            // Terraform): only the second is "nothing stored yet".
+            None if self.exists().await? || self.create_if_missing => Ok(None),
+            None => Err(self.missing()),
         }
     }
 
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .get_secret_value()
-            .secret_id(&self.secret_id)
-            .version_id(&version.0)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Self::stored(out.version_id(), out.secret_string())),
-            // Unknown, deprecated-and-deleted, or not even a valid version id.
-            Err(e)
-                if matches!(
-                    sm_code(&e),
-                    Some("ResourceNotFoundException" | "InvalidParameterException")
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
-        }
+        Ok(self
+            .get_value(Some(&version.0))
+            .await?
+            .and_then(|out| Self::stored(out.version_id(), out.secret_string())))
     }
 
     async fn write(
@@ -617,11 +574,12 @@ impl TokenStore for AwsStore {
                     // Another runner wrote from `expected` first — unless AWSCURRENT is still
                     // `expected`, i.e. it was rolled back after an earlier write from it. The
                     // colliding version itself answers first: if it is AWSCURRENT, a race.
-                    if self.is_current(&token).await? {
+                    let colliding = self.get_value(Some(&token)).await?;
+                    if colliding.is_some_and(|c| c.version_stages().iter().any(|s| s == CURRENT)) {
                         return Err(self.conflict(&token));
                     }
-                    let now = self.current_id().await?;
-                    if now.as_deref() != expected.map(|v| v.0.as_str()) {
+                    let now = self.get_value(None).await?;
+                    if now.as_ref().and_then(|o| o.version_id()) != expected.map(|v| v.0.as_str()) {
                         return Err(self.conflict(&token));
                     }
                     warn!(

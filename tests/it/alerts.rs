@@ -6,16 +6,9 @@ use deepvue_rotator::simulator::Behavior;
 
 use crate::moto::Moto;
 use crate::receiver::Receiver;
-use crate::support::{Env, run};
+use crate::support::{Env, allow_only, run};
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn allow_only(net: &str) -> Behavior {
-    Behavior {
-        allowed_ips: Some(vec![net.parse().unwrap_or_else(|e| panic!("{e}"))]),
-        ..Behavior::default()
-    }
-}
 
 /// `[egress]` probing the simulator's `/ip`, `[alerting]` trusting the receiver, plus sinks.
 fn alert_config(env: &Env, rx: &Receiver, expected: &str, sinks: &str) -> std::path::PathBuf {

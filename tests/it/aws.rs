@@ -138,12 +138,49 @@ async fn settle() {
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 }
 
-async fn setup() -> (Env, Moto, Client, std::path::PathBuf) {
+/// The simulator, moto, a credentials secret and an empty (provisioned) token secret.
+pub async fn provisioned() -> (Env, Moto, Client) {
     let env = Env::new().await;
     let moto = Moto::start().await;
     let sm = sm(&moto).await;
     create_creds(&sm).await;
     create_secret(&sm, TOKEN, None).await;
+    (env, moto, sm)
+}
+
+/// Replace the current token with one that is due (`hours_left` of validity).
+pub async fn put_due(sm: &Client, access_token: &str, hours_left: i64) {
+    let now = chrono::Utc::now();
+    let due = serde_json::json!({
+        "access_token": access_token,
+        "token_type": "bearer",
+        "issued_at": deepvue_rotator::token::format_time(now - chrono::Duration::hours(24 - hours_left)),
+        "expiry": deepvue_rotator::token::format_time(now + chrono::Duration::hours(hours_left)),
+    });
+    sm.put_secret_value()
+        .secret_id(TOKEN)
+        .secret_string(due.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// A config with one PagerDuty sink at `rx` (routing key from IT_PD_KEY) and the aws token.
+fn alerting_config(env: &Env, moto: &Moto, rx: &crate::receiver::Receiver) -> std::path::PathBuf {
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    env.write_config(&format!(
+        "{}{}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n{}",
+        env.deepvue_section(""),
+        aws_section(moto),
+        rx_ca.display(),
+        rx.url("/v2/enqueue"),
+        aws_token_block("prod", CREDS, "")
+    ))
+}
+
+async fn setup() -> (Env, Moto, Client, std::path::PathBuf) {
+    let (env, moto, sm) = provisioned().await;
     let cfg = env.write_config(&format!(
         "{}{}{}",
         env.deepvue_section(""),
@@ -224,19 +261,7 @@ async fn six_concurrent_runners_leave_one_new_version() {
     let out = run(aws_command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     // Make it due: a document that expires in one hour.
-    let now = chrono::Utc::now();
-    let due = serde_json::json!({
-        "access_token": "old-token-aaaa",
-        "token_type": "bearer",
-        "issued_at": deepvue_rotator::token::format_time(now - chrono::Duration::hours(23)),
-        "expiry": deepvue_rotator::token::format_time(now + chrono::Duration::hours(1)),
-    });
-    sm.put_secret_value()
-        .secret_id(TOKEN)
-        .secret_string(due.to_string())
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    put_due(&sm, "old-token-aaaa", 1).await;
     let before = versions(&sm, TOKEN).await;
     let due_version = stage_of(&before, "AWSCURRENT").unwrap_or_default();
 
@@ -460,16 +485,7 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     let (env, moto, sm, _) = setup().await;
     let rx =
         crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
-    let rx_ca = env.path("receiver-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = env.write_config(&format!(
-        "{}{}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n{}",
-        env.deepvue_section(""),
-        aws_section(&moto),
-        rx_ca.display(),
-        rx.url("/v2/enqueue"),
-        aws_token_block("prod", CREDS, "")
-    ));
+    let cfg = alerting_config(&env, &moto, &rx);
     let cmd = |args: &[&str]| {
         let mut c = aws_command(&env, &cfg, args);
         c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000002");
@@ -495,12 +511,8 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
         "rotation with alerting: three calls plus one state read (where open alerts resolve)"
     );
 
-    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
-        allowed_ips: Some(vec![
-            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
-        ]),
-        ..Default::default()
-    });
+    env.sim
+        .set_behavior(crate::support::allow_only("203.0.113.0/24"));
     for _ in 0..2 {
         let out = run(cmd(&["rotate", "--force"])).await;
         assert_eq!(out.code, 3, "{out}");
@@ -647,28 +659,15 @@ async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() 
     let (env, moto, sm, plain_cfg) = setup().await;
     let rx =
         crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
-    let rx_ca = env.path("receiver-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = env.write_config(&format!(
-        "{}{}[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n{}",
-        env.deepvue_section(""),
-        aws_section(&moto),
-        rx_ca.display(),
-        rx.url("/v2/enqueue"),
-        aws_token_block("prod", CREDS, "")
-    ));
+    let cfg = alerting_config(&env, &moto, &rx);
     let cmd = |args: &[&str]| {
         let mut c = aws_command(&env, &cfg, args);
         c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000003");
         c
     };
     assert_eq!(run(cmd(&["rotate"])).await.code, 0);
-    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
-        allowed_ips: Some(vec![
-            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
-        ]),
-        ..Default::default()
-    });
+    env.sim
+        .set_behavior(crate::support::allow_only("203.0.113.0/24"));
     assert_eq!(run(cmd(&["rotate", "--force"])).await.code, 3);
     let flagged = stage_of(
         &versions(&sm, TOKEN).await,

@@ -9,11 +9,10 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::aws::{
-    CREDS, TOKEN, aws_section, aws_token_block, create_creds, create_secret, document, sm,
-    stage_of, versions,
+    CREDS, TOKEN, aws_section, aws_token_block, document, provisioned, put_due, stage_of, versions,
 };
 use crate::moto::Moto;
-use crate::support::{BIN, Env};
+use crate::support::{BIN, Env, allow_only, free_port};
 
 fn cargo_lambda() -> PathBuf {
     if let Some(p) = std::env::var_os("CARGO_LAMBDA") {
@@ -24,13 +23,6 @@ fn cargo_lambda() -> PathBuf {
         return local;
     }
     PathBuf::from("cargo-lambda")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
 
 /// `cargo lambda watch --only-lambda-apis` plus our binary polling it as the function.
@@ -161,11 +153,7 @@ fn scheduler_event() -> Value {
 
 #[tokio::test]
 async fn scheduled_invocation_runs_one_pass_and_403_fails_as_forbidden() {
-    let env = Env::new().await;
-    let moto = Moto::start().await;
-    let sm = sm(&moto).await;
-    create_creds(&sm).await;
-    create_secret(&sm, TOKEN, None).await;
+    let (env, moto, sm) = provisioned().await;
     let mut lambda = Lambda::start().await;
     lambda.function(&env, &config(&env, &moto));
 
@@ -186,29 +174,10 @@ async fn scheduled_invocation_runs_one_pass_and_403_fails_as_forbidden() {
 
     // Deepvue answers 403 (egress IP not whitelisted): the invocation fails, typed Forbidden,
     // naming the egress IP; the stored token is untouched.
-    env.sim.set_behavior(Behavior {
-        allowed_ips: Some(vec![
-            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
-        ]),
-        ..Behavior::default()
-    });
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
     let before = versions(&sm, TOKEN).await;
-    let sm2 = sm.clone();
-    // Make the token due by forcing: put an expiring document.
-    let now = chrono::Utc::now();
-    sm2.put_secret_value()
-        .secret_id(TOKEN)
-        .secret_string(
-            json!({
-                "access_token": "old-token-bbbb", "token_type": "bearer",
-                "issued_at": deepvue_rotator::token::format_time(now - chrono::Duration::hours(20)),
-                "expiry": deepvue_rotator::token::format_time(now + chrono::Duration::hours(4)),
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    // Make the token due: an expiring document.
+    put_due(&sm, "old-token-bbbb", 4).await;
     let (ok, body) = lambda.invoke(scheduler_event()).await;
     assert!(!ok, "{body}");
     assert_eq!(body["errorType"], "Forbidden", "{body}");
@@ -233,11 +202,7 @@ fn step(name: &str, secret: &str, token: &str) -> Value {
 
 #[tokio::test]
 async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
-    let env = Env::new().await;
-    let moto = Moto::start().await;
-    let sm = sm(&moto).await;
-    create_creds(&sm).await;
-    create_secret(&sm, TOKEN, None).await;
+    let (env, moto, sm) = provisioned().await;
     let mut lambda = Lambda::start().await;
     lambda.function(&env, &config(&env, &moto));
     // A first token through the scheduled path.
@@ -312,12 +277,7 @@ async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
 
     // Deepvue answers 403 during createSecret: the step fails typed Forbidden with the egress
     // IP, nothing is written, and the same step succeeds once the IP is whitelisted.
-    env.sim.set_behavior(Behavior {
-        allowed_ips: Some(vec![
-            "203.0.113.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
-        ]),
-        ..Behavior::default()
-    });
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
     let before = versions(&sm, TOKEN).await;
     let (ok, body) = lambda.invoke(step("createSecret", &arn, token)).await;
     assert!(!ok, "{body}");

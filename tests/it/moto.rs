@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::free_port;
+
 pub struct Moto {
     pub endpoint: String,
     log: PathBuf,
@@ -20,13 +22,6 @@ fn binary() -> PathBuf {
         return local;
     }
     PathBuf::from("moto_server")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
 
 impl Moto {

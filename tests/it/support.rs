@@ -152,3 +152,19 @@ pub async fn run(mut cmd: tokio::process::Command) -> Output {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Simulator behaviour: only `net` is whitelisted (so loopback calls get 403).
+pub fn allow_only(net: &str) -> Behavior {
+    Behavior {
+        allowed_ips: Some(vec![net.parse().unwrap_or_else(|e| panic!("{e}"))]),
+        ..Behavior::default()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
