@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
 use aws_sdk_secretsmanager::types::Tag;
 use base64::Engine;
@@ -148,8 +149,8 @@ impl AwsStore {
         )
     }
 
-    /// Whether the secret exists (one `DescribeSecret`).
-    async fn exists(&self) -> Result<bool, StoreError> {
+    /// `DescribeSecret`: `None` when the secret does not exist.
+    async fn describe(&self) -> Result<Option<DescribeSecretOutput>, StoreError> {
         let client = self.client().await?;
         match client
             .describe_secret()
@@ -157,15 +158,23 @@ impl AwsStore {
             .send()
             .await
         {
-            Ok(d) if d.deleted_date().is_some() => Err(self.err(
+            Ok(d) => Ok(Some(d)),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
+        }
+    }
+
+    /// Whether the secret exists (one `DescribeSecret`).
+    async fn exists(&self) -> Result<bool, StoreError> {
+        match self.describe().await? {
+            Some(d) if d.deleted_date().is_some() => Err(self.err(
                 ErrorKind::Config,
                 "the secret is scheduled for deletion; restore it (`aws secretsmanager \
                  restore-secret`) or point the config at another secret"
                     .into(),
             )),
-            Ok(_) => Ok(true),
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(false),
-            Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
+            Some(_) => Ok(true),
+            None => Ok(false),
         }
     }
 
@@ -392,14 +401,8 @@ impl AwsStore {
 
     /// One `DescribeSecret`: the state, and what it tells about tags, marker and current.
     async fn describe_state(&self) -> Result<Option<RunState>, StoreError> {
-        let client = self.client().await?;
-        match client
-            .describe_secret()
-            .secret_id(&self.secret_id)
-            .send()
-            .await
-        {
-            Ok(d) => {
+        match self.describe().await? {
+            Some(d) => {
                 let (keys, state) = Self::decode_state(d.tags());
                 let stages = d.version_ids_to_stages();
                 let on = |label: &str| {
@@ -422,14 +425,13 @@ impl AwsStore {
                 });
                 Ok(state)
             }
-            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => {
+            None => {
                 self.seen(|s| {
                     s.state_keys = Some(Vec::new());
                     s.marker_on = Some(None);
                 });
                 Ok(None)
             }
-            Err(e) => Err(self.sdk_err(&e, "DescribeSecret")),
         }
     }
 

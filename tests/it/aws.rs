@@ -79,6 +79,17 @@ pub async fn versions(sm: &Client, name: &str) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
+/// DescribeSecret of the token secret.
+pub async fn describe(
+    sm: &Client,
+) -> aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput {
+    sm.describe_secret()
+        .secret_id(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("describe {TOKEN}: {e:?}"))
+}
+
 pub fn stage_of(v: &HashMap<String, Vec<String>>, stage: &str) -> Option<String> {
     v.iter()
         .find(|(_, s)| s.iter().any(|x| x == stage))
@@ -177,6 +188,18 @@ fn alerting_config(env: &Env, moto: &Moto, rx: &crate::receiver::Receiver) -> st
         rx.url("/v2/enqueue"),
         aws_token_block("prod", CREDS, "")
     ))
+}
+
+/// A local HTTPS receiver standing in for PagerDuty's Events API.
+async fn pagerduty_receiver() -> crate::receiver::Receiver {
+    crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await
+}
+
+/// `aws_command` with the routing key `alerting_config` refers to.
+fn alerting_command(env: &Env, cfg: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = aws_command(env, cfg, args);
+    c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000002");
+    c
 }
 
 async fn setup() -> (Env, Moto, Client, std::path::PathBuf) {
@@ -390,12 +413,7 @@ async fn missing_token_secret_is_a_config_error_unless_created() {
     ));
     let out = run(aws_command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
-    let d = sm
-        .describe_secret()
-        .secret_id(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let d = describe(&sm).await;
     assert!(
         d.tags()
             .iter()
@@ -483,14 +501,9 @@ async fn aws_store_conforms_when_it_creates_the_secret() {
 #[tokio::test]
 async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     let (env, moto, sm, _) = setup().await;
-    let rx =
-        crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
+    let rx = pagerduty_receiver().await;
     let cfg = alerting_config(&env, &moto, &rx);
-    let cmd = |args: &[&str]| {
-        let mut c = aws_command(&env, &cfg, args);
-        c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000002");
-        c
-    };
+    let cmd = |args: &[&str]| alerting_command(&env, &cfg, args);
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     settle().await;
@@ -524,12 +537,7 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
         "two runs with the same 403 alert once (state in tags)"
     );
     assert_eq!(pd[0].json()["event_action"], "trigger");
-    let d = sm
-        .describe_secret()
-        .secret_id(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let d = describe(&sm).await;
     assert!(
         d.tags().iter().any(|t| t
             .key()
@@ -563,12 +571,7 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
         None,
         "{v:?}"
     );
-    let d = sm
-        .describe_secret()
-        .secret_id(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let d = describe(&sm).await;
     assert!(
         !d.tags()
             .iter()
@@ -657,14 +660,9 @@ async fn check_reaches_aws_and_missing_aws_credentials_are_a_config_error() {
 #[tokio::test]
 async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() {
     let (env, moto, sm, plain_cfg) = setup().await;
-    let rx =
-        crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
+    let rx = pagerduty_receiver().await;
     let cfg = alerting_config(&env, &moto, &rx);
-    let cmd = |args: &[&str]| {
-        let mut c = aws_command(&env, &cfg, args);
-        c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000003");
-        c
-    };
+    let cmd = |args: &[&str]| alerting_command(&env, &cfg, args);
     assert_eq!(run(cmd(&["rotate"])).await.code, 0);
     env.sim
         .set_behavior(crate::support::allow_only("203.0.113.0/24"));

@@ -1,7 +1,6 @@
 //! The Lambda adapter: the real binary as a Lambda function under `cargo lambda watch` (the
 //! Lambda Runtime API emulator from PyPI `cargo-lambda`), against moto and the simulator.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use deepvue_rotator::simulator::Behavior;
@@ -9,21 +8,11 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::aws::{
-    CREDS, TOKEN, aws_section, aws_token_block, document, provisioned, put_due, stage_of, versions,
+    CREDS, TOKEN, aws_section, aws_token_block, describe, document, provisioned, put_due, stage_of,
+    versions,
 };
 use crate::moto::Moto;
-use crate::support::{BIN, Env, allow_only, free_port};
-
-fn cargo_lambda() -> PathBuf {
-    if let Some(p) = std::env::var_os("CARGO_LAMBDA") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/cargo-lambda");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("cargo-lambda")
-}
+use crate::support::{BIN, Env, allow_only, free_port, test_tool};
 
 /// `cargo lambda watch --only-lambda-apis` plus our binary polling it as the function.
 struct Lambda {
@@ -35,7 +24,7 @@ struct Lambda {
 
 impl Lambda {
     async fn start() -> Lambda {
-        let bin = cargo_lambda();
+        let bin = test_tool("CARGO_LAMBDA", "cargo-lambda");
         let port = free_port();
         let watch = tokio::process::Command::new(&bin)
             .args([
@@ -209,15 +198,7 @@ async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
     let (ok, body) = lambda.invoke(scheduler_event()).await;
     assert!(ok, "{body}");
     let old = stage_of(&versions(&sm, TOKEN).await, "AWSCURRENT").unwrap_or_default();
-    let arn = sm
-        .describe_secret()
-        .secret_id(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .arn()
-        .unwrap_or_default()
-        .to_string();
+    let arn = describe(&sm).await.arn().unwrap_or_default().to_string();
 
     // Rotation not enabled yet: the preamble refuses.
     let token = "7f3c2a10-5b7e-4c1a-9d2e-0123456789ab";
@@ -246,12 +227,7 @@ async fn secrets_manager_rotation_runs_all_four_steps_and_replays_safely() {
         )
         .send()
         .await;
-    let d = sm
-        .describe_secret()
-        .secret_id(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let d = describe(&sm).await;
     assert_eq!(d.rotation_enabled(), Some(true), "{d:?}");
     assert_eq!(
         stage_of(&versions(&sm, TOKEN).await, "AWSPENDING").as_deref(),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::free_port;
+use crate::support::{free_port, test_tool};
 
 pub struct Moto {
     pub endpoint: String,
@@ -13,21 +13,10 @@ pub struct Moto {
     _child: tokio::process::Child,
 }
 
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/moto_server");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("moto_server")
-}
-
 impl Moto {
     pub async fn start() -> Moto {
         deepvue_rotator::tls::install_default_provider();
-        let bin = binary();
+        let bin = test_tool("MOTO_SERVER", "moto_server");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("moto.log");

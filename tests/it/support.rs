@@ -168,3 +168,18 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
+
+/// A test tool installed by `./scripts/test.sh`: `$ENV_VAR` if set, else `.tools/venv/bin/NAME`
+/// in the checkout, else NAME on PATH.
+pub fn test_tool(env_var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/venv/bin")
+        .join(name);
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from(name)
+}
