@@ -1,25 +1,25 @@
 //! deepvue-rotator keeps Deepvue API access tokens fresh in the secret stores applications
 //! already read.
 //!
-//! The crate is organised around one decision, made per configured token by [`rotate`]:
-//! read the stored token document, decide whether it is due, mint a new token through the
-//! [`deepvue`] authorize client, validate it, and write it back **conditionally** through a
-//! [`store::TokenStore`]. Everything else — [`config`], [`credentials`], the CLI in [`cli`], the
-//! HTTPS [`simulator`] — serves that decision. See `ARCHITECTURE.md` for the codemap and the
-//! invariants.
+//! Layers, each depending only on those above it in this list (see `ARCHITECTURE.md`):
+//! - [`support`]: small helpers that know nothing of tokens (TLS, secret references, text).
+//! - [`core`]: the pure core — token document, due decision, report, error classes, run state,
+//!   alert plan — and the traits backends and sinks implement.
+//! - [`engine`]: the Deepvue client, egress probes, alert delivery and the rotator.
+//! - [`backends`]: one folder per credentials/store backend, and the registry that lists them.
+//! - [`sinks`]: alert sinks and their registry.
+//! - [`config`]: the TOML schema and its validation.
+//! - [`app`]: the composition root, `Config` → clients, sinks, jobs.
+//! - [`modes`]: the run modes (command line, Lambda), thin over `app`.
+//! - [`simulator`]: the HTTPS Deepvue simulator (feature `simulator`).
 
-pub mod alert;
-pub mod aws;
-pub mod cli;
+pub mod app;
+pub mod backends;
 pub mod config;
-pub mod credentials;
-pub mod deepvue;
-pub mod egress;
-pub mod error;
-pub mod lambda;
-pub mod logging;
-pub mod rotate;
+pub mod core;
+pub mod engine;
+pub mod modes;
+#[cfg(feature = "simulator")]
 pub mod simulator;
-pub mod store;
-pub mod tls;
-pub mod token;
+pub mod sinks;
+pub mod support;

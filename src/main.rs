@@ -1,5 +1,97 @@
-//! The `deepvue-rotator` binary: a thin shell over [`deepvue_rotator::cli`].
+//! The `deepvue-rotator` binary: picks the run mode (Lambda when started by the Lambda runtime,
+//! else the command line) and hands over to it.
 
-fn main() -> std::process::ExitCode {
-    deepvue_rotator::cli::main()
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use deepvue_rotator::app;
+use deepvue_rotator::core::error::EXIT_CONFIG;
+use deepvue_rotator::modes::cli;
+use deepvue_rotator::support::logging::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "deepvue-rotator",
+    version,
+    about = "Keeps Deepvue API access tokens fresh in the secret stores applications read"
+)]
+struct Cli {
+    /// Config file (else $DEEPVUE_ROTATOR_CONFIG, else the TOML in $DEEPVUE_ROTATOR_CONFIG_TOML).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (default: text on a terminal, JSON otherwise). RUST_LOG sets levels.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One pass: rotate every due token.
+    Rotate(cli::RotateArgs),
+    /// Show every token's version, expiry and last outcome (never the token).
+    Status {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the current access token (or with --json the whole document), for scripts.
+    Read(cli::ReadArgs),
+    /// Validate config, reach every credential source and store, and complete a TLS handshake
+    /// with Deepvue's host, without minting.
+    Check {
+        /// Print a JSON array of checks.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline tour: built-in simulator + temporary file store.
+    #[cfg(feature = "simulator")]
+    Demo,
+    /// Run the Deepvue simulator for your own integration tests.
+    #[cfg(feature = "simulator")]
+    Simulate(cli::simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    deepvue_rotator::support::tls::install_default_provider();
+    #[cfg(feature = "lambda")]
+    if deepvue_rotator::modes::lambda::detected() {
+        return deepvue_rotator::modes::lambda::main();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { 0 });
+        }
+    };
+    let default_level = match cli.command {
+        // The demo prints everything an operator needs on stdout; RUST_LOG shows the logs too.
+        #[cfg(feature = "simulator")]
+        Command::Demo => "off",
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_level);
+    let rt = match app::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = cli.config.as_deref();
+    ExitCode::from(rt.block_on(async {
+        match cli.command {
+            Command::Rotate(args) => cli::rotate(config, args).await,
+            Command::Status { json } => cli::status(config, json).await,
+            Command::Read(args) => cli::read(config, args).await,
+            Command::Check { json } => cli::check(config, json).await,
+            #[cfg(feature = "simulator")]
+            Command::Demo => cli::demo::run().await,
+            #[cfg(feature = "simulator")]
+            Command::Simulate(args) => cli::simulate::run(args).await,
+        }
+    }))
 }

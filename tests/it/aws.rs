@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
-use deepvue_rotator::config::AwsConfig;
-use deepvue_rotator::store::TokenStore;
-use deepvue_rotator::store::aws::AwsStore;
-use deepvue_rotator::token::TokenDocument;
+use deepvue_rotator::backends::aws::AwsSection;
+use deepvue_rotator::backends::aws::AwsStore;
+use deepvue_rotator::core::document::TokenDocument;
+use deepvue_rotator::core::store::TokenStore;
 use secrecy::ExposeSecret;
 
 use crate::moto::Moto;
@@ -17,8 +17,8 @@ use crate::support::{CLIENT_ID, CLIENT_SECRET, Env, Output, run};
 pub const CREDS: &str = "deepvue/creds";
 pub const TOKEN: &str = "deepvue/token";
 
-pub fn aws_config(moto: &Moto) -> AwsConfig {
-    AwsConfig {
+pub fn aws_config(moto: &Moto) -> AwsSection {
+    AwsSection {
         region: Some("us-east-1".into()),
         endpoint_url: Some(moto.endpoint.clone()),
         profile: None,
@@ -28,7 +28,7 @@ pub fn aws_config(moto: &Moto) -> AwsConfig {
 
 /// A Secrets Manager client for the test itself (static test credentials).
 pub async fn sm(moto: &Moto) -> Client {
-    let sdk = deepvue_rotator::aws::sdk_config(&aws_config(moto), None)
+    let sdk = deepvue_rotator::backends::aws::sdk_config(&aws_config(moto))
         .await
         .unwrap_or_else(|e| panic!("sdk config: {e}"));
     let conf = aws_sdk_secretsmanager::config::Builder::from(&sdk)
@@ -165,8 +165,8 @@ pub async fn put_due(sm: &Client, access_token: &str, hours_left: i64) {
     let due = serde_json::json!({
         "access_token": access_token,
         "token_type": "bearer",
-        "issued_at": deepvue_rotator::token::format_time(now - chrono::Duration::hours(24 - hours_left)),
-        "expiry": deepvue_rotator::token::format_time(now + chrono::Duration::hours(hours_left)),
+        "issued_at": deepvue_rotator::core::document::format_time(now - chrono::Duration::hours(24 - hours_left)),
+        "expiry": deepvue_rotator::core::document::format_time(now + chrono::Duration::hours(hours_left)),
     });
     sm.put_secret_value()
         .secret_id(TOKEN)
@@ -267,7 +267,7 @@ async fn rotates_into_secrets_manager_keeping_previous() {
     // The version id is the derived request token: stable for (secret, previous version).
     assert_eq!(
         current,
-        AwsStore::request_token(Some(&deepvue_rotator::store::Version(first)), 0)
+        AwsStore::request_token(Some(&deepvue_rotator::core::store::Version(first)), 0)
     );
 
     // status and read work on the aws store.
@@ -461,41 +461,54 @@ async fn trace_logs_of_aws_runs_never_show_secrets() {
     }
 }
 
-async fn suite(create_if_missing: bool) {
-    let moto = Moto::start().await;
-    let sm = sm(&moto).await;
-    let clients =
-        deepvue_rotator::aws::AwsClients::with_secrets_manager(&aws_config(&moto), sm.clone());
-    let counter = std::sync::atomic::AtomicU32::new(0);
-    crate::conformance::run_suite(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("conformance/{create_if_missing}/{n}");
-        let sm = sm.clone();
-        let clients = clients.clone();
-        async move {
-            if !create_if_missing {
-                create_secret(&sm, &name, None).await;
-            }
-            Box::new(AwsStore::new(
-                clients,
-                name,
-                create_if_missing,
-                None,
-                Default::default(),
-            )) as Box<dyn TokenStore>
+/// Fresh AWS stores on one moto server: provisioned (an empty secret made first, as Terraform
+/// does) or created by the store itself (`create_if_missing`).
+pub struct AwsFixture {
+    _moto: Moto,
+    sm: Client,
+    clients: std::sync::Arc<deepvue_rotator::backends::aws::AwsClients>,
+    create_if_missing: bool,
+    counter: std::sync::atomic::AtomicU32,
+}
+
+impl AwsFixture {
+    pub async fn start(create_if_missing: bool) -> AwsFixture {
+        let moto = Moto::start().await;
+        let sm = sm(&moto).await;
+        let clients = deepvue_rotator::backends::aws::AwsClients::with_secrets_manager(
+            &aws_config(&moto),
+            sm.clone(),
+        );
+        AwsFixture {
+            _moto: moto,
+            sm,
+            clients,
+            create_if_missing,
+            counter: std::sync::atomic::AtomicU32::new(0),
         }
-    })
-    .await;
+    }
 }
 
-#[tokio::test]
-async fn aws_store_conforms_on_provisioned_secrets() {
-    suite(false).await;
-}
-
-#[tokio::test]
-async fn aws_store_conforms_when_it_creates_the_secret() {
-    suite(true).await;
+#[async_trait::async_trait]
+impl crate::conformance::Fixture for AwsFixture {
+    async fn store(&self) -> Box<dyn TokenStore> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("conformance/{}/{n}", self.create_if_missing);
+        if !self.create_if_missing {
+            create_secret(&self.sm, &name, None).await;
+        }
+        Box::new(AwsStore::new(
+            self.clients.clone(),
+            &deepvue_rotator::backends::aws::AwsStoreConfig {
+                secret_id: name,
+                create_if_missing: self.create_if_missing,
+                kms_key_id: None,
+                tags: Default::default(),
+            },
+        ))
+    }
 }
 
 #[tokio::test]
@@ -548,7 +561,7 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
     let marked = stage_of(
         &versions(&sm, TOKEN).await,
-        deepvue_rotator::store::aws::MARKER,
+        deepvue_rotator::backends::aws::MARKER,
     );
     assert_eq!(
         marked,
@@ -567,7 +580,7 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
     // Nothing open any more: no state tags, no marker, and a no-op is one call again.
     let v = versions(&sm, TOKEN).await;
     assert_eq!(
-        stage_of(&v, deepvue_rotator::store::aws::MARKER),
+        stage_of(&v, deepvue_rotator::backends::aws::MARKER),
         None,
         "{v:?}"
     );
@@ -596,7 +609,8 @@ async fn a_taken_version_id_with_awscurrent_unchanged_is_not_a_lost_race() {
     let out = run(aws_command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     let v1 = stage_of(&versions(&sm, TOKEN).await, "AWSCURRENT").unwrap_or_default();
-    let taken = AwsStore::request_token(Some(&deepvue_rotator::store::Version(v1.clone())), 0);
+    let taken =
+        AwsStore::request_token(Some(&deepvue_rotator::core::store::Version(v1.clone())), 0);
     sm.put_secret_value()
         .secret_id(TOKEN)
         .client_request_token(&taken)
@@ -612,7 +626,7 @@ async fn a_taken_version_id_with_awscurrent_unchanged_is_not_a_lost_race() {
     let now = stage_of(&v, "AWSCURRENT").unwrap_or_default();
     assert_eq!(
         now,
-        AwsStore::request_token(Some(&deepvue_rotator::store::Version(v1.clone())), 1),
+        AwsStore::request_token(Some(&deepvue_rotator::core::store::Version(v1.clone())), 1),
         "{v:?}"
     );
     assert_eq!(stage_of(&v, "AWSPREVIOUS").as_deref(), Some(v1.as_str()));
@@ -669,7 +683,7 @@ async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() 
     assert_eq!(run(cmd(&["rotate", "--force"])).await.code, 3);
     let flagged = stage_of(
         &versions(&sm, TOKEN).await,
-        deepvue_rotator::store::aws::MARKER,
+        deepvue_rotator::backends::aws::MARKER,
     );
     assert!(flagged.is_some());
     env.sim
@@ -691,7 +705,7 @@ async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() 
     assert_eq!(pd[1].json()["event_action"], "resolve");
     let v = versions(&sm, TOKEN).await;
     assert_eq!(
-        stage_of(&v, deepvue_rotator::store::aws::MARKER),
+        stage_of(&v, deepvue_rotator::backends::aws::MARKER),
         None,
         "{v:?}"
     );

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use deepvue_rotator::core::store::{TokenStore, Version};
 use deepvue_rotator::simulator::{Behavior, Malformed, Reply, SimOptions, Simulator};
-use deepvue_rotator::store::{TokenStore, Version};
 use secrecy::ExposeSecret;
 
 use crate::support::{BIN, CLIENT_ID, Env, run};

@@ -1,15 +1,14 @@
-//! The store conformance suite: the contract every `TokenStore` backend must meet.
+//! The store conformance suite: the contract every `TokenStore` backend must meet, run
+//! against each backend's real server.
 //!
-//! Call [`run_suite`] with a factory that returns a fresh, empty store each time. The file
-//! store runs it below; each later backend (AWS via moto, Vault via OpenBao, GCP via the REST
-//! fake) runs the same function against its real server.
-
-use std::future::Future;
+//! A backend joins by implementing [`Fixture`] (fresh, empty stores on its server, in its own
+//! test module) and adding **one line** to the list at the bottom of this file.
 
 use chrono::{Duration, SubsecRound, Utc};
-use deepvue_rotator::error::ErrorKind;
-use deepvue_rotator::store::{RunState, TokenStore, Version};
-use deepvue_rotator::token::TokenDocument;
+use deepvue_rotator::core::document::TokenDocument;
+use deepvue_rotator::core::error::ErrorKind;
+use deepvue_rotator::core::state::RunState;
+use deepvue_rotator::core::store::{StateRead, TokenStore, Version, WriteMode};
 use secrecy::{ExposeSecret, SecretString};
 
 pub fn doc(token: &str) -> TokenDocument {
@@ -34,16 +33,19 @@ async fn token_at(store: &dyn TokenStore, v: Option<&Version>) -> Option<(Versio
     Some((stored.version, doc.access_token.expose_secret().to_string()))
 }
 
-/// Run every check against fresh stores from `make`.
-pub async fn run_suite<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Box<dyn TokenStore>>,
-{
-    empty_store(make().await.as_ref()).await;
-    create_update_and_keep_previous(make().await.as_ref()).await;
-    concurrent_writers_one_wins(make().await.as_ref()).await;
-    state_round_trip(make().await.as_ref()).await;
+/// A backend under test: hands out fresh, empty stores; its server lives as long as it does.
+#[async_trait::async_trait]
+pub trait Fixture {
+    /// A new, empty store.
+    async fn store(&self) -> Box<dyn TokenStore>;
+}
+
+/// Run every check against fresh stores from `fixture`.
+pub async fn run_suite(fixture: &dyn Fixture) {
+    empty_store(fixture.store().await.as_ref()).await;
+    create_update_and_keep_previous(fixture.store().await.as_ref()).await;
+    concurrent_writers_one_wins(fixture.store().await.as_ref()).await;
+    state_round_trip(fixture.store().await.as_ref()).await;
 }
 
 async fn empty_store(s: &dyn TokenStore) {
@@ -68,7 +70,7 @@ async fn empty_store(s: &dyn TokenStore) {
 async fn create_update_and_keep_previous(s: &dyn TokenStore) {
     let b = s.backend();
     let v1 = s
-        .write(&doc("tok-one"), None)
+        .write(&doc("tok-one"), WriteMode::Create)
         .await
         .unwrap_or_else(|e| panic!("{b}: create: {e}"));
     assert_eq!(
@@ -86,7 +88,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
     assert_eq!(expiry, Some(24), "{b}: times survive the round trip");
 
     // "Only if empty" on a non-empty store: conflict, nothing written.
-    let e = s.write(&doc("tok-lost"), None).await.err();
+    let e = s.write(&doc("tok-lost"), WriteMode::Create).await.err();
     assert_eq!(
         e.as_ref().map(|e| e.kind),
         Some(ErrorKind::Conflict),
@@ -108,7 +110,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 
     // Conditional update: a new version; the previous one stays readable.
     let v2 = s
-        .write(&doc("tok-two"), Some(&v1))
+        .write(&doc("tok-two"), WriteMode::Update(&v1))
         .await
         .unwrap_or_else(|e| panic!("{b}: update: {e}"));
     assert_ne!(v1, v2, "{b}: a write makes a new version");
@@ -125,7 +127,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 
     // A stale expected version: conflict, nothing written.
     let e = s
-        .write(&doc("tok-stale"), Some(&v1))
+        .write(&doc("tok-stale"), WriteMode::Update(&v1))
         .await
         .err()
         .map(|e| e.kind);
@@ -144,11 +146,12 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 async fn concurrent_writers_one_wins(s: &dyn TokenStore) {
     let b = s.backend();
     let v1 = s
-        .write(&doc("tok-base"), None)
+        .write(&doc("tok-base"), WriteMode::Create)
         .await
         .unwrap_or_else(|e| panic!("{b}: create: {e}"));
     let docs: Vec<TokenDocument> = (0..6).map(|i| doc(&format!("tok-racer-{i}"))).collect();
-    let results = futures::future::join_all(docs.iter().map(|d| s.write(d, Some(&v1)))).await;
+    let results =
+        futures::future::join_all(docs.iter().map(|d| s.write(d, WriteMode::Update(&v1)))).await;
     let winners: Vec<usize> = results
         .iter()
         .enumerate()
@@ -187,31 +190,63 @@ async fn state_round_trip(s: &dyn TokenStore) {
         consecutive_failures: 2,
         ..RunState::default()
     };
-    s.write_state(&state)
+    s.write_state(&state, &StateRead::default())
         .await
         .unwrap_or_else(|e| panic!("{b}: write_state: {e}"));
     let back = s
         .read_state()
         .await
-        .unwrap_or_else(|e| panic!("{b}: read_state: {e}"));
+        .unwrap_or_else(|e| panic!("{b}: read_state: {e}"))
+        .state;
     assert_eq!(back, Some(state), "{b}: state round trip");
 }
 
-#[tokio::test]
-async fn file_store_conforms() {
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let counter = std::sync::atomic::AtomicU32::new(0);
-    let root_path = root.path().to_path_buf();
-    run_suite(|| {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = root_path.join(format!("s{n}/token"));
-        async move {
-            Box::new(deepvue_rotator::store::file::FileStore::new(
-                dir,
-                5,
-                std::time::Duration::from_secs(10),
-            )) as Box<dyn TokenStore>
-        }
-    })
-    .await;
+/// Fresh file stores in one temp dir.
+pub struct FileFixture {
+    root: tempfile::TempDir,
+    counter: std::sync::atomic::AtomicU32,
 }
+
+impl FileFixture {
+    pub async fn start() -> FileFixture {
+        FileFixture {
+            root: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+            counter: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Fixture for FileFixture {
+    async fn store(&self) -> Box<dyn TokenStore> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::new(deepvue_rotator::backends::file::FileStore::new(
+            self.root.path().join(format!("s{n}/token")),
+            5,
+            std::time::Duration::from_secs(10),
+        ))
+    }
+}
+
+/// One conformance test per backend fixture.
+macro_rules! conformance {
+    ($name:ident, $fixture:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            run_suite(&$fixture.await).await;
+        }
+    };
+}
+
+// The backends. A new backend adds its line here.
+conformance!(file_store_conforms, FileFixture::start());
+conformance!(
+    aws_store_conforms_on_provisioned_secrets,
+    crate::aws::AwsFixture::start(false)
+);
+conformance!(
+    aws_store_conforms_when_it_creates_the_secret,
+    crate::aws::AwsFixture::start(true)
+);

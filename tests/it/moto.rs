@@ -15,7 +15,7 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
-        deepvue_rotator::tls::install_default_provider();
+        deepvue_rotator::support::tls::install_default_provider();
         let bin = test_tool("MOTO_SERVER", "moto_server");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deepvue_rotator::backends::file::FileStore;
+use deepvue_rotator::core::store::{Stored, TokenStore};
 use deepvue_rotator::simulator::{Behavior, SimOptions, Simulator};
-use deepvue_rotator::store::file::FileStore;
-use deepvue_rotator::store::{Stored, TokenStore};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_deepvue-rotator");

@@ -1,0 +1,259 @@
+//! The `aws` backend: AWS Secrets Manager credentials and token store, the native rotation
+//! operations the Lambda mode drives, and the SNS alert sink — all on one shared SDK config.
+
+mod credentials;
+mod errors;
+mod rotation;
+mod sdk;
+pub mod sns;
+mod state_tags;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use credentials::AwsCredentials;
+pub use errors::{classify_sm_error, sm_code, sm_code_kind};
+pub use rotation::{PENDING, PendingWrite, RotationState};
+pub use sdk::{AwsClients, sdk_config};
+pub use state_tags::STATE_TAG_PREFIX;
+pub use store::{AwsStore, MARKER};
+/// The staging label of the current version.
+pub const CURRENT: &str = store::CURRENT;
+
+use crate::core::credentials::CredentialKeys;
+use crate::support::net::is_loopback;
+use crate::support::problem::Problem;
+use crate::support::text::shown_url;
+
+/// `[aws]`: settings for every AWS client (Secrets Manager, SNS).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// Region (else the standard chain: AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint override (else AWS_ENDPOINT_URL); plain http only for loopback emulators.
+    pub endpoint_url: Option<String>,
+    /// Named profile.
+    pub profile: Option<String>,
+    /// Extra trust anchor (PEM) for AWS endpoints, on top of the OS roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl AwsSection {
+    pub(crate) fn endpoint_note(&self) -> Option<String> {
+        self.endpoint_url.as_ref().map(|e| {
+            format!(
+                "aws {}{}",
+                shown_url(e),
+                if e.starts_with("http://") {
+                    " (loopback emulator)"
+                } else {
+                    ""
+                }
+            )
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Problem> {
+        if let Some(ca) = &self.ca_file
+            && !ca.is_file()
+        {
+            return Err(Problem::invalid(format!(
+                "aws.ca_file `{}` does not exist or is not a file",
+                ca.display()
+            )));
+        }
+        if let Some(e) = &self.endpoint_url {
+            let url = url::Url::parse(e).map_err(|x| {
+                Problem::invalid(format!(
+                    "aws.endpoint_url `{}` is not a URL ({x})",
+                    shown_url(e)
+                ))
+            })?;
+            if url.scheme() != "https" && !is_loopback(&url) {
+                return Err(Problem::insecure(format!(
+                    "aws.endpoint_url must use https:// (plain http only for a loopback \
+                     emulator; got `{}`)",
+                    shown_url(e)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `credentials = { backend = "aws", secret_id, version_stage?, client_id_key?,
+/// client_secret_key? }`: a secret whose SecretString is JSON with the two fields.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentialsConfig {
+    /// Secret name or ARN.
+    pub secret_id: String,
+    /// Staging label to read (default AWSCURRENT).
+    pub version_stage: Option<String>,
+    /// JSON key of the client id (default `client_id`).
+    pub client_id_key: Option<String>,
+    /// JSON key of the client secret (default `client_secret`).
+    pub client_secret_key: Option<String>,
+}
+
+impl AwsCredentialsConfig {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+        check_secret_id(at, &self.secret_id)?;
+        for (k, v) in [
+            ("version_stage", &self.version_stage),
+            ("client_id_key", &self.client_id_key),
+            ("client_secret_key", &self.client_secret_key),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Problem::invalid(format!("{at}.{k} is empty")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn identity(&self) -> String {
+        secret_name(&self.secret_id).to_string()
+    }
+
+    pub(crate) fn build(&self, clients: Arc<AwsClients>) -> AwsCredentials {
+        let defaults = CredentialKeys::default();
+        AwsCredentials::new(
+            clients,
+            self.secret_id.clone(),
+            self.version_stage.clone(),
+            CredentialKeys {
+                client_id: self.client_id_key.clone().unwrap_or(defaults.client_id),
+                client_secret: self
+                    .client_secret_key
+                    .clone()
+                    .unwrap_or(defaults.client_secret),
+            },
+        )
+    }
+}
+
+/// `store = { backend = "aws", secret_id, create_if_missing?, kms_key_id?, tags? }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsStoreConfig {
+    /// Secret name or ARN.
+    pub secret_id: String,
+    /// Create the secret on the first write when it does not exist (default false: a missing
+    /// secret is a config error).
+    #[serde(default)]
+    pub create_if_missing: bool,
+    /// KMS key for a secret this tool creates (default: the AWS-managed key).
+    pub kms_key_id: Option<String>,
+    /// Tags for a secret this tool creates.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl AwsStoreConfig {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+        check_secret_id(at, &self.secret_id)?;
+        if !self.create_if_missing && (self.kms_key_id.is_some() || !self.tags.is_empty()) {
+            return Err(Problem::invalid(format!(
+                "{at}: kms_key_id and tags apply only to a secret this tool creates; set \
+                 create_if_missing = true or set them where the secret is provisioned"
+            )));
+        }
+        if self
+            .kms_key_id
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err(Problem::invalid(format!("{at}.kms_key_id is empty")));
+        }
+        for (k, v) in &self.tags {
+            if k.is_empty() || k.len() > 128 || v.len() > 256 {
+                return Err(Problem::invalid(format!(
+                    "{at}.tags: key `{k}` must be 1-128 characters and its value at most 256"
+                )));
+            }
+            if k.starts_with("aws:") || k.starts_with(STATE_TAG_PREFIX) {
+                return Err(Problem::invalid(format!(
+                    "{at}.tags: the prefix of `{k}` is reserved"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// By name, so `name` and its ARN are recognised as one secret.
+    pub(crate) fn identity(&self) -> String {
+        secret_name(&self.secret_id).to_string()
+    }
+
+    /// Whether a secret id (name or ARN, e.g. from a rotation event) is this store's secret.
+    pub fn is_secret(&self, id: &str) -> bool {
+        self.secret_id == id || secret_name(&self.secret_id) == secret_name(id)
+    }
+
+    /// The store for this entry.
+    pub fn build(&self, clients: Arc<AwsClients>) -> AwsStore {
+        AwsStore::new(clients, self)
+    }
+}
+
+/// A Secrets Manager secret id: a name or an ARN, 1-2048 characters.
+fn check_secret_id(at: &str, id: &str) -> Result<(), Problem> {
+    if id.trim().is_empty() {
+        return Err(Problem::invalid(format!("{at}.secret_id is empty")));
+    }
+    if id.len() > 2048 || id.trim() != id {
+        return Err(Problem::invalid(format!(
+            "{at}.secret_id `{id}` is not a secret name or ARN (at most 2048 characters, no \
+             surrounding spaces)"
+        )));
+    }
+    if id.starts_with("arn:") && id.split(':').count() < 7 {
+        return Err(Problem::invalid(format!(
+            "{at}.secret_id `{id}` looks like an ARN but is not one \
+             (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+        )));
+    }
+    Ok(())
+}
+
+/// A secret's name, from a name or an ARN (`…:secret:NAME-AbCdEf`).
+pub fn secret_name(id: &str) -> &str {
+    match id.split_once(":secret:") {
+        Some((prefix, name)) if prefix.starts_with("arn:") => {
+            let bytes = name.as_bytes();
+            let n = bytes.len();
+            if n > 7 && bytes[n - 7] == b'-' && bytes[n - 6..].iter().all(u8::is_ascii_alphanumeric)
+            {
+                &name[..n - 7]
+            } else {
+                name
+            }
+        }
+        _ => id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_from_arns() {
+        assert_eq!(
+            secret_name(
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token-AbC123"
+            ),
+            "deepvue/token"
+        );
+        assert_eq!(secret_name("deepvue/token"), "deepvue/token");
+        assert_eq!(
+            secret_name("arn:aws:secretsmanager:us-east-1:1:secret:x"),
+            "x"
+        );
+    }
+}

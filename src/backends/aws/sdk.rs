@@ -1,0 +1,116 @@
+//! One AWS SDK config per process: the HTTPS client on the process's TLS stack (rustls + ring,
+//! OS roots plus `[aws] ca_file`), the standard credential chain and the `[aws]` overrides.
+//! Every AWS client (Secrets Manager, SNS) is built from it.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls;
+use tokio::sync::OnceCell;
+
+use super::AwsSection;
+
+/// The AWS HTTP client could not be set up. Names files, never content.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkSetupError {
+    /// The extra CA file could not be read.
+    #[error("cannot read CA file {}: {source}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS context was refused.
+    #[error("AWS TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Load the SDK config: `[aws]` region / endpoint_url / profile over the standard chain
+/// (environment, profile, web identity, ECS, IMDS; `AWS_ENDPOINT_URL` is honoured).
+pub async fn sdk_config(cfg: &AwsSection) -> Result<SdkConfig, SdkSetupError> {
+    let mut trust = tls::TrustStore::default().with_native_roots(true);
+    if let Some(ca) = &cfg.ca_file {
+        let pem = std::fs::read(ca).map_err(|source| SdkSetupError::CaFile {
+            path: ca.clone(),
+            source,
+        })?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| SdkSetupError::Tls(e.to_string()))?;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .tls_context(context)
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(r) = &cfg.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(e) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(e);
+    }
+    if let Some(p) = &cfg.profile {
+        loader = loader.profile_name(p);
+    }
+    Ok(loader.load().await)
+}
+
+/// Lazily built AWS clients shared by every token and sink of one config: a run that touches
+/// no AWS backend never loads the credential chain, and one that does loads it once.
+pub struct AwsClients {
+    section: AwsSection,
+    sdk: OnceCell<SdkConfig>,
+    sm: OnceCell<aws_sdk_secretsmanager::Client>,
+    sns: OnceCell<aws_sdk_sns::Client>,
+}
+
+impl AwsClients {
+    /// Clients for this `[aws]` section (nothing is built yet).
+    pub fn new(section: &AwsSection) -> Arc<Self> {
+        Arc::new(AwsClients {
+            section: section.clone(),
+            sdk: OnceCell::new(),
+            sm: OnceCell::new(),
+            sns: OnceCell::new(),
+        })
+    }
+
+    /// Clients around an already built Secrets Manager client (tests, embedders).
+    pub fn with_secrets_manager(
+        section: &AwsSection,
+        client: aws_sdk_secretsmanager::Client,
+    ) -> Arc<Self> {
+        Arc::new(AwsClients {
+            section: section.clone(),
+            sdk: OnceCell::new(),
+            sm: OnceCell::new_with(Some(client)),
+            sns: OnceCell::new(),
+        })
+    }
+
+    async fn sdk(&self) -> Result<&SdkConfig, SdkSetupError> {
+        self.sdk.get_or_try_init(|| sdk_config(&self.section)).await
+    }
+
+    /// The Secrets Manager client, built on first use.
+    pub async fn secrets_manager(&self) -> Result<&aws_sdk_secretsmanager::Client, SdkSetupError> {
+        self.sm
+            .get_or_try_init(|| async {
+                Ok(aws_sdk_secretsmanager::Client::new(self.sdk().await?))
+            })
+            .await
+    }
+
+    /// The SNS client, built on first use.
+    pub async fn sns(&self) -> Result<&aws_sdk_sns::Client, SdkSetupError> {
+        self.sns
+            .get_or_try_init(|| async { Ok(aws_sdk_sns::Client::new(self.sdk().await?)) })
+            .await
+    }
+}

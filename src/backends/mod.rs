@@ -1,0 +1,182 @@
+//! The backends, and **the one place that lists them**.
+//!
+//! A backend is one folder (`file/`, `aws/`) or file (`env.rs`) that owns its config types and
+//! their validation, its clients, its credential source, its token store and its share of
+//! `check`. This module is the registry: the `credentials = { backend = … }` and
+//! `store = { backend = … }` enums, the backends' own top-level tables (`[aws]`), the
+//! long-lived clients, and the dispatch from a config entry to the backend that builds it.
+//! Adding a backend touches its folder and the lines marked `registry` below, nothing else.
+//!
+//! **Dependency rule:** backends depend on `core` and `support` only — never on `engine`,
+//! `config`, `modes` or on each other.
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod env;
+pub mod file;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::credentials::CredentialSource;
+use crate::core::store::TokenStore;
+use crate::support::problem::Problem;
+
+/// Where a token's client credentials come from: `credentials = { backend = "…", … }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum CredentialsConfig {
+    /// Environment variables (`DEEPVUE_CLIENT_ID` / `DEEPVUE_CLIENT_SECRET` by default).
+    Env(env::EnvCredentialsConfig),
+    /// A JSON file `{"client_id","client_secret"}`, readable by its owner only.
+    File(file::FileCredentialsConfig),
+    /// An AWS Secrets Manager secret whose SecretString is that JSON. (registry)
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsCredentialsConfig),
+}
+
+/// Where a token document is written: `store = { backend = "…", … }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// The embedded, versioned local file store.
+    File(file::FileStoreConfig),
+    /// An AWS Secrets Manager secret; each rotation is a new version. (registry)
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsStoreConfig),
+}
+
+/// The backends' own top-level tables.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sections {
+    /// `[aws]`: region, endpoint, profile, CA for every AWS client. (registry)
+    #[cfg(feature = "aws")]
+    #[serde(default)]
+    pub aws: aws::AwsSection,
+}
+
+/// Top-level table names that belong to a backend, compiled in or not: the config loader
+/// hands exactly these to [`Sections`]. (registry)
+pub const SECTION_NAMES: &[&str] = &["aws"];
+
+/// The Cargo feature that provides a backend or section this binary was built without.
+pub fn missing_feature(name: &str) -> Option<&'static str> {
+    match name {
+        #[cfg(not(feature = "aws"))]
+        "aws" => Some("aws"),
+        _ => None,
+    }
+}
+
+impl Sections {
+    /// Check every section.
+    pub fn validate(&self) -> Result<(), Problem> {
+        #[cfg(feature = "aws")]
+        self.aws.validate()?;
+        Ok(())
+    }
+
+    /// Configured endpoint overrides, for `check`'s HTTPS item (e.g. `aws http://127.0.0.1:5000
+    /// (loopback emulator)`); each was validated at load.
+    pub fn endpoint_notes(&self) -> Vec<String> {
+        #[allow(unused_mut)]
+        let mut notes = Vec::new();
+        #[cfg(feature = "aws")]
+        notes.extend(self.aws.endpoint_note());
+        notes
+    }
+}
+
+/// Long-lived clients shared by every token of one config, each built on first use (a run that
+/// touches no AWS backend never loads the AWS credential chain).
+#[derive(Clone)]
+pub struct Clients {
+    /// AWS SDK clients. (registry)
+    #[cfg(feature = "aws")]
+    pub aws: std::sync::Arc<aws::AwsClients>,
+}
+
+impl Clients {
+    /// Clients for these sections (nothing is built yet).
+    pub fn new(sections: &Sections) -> Self {
+        #[cfg(not(feature = "aws"))]
+        let _ = sections;
+        Clients {
+            #[cfg(feature = "aws")]
+            aws: aws::AwsClients::new(&sections.aws),
+        }
+    }
+}
+
+/// What building a store needs besides its own config.
+pub struct BuildContext<'a> {
+    /// The shared clients.
+    pub clients: &'a Clients,
+    /// `[rotation] lock_timeout`: how long a store lock may be waited for.
+    pub lock_timeout: Duration,
+}
+
+impl CredentialsConfig {
+    /// Check the entry at `at` (e.g. `tokens[0].credentials`).
+    pub fn validate(&self, at: &str) -> Result<(), Problem> {
+        match self {
+            CredentialsConfig::Env(c) => c.validate(at),
+            CredentialsConfig::File(c) => c.validate(at),
+            #[cfg(feature = "aws")]
+            CredentialsConfig::Aws(c) => c.validate(at),
+        }
+    }
+
+    /// The secret this entry reads, as (backend, id), when it lives in a store that could also
+    /// be a token store (to refuse a token whose store would overwrite its credentials).
+    pub fn identity(&self) -> Option<(&'static str, String)> {
+        match self {
+            CredentialsConfig::Env(_) | CredentialsConfig::File(_) => None,
+            #[cfg(feature = "aws")]
+            CredentialsConfig::Aws(c) => Some(("aws", c.identity())),
+        }
+    }
+
+    /// The credential source.
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        let _ = ctx;
+        match self {
+            CredentialsConfig::Env(c) => Box::new(c.build()),
+            CredentialsConfig::File(c) => Box::new(c.build()),
+            #[cfg(feature = "aws")]
+            CredentialsConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Check the entry at `at` (e.g. `tokens[0].store`).
+    pub fn validate(&self, at: &str) -> Result<(), Problem> {
+        match self {
+            StoreConfig::File(c) => c.validate(at),
+            #[cfg(feature = "aws")]
+            StoreConfig::Aws(c) => c.validate(at),
+        }
+    }
+
+    /// Backend name and the store's identity: two entries with the same identity are one
+    /// store, however they are spelled (`st` and `./st/`; a name and its ARN).
+    pub fn identity(&self) -> (&'static str, String) {
+        match self {
+            StoreConfig::File(c) => ("file", c.identity()),
+            #[cfg(feature = "aws")]
+            StoreConfig::Aws(c) => ("aws", c.identity()),
+        }
+    }
+
+    /// The token store.
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn TokenStore> {
+        match self {
+            StoreConfig::File(c) => Box::new(c.build(ctx.lock_timeout)),
+            #[cfg(feature = "aws")]
+            StoreConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
+        }
+    }
+}

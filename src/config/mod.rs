@@ -1,0 +1,803 @@
+//! The configuration: one TOML file, validated up front.
+//!
+//! Parsing goes in three phases: [`secrets::reject_inline_secrets`] refuses any secret-looking
+//! key with a plain value; `serde_path_to_error` deserialises the root schema (private `Raw*`
+//! types with `deny_unknown_fields`, so errors name the key path) with the backend and sink
+//! config types embedded as they are; then [`Config`] is validated — the root's own ranges
+//! here, each backend's and sink's entries by their own `validate`, and the cross-token checks
+//! (unique names, one store per token, credentials never the token's own store).
+//!
+//! **Dependency rule:** `config` composes backend, sink and engine config types; nothing below
+//! it (`core`, `engine`, `backends`, `sinks`) imports it. Apart from the backends that read
+//! credentials themselves, this is the only module that reads the environment for
+//! configuration.
+
+mod secrets;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::backends::{self, CredentialsConfig, Sections, StoreConfig};
+use crate::core::alert::AlertPolicy;
+use crate::core::decide::DuePolicy;
+use crate::core::document::TOKEN_LIFETIME;
+use crate::engine::deepvue::{DEFAULT_BASE_URL, DeepvueConfig, RequestEncoding, RetryPolicy};
+use crate::engine::egress::{DEFAULT_PROBE_URLS, EgressConfig};
+use crate::engine::rotator::Settings;
+use crate::sinks::SinkConfig;
+use crate::support::duration::Dur;
+use crate::support::net::{IpFamily, parse_ip_or_net};
+pub use crate::support::problem::{Problem, ProblemCategory};
+use crate::support::text::shown_url;
+
+/// Path of the config file, when `--config` is not given.
+pub const ENV_CONFIG_PATH: &str = "DEEPVUE_ROTATOR_CONFIG";
+/// The whole config inline (serverless deployments).
+pub const ENV_CONFIG_TOML: &str = "DEEPVUE_ROTATOR_CONFIG_TOML";
+
+/// A config problem: where, and what. Never contains a secret value.
+#[derive(Debug, thiserror::Error)]
+#[error("config {origin}: {message}")]
+pub struct ConfigError {
+    /// The file path, or the environment variable holding the inline config.
+    pub origin: String,
+    /// What is wrong, naming the key path.
+    pub message: String,
+    /// Which production-checklist item it breaks (for `check`).
+    pub category: ProblemCategory,
+}
+
+impl ConfigError {
+    fn new(origin: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            origin: origin.to_string(),
+            message: message.into(),
+            category: ProblemCategory::Invalid,
+        }
+    }
+
+    fn with_category(mut self, category: ProblemCategory) -> Self {
+        self.category = category;
+        self
+    }
+
+    fn from_problem(origin: &str, p: Problem) -> Self {
+        ConfigError {
+            origin: origin.to_string(),
+            message: p.message,
+            category: p.category,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    deepvue: RawDeepvue,
+    #[serde(default)]
+    rotation: RawRotation,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    alerting: RawAlerting,
+    #[serde(default)]
+    alerts: Vec<SinkConfig>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    expected_ips: Option<Vec<String>>,
+    probe_urls: Option<Vec<String>>,
+    probe: Option<bool>,
+    probe_timeout: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerting {
+    environment: Option<String>,
+    escalate_before: Option<Dur>,
+    repeat_every: Option<Dur>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDeepvue {
+    base_url: Option<String>,
+    ca_file: Option<PathBuf>,
+    request_encoding: Option<RequestEncoding>,
+    connect_timeout: Option<Dur>,
+    request_timeout: Option<Dur>,
+    max_attempts: Option<u32>,
+    ip_family: Option<IpFamily>,
+    retry_deadline: Option<Dur>,
+    backoff_base: Option<Dur>,
+    backoff_max: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    renew_before: Option<Dur>,
+    min_interval: Option<Dur>,
+    concurrency: Option<usize>,
+    lock_timeout: Option<Dur>,
+    run_every: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    credentials: CredentialsConfig,
+    store: StoreConfig,
+    renew_before: Option<Dur>,
+    min_interval: Option<Dur>,
+}
+
+/// `[alerting]` plus the `[[alerts]]` sinks.
+#[derive(Clone, Debug)]
+pub struct AlertingConfig {
+    /// Wording, escalation and repetition.
+    pub policy: AlertPolicy,
+    /// Extra trust anchor for sink endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// The sinks, with their (unique) names.
+    pub sinks: Vec<(String, SinkConfig)>,
+}
+
+/// One `[[tokens]]` entry.
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    /// Unique name (`[A-Za-z0-9._-]`, ≤ 64).
+    pub name: String,
+    /// Where the client credentials come from.
+    pub credentials: CredentialsConfig,
+    /// Where the token document goes.
+    pub store: StoreConfig,
+    /// When it is due.
+    pub policy: DuePolicy,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (a path or an environment variable name).
+    pub origin: String,
+    /// `[deepvue]`.
+    pub deepvue: DeepvueConfig,
+    /// Tokens processed at once (default 8).
+    pub concurrency: usize,
+    /// How long to wait for another runner's rotation lock.
+    pub lock_timeout: Duration,
+    /// How often the job is scheduled, if stated (lets `check` judge `renew_before`).
+    pub run_every: Option<Duration>,
+    /// `[[tokens]]`.
+    pub tokens: Vec<TokenConfig>,
+    /// `[egress]`.
+    pub egress: EgressConfig,
+    /// `[alerting]` and `[[alerts]]`.
+    pub alerting: AlertingConfig,
+    /// The backends' own tables (`[aws]`).
+    pub backends: Sections,
+}
+
+impl Config {
+    /// What the rotator needs.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            deepvue: self.deepvue.clone(),
+            egress: self.egress.clone(),
+            alerting: self.alerting.policy.clone(),
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+/// Keys that hold secrets. With a plain value anywhere in the file they are refused; a
+/// reference table (`{ env = "NAME" }` / `{ file = "/path" }`) is accepted.
+const SECRET_KEYS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "access_token",
+    "token",
+    "secret",
+    "password",
+    "api_key",
+    "x_api_key",
+    "routing_key",
+    "private_key",
+];
+
+/// Find the config: `--config`, else `DEEPVUE_ROTATOR_CONFIG`, else `DEEPVUE_ROTATOR_CONFIG_TOML`.
+pub fn load(cli_path: Option<&Path>) -> Result<Config, ConfigError> {
+    if let Some(path) = cli_path {
+        return load_file(path);
+    }
+    if let Some(path) = std::env::var_os(ENV_CONFIG_PATH).filter(|p| !p.is_empty()) {
+        return load_file(Path::new(&path));
+    }
+    if let Ok(text) = std::env::var(ENV_CONFIG_TOML)
+        && !text.trim().is_empty()
+    {
+        return parse(&text, ENV_CONFIG_TOML);
+    }
+    Err(ConfigError::new(
+        "(none)",
+        format!(
+            "no configuration given: pass --config PATH, or set {ENV_CONFIG_PATH} to a path, \
+             or {ENV_CONFIG_TOML} to the TOML itself"
+        ),
+    ))
+}
+
+fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&origin, format!("cannot read the file: {e}")))?;
+    parse(&text, &origin)
+}
+
+/// Parse and validate TOML text. `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigError::new(origin, format!("invalid TOML: {}", e.message())))?;
+    let mut path = Vec::new();
+    secrets::reject_inline_secrets(&toml::Value::Table(table.clone()), &mut path)
+        .map_err(|m| ConfigError::from_problem(origin, Problem::inline_secret(m)))?;
+    // The backends' own tables go to the backend registry; the rest is the root schema.
+    let mut sections = toml::Table::new();
+    for name in backends::SECTION_NAMES {
+        if let Some(v) = table.remove(*name) {
+            if let Some(feature) = backends::missing_feature(name) {
+                return Err(ConfigError::new(
+                    origin,
+                    format!(
+                        "[{name}] needs the `{feature}` backend, which this binary was built \
+                         without (build with --features {feature})"
+                    ),
+                ));
+            }
+            sections.insert((*name).to_string(), v);
+        }
+    }
+    let sections: Sections = deserialize(toml::Value::Table(sections), origin)?;
+    let raw: RawConfig = deserialize(toml::Value::Table(table), origin)?;
+    Config::validate(raw, sections, origin)
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner().message().to_string();
+        let hint = not_compiled_hint(&inner);
+        let msg = if at == "." || at.is_empty() {
+            format!("{inner}{hint}")
+        } else {
+            format!("at `{at}`: {inner}{hint}")
+        };
+        ConfigError::new(origin, msg)
+    })
+}
+
+/// "unknown variant `aws`" on a binary built without that backend: say which feature.
+fn not_compiled_hint(message: &str) -> String {
+    message
+        .strip_prefix("unknown variant `")
+        .and_then(|rest| rest.split('`').next())
+        .and_then(backends::missing_feature)
+        .map(|f| format!(" (the `{f}` backend is not in this binary; build with --features {f})"))
+        .unwrap_or_default()
+}
+
+impl Config {
+    fn validate(raw: RawConfig, sections: Sections, origin: &str) -> Result<Config, ConfigError> {
+        let err = |m: String| ConfigError::new(origin, m);
+        let problem = |p: Problem| ConfigError::from_problem(origin, p);
+        let d = raw.deepvue;
+        let base = d.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let base_url =
+            Url::parse(base).map_err(|e| err(format!("deepvue.base_url is not a URL ({e})")))?;
+        let base = shown_url(base);
+        if base_url.scheme() != "https" {
+            return Err(err(format!(
+                "deepvue.base_url must use https:// (got `{base}`); credentials are never sent \
+                 over plain HTTP"
+            ))
+            .with_category(ProblemCategory::InsecureEndpoint));
+        }
+        if base_url.host_str().is_none_or(str::is_empty) {
+            return Err(err(format!("deepvue.base_url `{base}` has no host")));
+        }
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(err(
+                "deepvue.base_url must not carry user info; credentials come from the \
+                 credentials backend"
+                    .into(),
+            ));
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(err(format!(
+                "deepvue.base_url `{base}` must not have a query or fragment"
+            )));
+        }
+        if let Some(ca) = &d.ca_file
+            && !ca.is_file()
+        {
+            return Err(err(format!(
+                "deepvue.ca_file `{}` does not exist or is not a file",
+                ca.display()
+            )));
+        }
+        let max_attempts = d.max_attempts.unwrap_or(4);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(err(format!(
+                "deepvue.max_attempts must be between 1 and 20 (got {max_attempts})"
+            )));
+        }
+        let positive =
+            |name: &str, v: Option<Dur>, default: Duration| -> Result<Duration, ConfigError> {
+                let v = v.map_or(default, |d| d.0);
+                if v.is_zero() {
+                    Err(ConfigError::new(
+                        origin,
+                        format!("{name} must be greater than zero"),
+                    ))
+                } else {
+                    Ok(v)
+                }
+            };
+        let deepvue = DeepvueConfig {
+            base_url,
+            ca_file: d.ca_file,
+            request_encoding: d.request_encoding.unwrap_or_default(),
+            connect_timeout: positive(
+                "deepvue.connect_timeout",
+                d.connect_timeout,
+                Duration::from_secs(10),
+            )?,
+            request_timeout: positive(
+                "deepvue.request_timeout",
+                d.request_timeout,
+                Duration::from_secs(30),
+            )?,
+            ip_family: d.ip_family.unwrap_or_default(),
+            retry: RetryPolicy {
+                max_attempts,
+                deadline: positive(
+                    "deepvue.retry_deadline",
+                    d.retry_deadline,
+                    Duration::from_secs(120),
+                )?,
+                backoff_base: positive(
+                    "deepvue.backoff_base",
+                    d.backoff_base,
+                    Duration::from_secs(1),
+                )?,
+                backoff_max: positive(
+                    "deepvue.backoff_max",
+                    d.backoff_max,
+                    Duration::from_secs(30),
+                )?,
+            },
+        };
+
+        let r = raw.rotation;
+        let default_policy = DuePolicy {
+            renew_before: r
+                .renew_before
+                .map_or(Duration::from_secs(12 * 3600), |d| d.0),
+            min_interval: r.min_interval.map_or(Duration::from_secs(600), |d| d.0),
+        };
+        check_policy("rotation", default_policy).map_err(err)?;
+        let concurrency = r.concurrency.unwrap_or(8);
+        if !(1..=1024).contains(&concurrency) {
+            return Err(err(format!(
+                "rotation.concurrency must be between 1 and 1024 (got {concurrency})"
+            )));
+        }
+        // A runner may hold the rotation lock for a whole authorize retry budget; waiting less
+        // than that would fail a run that should simply find the token fresh.
+        let longest_hold = deepvue.retry.deadline + deepvue.request_timeout;
+        let lock_timeout = positive(
+            "rotation.lock_timeout",
+            r.lock_timeout,
+            longest_hold + Duration::from_secs(30),
+        )?;
+        if lock_timeout <= longest_hold {
+            return Err(err(format!(
+                "rotation.lock_timeout ({}) must be longer than deepvue.retry_deadline + \
+                 deepvue.request_timeout ({}): another runner may hold the lock that long",
+                humantime::format_duration(lock_timeout),
+                humantime::format_duration(longest_hold)
+            )));
+        }
+
+        if raw.tokens.is_empty() {
+            return Err(err(
+                "no [[tokens]] configured; add at least one with name, credentials and store"
+                    .into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut stores = HashSet::new();
+        let mut tokens = Vec::with_capacity(raw.tokens.len());
+        for (i, t) in raw.tokens.into_iter().enumerate() {
+            let at = format!("tokens[{i}]");
+            let valid_name = !t.name.is_empty()
+                && t.name.len() <= 64
+                && t.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid_name {
+                return Err(err(format!(
+                    "{at}.name `{}` must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                    t.name
+                )));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(err(format!("{at}.name `{}` is used twice", t.name)));
+            }
+            t.credentials
+                .validate(&format!("{at}.credentials"))
+                .map_err(problem)?;
+            t.store.validate(&format!("{at}.store")).map_err(problem)?;
+            let store_key = t.store.identity();
+            if t.credentials.identity().as_ref() == Some(&store_key) {
+                return Err(err(format!(
+                    "{at}: the credentials secret `{}` is also the token store; the first \
+                     rotation would overwrite the credentials. Use two secrets",
+                    store_key.1
+                )));
+            }
+            if !stores.insert(store_key.clone()) {
+                return Err(err(format!(
+                    "{at}.store: {} store `{}` is already used by another token",
+                    store_key.0, store_key.1
+                )));
+            }
+            let policy = DuePolicy {
+                renew_before: t.renew_before.map_or(default_policy.renew_before, |d| d.0),
+                min_interval: t.min_interval.map_or(default_policy.min_interval, |d| d.0),
+            };
+            check_policy(&at, policy).map_err(err)?;
+            tokens.push(TokenConfig {
+                name: t.name,
+                credentials: t.credentials,
+                store: t.store,
+                policy,
+            });
+        }
+        let run_every = r.run_every.map(|d| d.0);
+        let egress = validate_egress(raw.egress, origin)?;
+        let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
+        sections.validate().map_err(problem)?;
+        Ok(Config {
+            origin: origin.to_string(),
+            deepvue,
+            concurrency,
+            lock_timeout,
+            run_every,
+            tokens,
+            egress,
+            alerting,
+            backends: sections,
+        })
+    }
+}
+
+fn validate_egress(e: RawEgress, origin: &str) -> Result<EgressConfig, ConfigError> {
+    let mut expected = Vec::new();
+    for (i, ip) in e.expected_ips.unwrap_or_default().iter().enumerate() {
+        expected.push(parse_ip_or_net(ip).ok_or_else(|| {
+            ConfigError::new(
+                origin,
+                format!("egress.expected_ips[{i}] `{ip}` is not an IP address or CIDR"),
+            )
+        })?);
+    }
+    let urls: Vec<String> = e
+        .probe_urls
+        .unwrap_or_else(|| DEFAULT_PROBE_URLS.iter().map(|s| s.to_string()).collect());
+    let mut probe_urls = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        probe_urls.push(
+            crate::support::url::https_url(&format!("egress.probe_urls[{i}]"), u)
+                .map_err(|p| ConfigError::from_problem(origin, p))?,
+        );
+    }
+    let probe = e.probe.unwrap_or(true);
+    if probe && probe_urls.is_empty() {
+        return Err(ConfigError::new(
+            origin,
+            "egress.probe_urls is empty; set egress.probe = false to disable probing",
+        ));
+    }
+    let probe_timeout = e.probe_timeout.map_or(Duration::from_secs(3), |d| d.0);
+    if probe_timeout.is_zero() || probe_timeout > Duration::from_secs(30) {
+        return Err(ConfigError::new(
+            origin,
+            "egress.probe_timeout must be between 1ms and 30s",
+        ));
+    }
+    Ok(EgressConfig {
+        expected,
+        probe_urls,
+        probe,
+        probe_timeout,
+    })
+}
+
+fn validate_alerting(
+    a: RawAlerting,
+    alerts: Vec<SinkConfig>,
+    origin: &str,
+) -> Result<AlertingConfig, ConfigError> {
+    let err = |m: String| ConfigError::new(origin, m);
+    let environment = a.environment.unwrap_or_else(|| "default".into());
+    if environment.is_empty() || environment.len() > 64 || environment.contains(char::is_whitespace)
+    {
+        return Err(err(format!(
+            "alerting.environment `{environment}` must be 1-64 characters without spaces"
+        )));
+    }
+    if let Some(ca) = &a.ca_file
+        && !ca.is_file()
+    {
+        return Err(err(format!(
+            "alerting.ca_file `{}` does not exist or is not a file",
+            ca.display()
+        )));
+    }
+    let escalate_before = a
+        .escalate_before
+        .map_or(Duration::from_secs(6 * 3600), |d| d.0);
+    let repeat_every = a
+        .repeat_every
+        .map_or(Duration::from_secs(4 * 3600), |d| d.0);
+    if repeat_every.is_zero() {
+        return Err(err("alerting.repeat_every must be greater than zero".into()));
+    }
+    let mut sinks = Vec::new();
+    let mut names = HashSet::new();
+    for (i, sink) in alerts.into_iter().enumerate() {
+        let at = format!("alerts[{i}]");
+        sink.validate(&at)
+            .map_err(|p| ConfigError::from_problem(origin, p))?;
+        let name = sink.name(i);
+        if !names.insert(name.clone()) {
+            return Err(err(format!("{at}.name `{name}` is used twice")));
+        }
+        sinks.push((name, sink));
+    }
+    Ok(AlertingConfig {
+        policy: AlertPolicy {
+            environment,
+            escalate_before,
+            repeat_every,
+        },
+        ca_file: a.ca_file,
+        sinks,
+    })
+}
+
+fn check_policy(at: &str, p: DuePolicy) -> Result<(), String> {
+    if p.renew_before.is_zero() || p.renew_before >= TOKEN_LIFETIME {
+        return Err(format!(
+            "{at}.renew_before must be more than 0 and less than 24h, the token lifetime (got {})",
+            humantime::format_duration(p.renew_before)
+        ));
+    }
+    if p.min_interval >= TOKEN_LIFETIME {
+        return Err(format!(
+            "{at}.min_interval must be less than 24h (got {})",
+            humantime::format_duration(p.min_interval)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const README_EXAMPLE: &str = r#"
+[deepvue]
+base_url = "https://production.deepvue.tech"   # the default; https only
+# ca_file = "/etc/ssl/private-ca.pem"          # optional extra trust anchor
+
+[rotation]
+renew_before = "12h"
+
+[[tokens]]
+name = "prod"
+credentials = { backend = "env" }
+store = { backend = "file", path = "/var/lib/deepvue-rotator/prod" }
+"#;
+
+    fn message(text: &str) -> String {
+        parse(text, "test.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_issue_example_works_verbatim() {
+        let c = parse(README_EXAMPLE, "test.toml");
+        let c = c.as_ref().map(|c| {
+            (
+                c.tokens.len(),
+                c.tokens[0].policy.renew_before,
+                c.concurrency,
+            )
+        });
+        assert_eq!(c.ok(), Some((1, Duration::from_secs(43200), 8)));
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let m = message(&README_EXAMPLE.replace("renew_before = \"12h\"", "renew_befor = \"12h\""));
+        assert!(m.contains("rotation") && m.contains("renew_befor"), "{m}");
+        let m = message(&README_EXAMPLE.replace("path = ", "pathx = "));
+        assert!(m.contains("tokens[0].store") && m.contains("pathx"), "{m}");
+        let m = message(&format!("{README_EXAMPLE}\n[extra]\nx = 1\n"));
+        assert!(m.contains("extra"), "{m}");
+    }
+
+    #[test]
+    fn inline_secrets_are_refused_with_where_they_belong() {
+        let m = message(&README_EXAMPLE.replace(
+            "credentials = { backend = \"env\" }",
+            "credentials = { backend = \"env\", client_secret = \"s3cr3t-value\" }",
+        ));
+        assert!(m.contains("tokens[0].credentials.client_secret"), "{m}");
+        assert!(m.contains("environment variables"), "{m}");
+        assert!(!m.contains("s3cr3t-value"), "{m}");
+        let m = message(&format!("access_token = \"abc\"\n{README_EXAMPLE}"));
+        assert!(m.contains("`access_token`"), "{m}");
+    }
+
+    #[test]
+    fn same_store_under_two_spellings_is_caught() {
+        let two = format!(
+            "{}\n[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"/var/lib/deepvue-rotator/./x/../prod/\" }}\n",
+            README_EXAMPLE
+        );
+        assert!(message(&two).contains("already used"), "{}", message(&two));
+        let rel = "[[tokens]]\nname = \"a\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"st\" }\n\
+                   [[tokens]]\nname = \"b\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"./st\" }\n";
+        assert!(message(rel).contains("already used"), "{}", message(rel));
+    }
+
+    #[test]
+    fn urls_in_errors_never_carry_user_info_or_query() {
+        let m = message(&README_EXAMPLE.replace(
+            "https://production.deepvue.tech\"",
+            "http://user:SENTINELPW@production.deepvue.tech/?x-api-key=SENTINELKEY\"",
+        ));
+        assert!(m.contains("http://production.deepvue.tech/"), "{m}");
+        assert!(!m.contains("SENTINEL"), "{m}");
+        let m = message(&README_EXAMPLE.replace(
+            "https://production.deepvue.tech\"",
+            "https://production.deepvue.tech/?x-api-key=SENTINELKEY\"",
+        ));
+        assert!(m.contains("query") && !m.contains("SENTINEL"), "{m}");
+    }
+
+    #[test]
+    fn http_base_url_is_a_config_error() {
+        let m = message(&README_EXAMPLE.replace("https://production", "http://production"));
+        assert!(m.contains("https://"), "{m}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let m = message(&README_EXAMPLE.replace("\"12h\"", "\"soon\""));
+        assert!(m.contains("renew_before") && m.contains("soon"), "{m}");
+        let m = message(&README_EXAMPLE.replace("\"12h\"", "\"25h\""));
+        assert!(m.contains("less than 24h"), "{m}");
+        let m = message(&README_EXAMPLE.replace("\"prod\"", "\"bad name\""));
+        assert!(m.contains("tokens[0].name"), "{m}");
+        let dup = format!(
+            "{README_EXAMPLE}\n[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"/x\" }}\n"
+        );
+        assert!(message(&dup).contains("used twice"));
+        let same_store = dup.replace("name = \"prod\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"/x\" }", "name = \"two\"\ncredentials = { backend = \"env\" }\nstore = { backend = \"file\", path = \"/var/lib/deepvue-rotator/prod\" }");
+        assert!(
+            message(&same_store).contains("already used"),
+            "{}",
+            message(&same_store)
+        );
+        assert!(message("[deepvue]\n").contains("no [[tokens]]"));
+        assert!(message("[deepvue\n").contains("invalid TOML"));
+        let m = message(&README_EXAMPLE.replace("backend = \"file\"", "backend = \"floppy\""));
+        assert!(m.contains("tokens[0].store") && m.contains("floppy"), "{m}");
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod aws_tests {
+    use super::*;
+
+    fn message(text: &str) -> String {
+        parse(text, "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    const AWS: &str = "[[tokens]]\nname = \"a\"\ncredentials = { backend = \"aws\", secret_id = \"deepvue/creds\" }\nstore = { backend = \"aws\", secret_id = \"deepvue/token\" }\n";
+
+    #[test]
+    fn aws_backends_parse_and_validate() {
+        assert_eq!(message(AWS), "");
+        // One secret as name and as ARN is one store.
+        let dup = format!(
+            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"aws\", secret_id = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token-AbC123\" }}\n"
+        );
+        assert!(
+            message(&dup).contains("already used by another token"),
+            "{}",
+            message(&dup)
+        );
+        // The credentials secret cannot be the token store.
+        let same = AWS.replace("deepvue/token", "deepvue/creds");
+        assert!(
+            message(&same).contains("also the token store"),
+            "{}",
+            message(&same)
+        );
+        // kms_key_id / tags only with create_if_missing.
+        let kms = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", kms_key_id = \"alias/x\" }",
+        );
+        assert!(
+            message(&kms).contains("create_if_missing"),
+            "{}",
+            message(&kms)
+        );
+        let ok = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", create_if_missing = true, kms_key_id = \"alias/x\", tags = { team = \"p\" } }",
+        );
+        assert_eq!(message(&ok), "");
+        let bad_arn = AWS.replace("deepvue/token", "arn:aws:nope");
+        assert!(
+            message(&bad_arn).contains("not one"),
+            "{}",
+            message(&bad_arn)
+        );
+        let reserved = AWS.replace(
+            "\"deepvue/token\" }",
+            "\"deepvue/token\", create_if_missing = true, tags = { \"deepvue-rotator:state:0\" = \"x\" } }",
+        );
+        assert!(
+            message(&reserved).contains("reserved"),
+            "{}",
+            message(&reserved)
+        );
+        let empty_key = AWS.replace(
+            "\"deepvue/creds\" }",
+            "\"deepvue/creds\", client_secret_key = \"\" }",
+        );
+        assert!(
+            message(&empty_key).contains("client_secret_key is empty"),
+            "{}",
+            message(&empty_key)
+        );
+    }
+}

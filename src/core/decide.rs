@@ -1,0 +1,185 @@
+//! The due decision, pure: given what is stored, the time and the policy, rotate or not.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::store::Stored;
+use crate::support::text::format_duration;
+
+/// When a token is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DuePolicy {
+    /// Rotate once the stored token has this little left (default 12 h).
+    pub renew_before: Duration,
+    /// Never mint twice within this interval while the stored token is valid (default 10 min).
+    pub min_interval: Duration,
+}
+
+/// Why a token is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DueReason {
+    /// Nothing stored yet.
+    Missing,
+    /// The stored document cannot be used.
+    Unusable(String),
+    /// Within `renew_before` of expiry (or past it).
+    Expiring(chrono::Duration),
+    /// `--force`.
+    Forced,
+}
+
+impl std::fmt::Display for DueReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DueReason::Missing => f.write_str("no token stored yet"),
+            DueReason::Unusable(why) => write!(f, "stored document unusable: {why}"),
+            DueReason::Expiring(left) if left.num_seconds() <= 0 => {
+                write!(f, "stored token expired {} ago", format_duration(-*left))
+            }
+            DueReason::Expiring(left) => {
+                write!(f, "stored token expires in {}", format_duration(*left))
+            }
+            DueReason::Forced => f.write_str("forced"),
+        }
+    }
+}
+
+/// The pure decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Stored token is good for longer than `renew_before`.
+    Fresh,
+    /// Mint now.
+    Due(DueReason),
+    /// Would be due, but it was minted less than `min_interval` ago and is still valid.
+    Throttled,
+}
+
+/// Decide whether a token is due. `now` is passed in so this stays pure.
+pub fn decide(
+    stored: Option<&Stored>,
+    now: DateTime<Utc>,
+    policy: &DuePolicy,
+    force: bool,
+) -> Decision {
+    let doc = match stored {
+        None => return Decision::Due(DueReason::Missing),
+        Some(Stored {
+            document: Err(e), ..
+        }) => return Decision::Due(DueReason::Unusable(e.0.clone())),
+        Some(Stored {
+            document: Ok(doc), ..
+        }) => doc,
+    };
+    if force {
+        return Decision::Due(DueReason::Forced);
+    }
+    let left = doc.expiry - now;
+    let renew_before =
+        chrono::Duration::from_std(policy.renew_before).unwrap_or(chrono::Duration::MAX);
+    if left > renew_before {
+        return Decision::Fresh;
+    }
+    let min_interval =
+        chrono::Duration::from_std(policy.min_interval).unwrap_or(chrono::Duration::MAX);
+    if now - doc.issued_at < min_interval && left > min_interval {
+        return Decision::Throttled;
+    }
+    Decision::Due(DueReason::Expiring(left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::document::{DocumentError, TokenDocument};
+    use crate::core::store::Version;
+    use chrono::TimeZone;
+    use secrecy::SecretString;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn stored(issued_ago_h: i64, expires_in_h: i64) -> Stored {
+        Stored::new(
+            Version("1".into()),
+            Ok(TokenDocument {
+                access_token: SecretString::from("t"),
+                token_type: "bearer".into(),
+                issued_at: now() - chrono::Duration::hours(issued_ago_h),
+                expiry: now() + chrono::Duration::hours(expires_in_h),
+            }),
+        )
+    }
+
+    const POLICY: DuePolicy = DuePolicy {
+        renew_before: Duration::from_secs(12 * 3600),
+        min_interval: Duration::from_secs(600),
+    };
+
+    #[track_caller]
+    fn check(stored: Option<&Stored>, force: bool, expect: &str) {
+        let got = match decide(stored, now(), &POLICY, force) {
+            Decision::Fresh => "fresh".to_string(),
+            Decision::Throttled => "throttled".to_string(),
+            Decision::Due(r) => format!("due: {r}"),
+        };
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn due_policy() {
+        check(None, false, "due: no token stored yet");
+        let broken = Stored::new(
+            Version("3".into()),
+            Err(DocumentError("token document has no expiry".into())),
+        );
+        check(
+            Some(&broken),
+            false,
+            "due: stored document unusable: token document has no expiry",
+        );
+        check(Some(&stored(1, 23)), false, "fresh");
+        check(Some(&stored(11, 13)), false, "fresh");
+        check(
+            Some(&stored(12, 12)),
+            false,
+            "due: stored token expires in 12h00m",
+        );
+        check(
+            Some(&stored(20, 4)),
+            false,
+            "due: stored token expires in 4h00m",
+        );
+        check(
+            Some(&stored(30, -6)),
+            false,
+            "due: stored token expired 6h00m ago",
+        );
+        check(Some(&stored(1, 23)), true, "due: forced");
+    }
+
+    #[test]
+    fn min_interval_guards_tight_loops_but_not_expiry() {
+        // Deepvue handed out a 2h token: due at once, but not re-minted within 10 minutes.
+        let mut s = stored(0, 2);
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(5);
+        }
+        check(Some(&s), false, "throttled");
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(11);
+        }
+        check(Some(&s), false, "due: stored token expires in 2h00m");
+        // About to expire: never throttled.
+        let mut s = stored(0, 0);
+        if let Ok(d) = &mut s.document {
+            d.issued_at = now() - chrono::Duration::minutes(1);
+            d.expiry = now() + chrono::Duration::minutes(5);
+        }
+        check(Some(&s), false, "due: stored token expires in 5m00s");
+    }
+}

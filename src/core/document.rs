@@ -1,0 +1,182 @@
+//! The token document: the JSON contract applications read from the store.
+//!
+//! ```json
+//! {"access_token": "…", "token_type": "bearer", "expiry": "2026-11-29T15:50:18Z", "issued_at": "2026-11-28T15:50:18Z"}
+//! ```
+//!
+//! Times are RFC 3339 in UTC with a `Z` suffix. Readers must ignore unknown fields, so later
+//! versions can add some.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::support::text::format_duration;
+pub use crate::support::time::{format_time, parse_time};
+
+/// Deepvue tokens live 24 hours.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A minted token with its validity window.
+pub struct TokenDocument {
+    /// The bearer token. Never logged; leaves the process only through a store write or `read`.
+    pub access_token: SecretString,
+    /// As Deepvue returned it, usually `bearer`.
+    pub token_type: String,
+    /// When Deepvue says the token stops working (UTC).
+    pub expiry: DateTime<Utc>,
+    /// When this rotator received it (UTC).
+    pub issued_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for TokenDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenDocument")
+            .field("access_token", &"[REDACTED]")
+            .field("token_type", &self.token_type)
+            .field("expiry", &format_time(self.expiry))
+            .field("issued_at", &format_time(self.issued_at))
+            .finish()
+    }
+}
+
+/// Why a stored document could not be used. Never contains document content.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct DocumentError(pub String);
+
+#[derive(Deserialize)]
+struct RawDocument {
+    access_token: Option<SecretString>,
+    token_type: Option<String>,
+    expiry: Option<String>,
+    issued_at: Option<String>,
+}
+
+impl TokenDocument {
+    /// Serialize for a store write. The result is itself secret (it holds the token).
+    pub fn to_json(&self) -> SecretString {
+        let value = serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "token_type": self.token_type,
+            "expiry": format_time(self.expiry),
+            "issued_at": format_time(self.issued_at),
+        });
+        SecretString::from(value.to_string())
+    }
+
+    /// Parse a stored document. Unknown fields are ignored; errors never echo content.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DocumentError> {
+        let raw: RawDocument = serde_json::from_slice(bytes).map_err(|e| {
+            DocumentError(format!(
+                "not a valid token document ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let access_token = raw
+            .access_token
+            .ok_or_else(|| DocumentError("token document has no access_token".into()))?;
+        if access_token.expose_secret().trim().is_empty() {
+            return Err(DocumentError(
+                "token document has an empty access_token".into(),
+            ));
+        }
+        let expiry = raw
+            .expiry
+            .ok_or_else(|| DocumentError("token document has no expiry".into()))
+            .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("expiry: {e}"))))?;
+        let issued_at = raw
+            .issued_at
+            .ok_or_else(|| DocumentError("token document has no issued_at".into()))
+            .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("issued_at: {e}"))))?;
+        Ok(TokenDocument {
+            access_token,
+            token_type: raw.token_type.unwrap_or_else(|| "bearer".into()),
+            expiry,
+            issued_at,
+        })
+    }
+
+    /// Time left until expiry (negative when expired).
+    pub fn expires_in(&self, now: DateTime<Utc>) -> chrono::Duration {
+        self.expiry - now
+    }
+}
+
+/// How long the stored token has left, for messages and alerts: "the stored token expires in
+/// 5h00m", "… expired 10m00s ago", or "no usable token is stored".
+pub fn describe_left(expires_in_secs: Option<i64>) -> String {
+    match expires_in_secs {
+        None => "no usable token is stored".into(),
+        Some(s) if s > 0 => format!(
+            "the stored token expires in {}",
+            format_duration(chrono::Duration::seconds(s))
+        ),
+        Some(s) => format!(
+            "the stored token expired {} ago",
+            format_duration(chrono::Duration::seconds(-s))
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn document_round_trip_and_unknown_fields() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 28, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let doc = TokenDocument {
+            access_token: SecretString::from("tok-123"),
+            token_type: "bearer".into(),
+            expiry: now + chrono::Duration::hours(24),
+            issued_at: now,
+        };
+        let json = doc.to_json();
+        let mut v: serde_json::Value =
+            serde_json::from_str(json.expose_secret()).unwrap_or_default();
+        assert_eq!(v["expiry"], "2026-11-29T12:00:00Z");
+        assert_eq!(v["issued_at"], "2026-11-28T12:00:00Z");
+        v["future_field"] = serde_json::json!({"x": 1});
+        let back = TokenDocument::from_json(v.to_string().as_bytes());
+        let back = back
+            .as_ref()
+            .map(|d| (d.access_token.expose_secret().to_string(), d.expiry));
+        assert_eq!(back, Ok(("tok-123".to_string(), doc.expiry)));
+    }
+
+    #[test]
+    fn document_errors_never_echo_content() {
+        let cases: [&[u8]; 5] = [
+            b"{\"access_token\": \"SENTINEL-tok\", \"expiry\": 5}",
+            b"{\"access_token\": \"SENTINEL-tok\"",
+            b"{\"access_token\": \"\", \"expiry\": \"2026-01-01T00:00:00Z\", \"issued_at\": \"2026-01-01T00:00:00Z\"}",
+            b"{\"access_token\": \"SENTINEL-tok\", \"expiry\": \"garbage\", \"issued_at\": \"2026-01-01T00:00:00Z\"}",
+            b"not json SENTINEL-tok",
+        ];
+        for case in cases {
+            let err = TokenDocument::from_json(case).err().map(|e| e.to_string());
+            assert!(err.is_some());
+            assert!(!err.unwrap_or_default().contains("SENTINEL"));
+        }
+    }
+
+    #[test]
+    fn debug_redacts_token() {
+        let doc = TokenDocument {
+            access_token: SecretString::from("SENTINEL-tok"),
+            token_type: "bearer".into(),
+            expiry: Utc::now(),
+            issued_at: Utc::now(),
+        };
+        assert!(!format!("{doc:?}").contains("SENTINEL"));
+    }
+}

@@ -1,0 +1,304 @@
+//! What a run reports, per token: the outcome, the failure, the `status` row, and how both
+//! read for humans (the CLI lines, the Lambda error message).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::alert::{Action, AlertOutcome};
+use super::document::{TokenDocument, describe_left, format_time};
+use super::egress::EgressReport;
+use super::error::ErrorKind;
+use super::store::{StateMark, Version};
+use crate::support::text::{format_duration, truncate};
+
+/// What happened to one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Not due; nothing done.
+    Fresh,
+    /// Due but minted less than `min_interval` ago; nothing done.
+    Throttled,
+    /// `--dry-run`: would have rotated.
+    WouldRotate,
+    /// A new version was written.
+    Rotated,
+    /// Another runner wrote first; this run wrote nothing.
+    RotatedByAnotherRunner,
+    /// Nothing written; see `error`.
+    Failed,
+}
+
+impl Outcome {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Fresh => "fresh",
+            Outcome::Throttled => "throttled",
+            Outcome::WouldRotate => "would_rotate",
+            Outcome::Rotated => "rotated",
+            Outcome::RotatedByAnotherRunner => "rotated_by_another_runner",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// A classified failure in a report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportError {
+    /// The class (decides the exit code).
+    pub kind: ErrorKind,
+    /// What went wrong, naming token, backend and secret id; never a secret.
+    pub message: String,
+    /// Deepvue's own `detail`, when Deepvue answered.
+    pub deepvue_detail: Option<String>,
+}
+
+/// The result of one token's run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenReport {
+    /// Token name.
+    pub name: String,
+    /// Store backend.
+    pub backend: &'static str,
+    /// Store secret id.
+    pub secret_id: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why it was due, when it was.
+    pub reason: Option<String>,
+    /// The current version after the run.
+    pub version: Option<Version>,
+    /// The version this run replaced (rotations only).
+    pub previous_version: Option<Version>,
+    /// Expiry of the current token after the run.
+    pub expiry: Option<String>,
+    /// Seconds until that expiry (negative when expired).
+    pub expires_in_secs: Option<i64>,
+    /// The failure, when `outcome` is `failed`.
+    pub error: Option<ReportError>,
+    /// The egress probe, when one ran (403 diagnosis or drift check).
+    pub egress: Option<EgressReport>,
+    /// Alerts this run triggered or resolved.
+    pub alerts: Vec<AlertOutcome>,
+    /// What the store read showed about kept run state (decides whether to read it).
+    #[serde(skip)]
+    pub state_mark: StateMark,
+}
+
+impl TokenReport {
+    /// A blank report (outcome `failed` until something sets it).
+    pub fn new(name: &str, backend: &'static str, secret_id: String) -> Self {
+        TokenReport {
+            name: name.to_string(),
+            backend,
+            secret_id,
+            outcome: Outcome::Failed,
+            reason: None,
+            version: None,
+            previous_version: None,
+            expiry: None,
+            expires_in_secs: None,
+            error: None,
+            egress: None,
+            alerts: Vec::new(),
+            state_mark: StateMark::Unknown,
+        }
+    }
+
+    /// Show a document's expiry (and time left at `now`) in the report.
+    pub fn show(&mut self, doc: &TokenDocument, now: DateTime<Utc>) {
+        self.expiry = Some(format_time(doc.expiry));
+        self.expires_in_secs = Some(doc.expires_in(now).num_seconds());
+    }
+
+    /// This token's exit code.
+    pub fn exit_code(&self) -> u8 {
+        self.error.as_ref().map_or(0, |e| e.kind.exit_code())
+    }
+}
+
+/// One row of `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusRow {
+    /// Token name.
+    pub name: String,
+    /// Store backend.
+    pub backend: &'static str,
+    /// Store secret id.
+    pub secret_id: String,
+    /// Current version.
+    pub version: Option<Version>,
+    /// When the current token was issued.
+    pub issued_at: Option<String>,
+    /// When it expires.
+    pub expiry: Option<String>,
+    /// Seconds until then.
+    pub expires_in_secs: Option<i64>,
+    /// Whether a run now would rotate.
+    pub due: bool,
+    /// Why it is due.
+    pub due_reason: Option<String>,
+    /// The last recorded outcome.
+    pub last_outcome: Option<String>,
+    /// When that was.
+    pub last_run_at: Option<String>,
+    /// The last recorded failure.
+    pub last_error: Option<String>,
+    /// A problem reading the store now.
+    pub problem: Option<String>,
+    /// Open alert conditions.
+    pub active_alerts: Vec<String>,
+    /// The last alert delivery failure.
+    pub last_alert_error: Option<String>,
+}
+
+fn left(secs: Option<i64>) -> String {
+    secs.map_or_else(
+        || "?".into(),
+        |s| format_duration(chrono::Duration::seconds(s)),
+    )
+}
+
+/// One human line per token report.
+pub fn describe_report(r: &TokenReport) -> String {
+    let v = |v: &Option<Version>| v.as_ref().map_or_else(|| "none".into(), |v| v.0.clone());
+    let exp = format!(
+        "expires {} (in {})",
+        r.expiry.as_deref().unwrap_or("?"),
+        left(r.expires_in_secs)
+    );
+    let at = format!("[{} {}]", r.backend, r.secret_id);
+    let mut line = describe_outcome(r, &v, &exp, &at);
+    if let Some(e) = &r.egress
+        && r.outcome != Outcome::Failed
+        && !e.outside_expected().is_empty()
+    {
+        line.push_str(&format!(
+            "\n  WARNING egress drift: {}; Deepvue will answer 403 at the next rotation",
+            e.summary()
+        ));
+    }
+    for a in &r.alerts {
+        let action = match a.action {
+            Action::Trigger => {
+                format!("alert {} ({:?})", a.condition.as_str(), a.severity).to_lowercase()
+            }
+            Action::Resolve => format!("resolved {}", a.condition.as_str()),
+        };
+        let delivered = if a.delivered.is_empty() {
+            "log only".to_string()
+        } else {
+            a.delivered.join(", ")
+        };
+        line.push_str(&format!("\n  {action} -> {delivered}"));
+        if !a.failed.is_empty() {
+            line.push_str(&format!("; FAILED: {}", a.failed.join("; ")));
+        }
+    }
+    line
+}
+
+fn describe_outcome(
+    r: &TokenReport,
+    v: &dyn Fn(&Option<Version>) -> String,
+    exp: &str,
+    at: &str,
+) -> String {
+    match r.outcome {
+        Outcome::Rotated => format!(
+            "{}: rotated -> version {}{}; {exp} {at}",
+            r.name,
+            v(&r.version),
+            r.previous_version
+                .as_ref()
+                .map(|p| format!(" (previous {p} kept)"))
+                .unwrap_or_default()
+        ),
+        Outcome::RotatedByAnotherRunner => format!(
+            "{}: rotated by another runner -> version {}; nothing written by this run; {exp} {at}",
+            r.name,
+            v(&r.version)
+        ),
+        Outcome::Fresh => format!("{}: fresh, version {}; {exp} {at}", r.name, v(&r.version)),
+        Outcome::Throttled => format!(
+            "{}: not rotated: {}; version {}; {exp} {at}",
+            r.name,
+            r.reason.as_deref().unwrap_or("throttled"),
+            v(&r.version)
+        ),
+        Outcome::WouldRotate => format!(
+            "{}: would rotate ({}); dry run, nothing minted or written {at}",
+            r.name,
+            r.reason.as_deref().unwrap_or("due")
+        ),
+        Outcome::Failed => {
+            let (kind, msg) = r
+                .error
+                .as_ref()
+                .map_or((ErrorKind::Permanent, String::new()), |e| {
+                    (e.kind, e.message.clone())
+                });
+            let hint = match kind {
+                ErrorKind::Forbidden => {
+                    "\n  hint: Deepvue answers 403 to calls from IPs that are not on the account's whitelist; check this host's egress IP (NAT gateway / static IP) and ask Deepvue support to whitelist it"
+                }
+                ErrorKind::CredentialsRejected => {
+                    "\n  hint: the client_id / client_secret are wrong, revoked or inactive; fix them in the credentials backend"
+                }
+                _ => "",
+            };
+            // The failure, then how long the stored token still lives: what decides urgency.
+            let left = describe_left(r.expires_in_secs);
+            format!("{}: FAILED [{kind}] {msg}; {left} {at}{hint}", r.name)
+        }
+    }
+}
+
+/// The `status` table.
+pub fn render_status(rows: &[StatusRow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<8} {:<22} {:<22} {:>9}  {:<4} LAST OUTCOME",
+        "NAME", "VERSION", "ISSUED_AT", "EXPIRY", "LEFT", "DUE"
+    );
+    for r in rows {
+        let last = match (&r.last_outcome, &r.last_run_at) {
+            (Some(o), Some(at)) => format!("{o} at {at}"),
+            (Some(o), None) => o.clone(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<22} {:<22} {:>9}  {:<4} {}",
+            r.name,
+            r.version.as_ref().map_or("-", |v| v.0.as_str()),
+            r.issued_at.as_deref().unwrap_or("-"),
+            r.expiry.as_deref().unwrap_or("-"),
+            r.expires_in_secs.map_or_else(
+                || "-".into(),
+                |s| format_duration(chrono::Duration::seconds(s))
+            ),
+            if r.due { "yes" } else { "no" },
+            last
+        );
+        if let Some(e) = &r.last_error {
+            let _ = writeln!(out, "  last error: {}", truncate(e, 400));
+        }
+        if let Some(p) = &r.problem {
+            let _ = writeln!(out, "  problem: {p}");
+        }
+        if !r.active_alerts.is_empty() {
+            let _ = writeln!(out, "  open alerts: {}", r.active_alerts.join(", "));
+        }
+        if let Some(e) = &r.last_alert_error {
+            let _ = writeln!(out, "  alert delivery failed: {}", truncate(e, 400));
+        }
+        if let Some(d) = r.due_reason.as_deref().filter(|_| r.due) {
+            let _ = writeln!(out, "  due: {d}");
+        }
+    }
+    out
+}

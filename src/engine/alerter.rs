@@ -1,0 +1,78 @@
+//! Delivers alerts to every configured sink, and always to the log. A failing sink is logged
+//! and recorded, and never changes a rotation's outcome or exit code.
+
+use tracing::{error, info, warn};
+
+use crate::core::alert::{Action, Alert, AlertOutcome, Severity, Sink};
+
+/// The configured sinks.
+pub struct Alerter {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Alerter {
+    /// Deliver to these sinks (built by the composition root).
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Alerter { sinks }
+    }
+
+    /// Whether no sink is configured (alerts then only go to the log).
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Log the alert and deliver it to every (targeted) sink concurrently.
+    pub async fn deliver(&self, alert: &Alert) -> AlertOutcome {
+        match (alert.action, alert.severity) {
+            (Action::Resolve, _) => {
+                info!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, "alert resolved: {}", alert.summary)
+            }
+            (_, Severity::Warning) => {
+                warn!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, fix = %alert.fix, "alert: {}", alert.summary)
+            }
+            (_, Severity::Critical) => {
+                error!(condition = alert.condition.as_str(), dedup_key = %alert.dedup_key, fix = %alert.fix, "alert: {}", alert.summary)
+            }
+        }
+        let targeted = self.sinks.iter().filter(|s| {
+            alert
+                .targets
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|n| n == s.name()))
+        });
+        let results = futures::future::join_all(
+            targeted.map(|s| async move { (s.name().to_string(), s.send(alert).await) }),
+        )
+        .await;
+        let mut outcome = AlertOutcome {
+            condition: alert.condition,
+            action: alert.action,
+            severity: alert.severity,
+            delivered: Vec::new(),
+            failed: Vec::new(),
+            failed_sinks: Vec::new(),
+        };
+        for (name, r) in results {
+            match r {
+                Ok(()) => outcome.delivered.push(name),
+                Err(e) => {
+                    warn!(sink = %name, error = %e, "alert delivery failed");
+                    outcome.failed.push(format!("{name}: {e}"));
+                    outcome.failed_sinks.push(name);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Reachability of every sink, without sending an alert: (name, result).
+    pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
+        futures::future::join_all(self.sinks.iter().map(|s| async move {
+            (
+                s.name().to_string(),
+                s.check().await.map_err(|e| e.to_string()),
+            )
+        }))
+        .await
+    }
+}

@@ -1,0 +1,11 @@
+//! The engine: the Deepvue authorize client, the egress probes, alert delivery, and the rotator
+//! that sequences one rotation per token.
+//!
+//! **Dependency rule:** `engine` depends on `core` and `support` only. It reaches backends and
+//! sinks through the `core` traits (`TokenStore`, `CredentialSource`, `Sink`) and never names
+//! one.
+
+pub mod alerter;
+pub mod deepvue;
+pub mod egress;
+pub mod rotator;

@@ -1,0 +1,311 @@
+//! `check`: Deepvue's production checklist, evaluated against the config and the live
+//! endpoints, without minting. PASS / FAIL / UNKNOWN per item; exit 1 on any FAIL, 2 when the
+//! config does not load (the broken item fails, the rest are UNKNOWN).
+
+use std::io::Write;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::print_json;
+use crate::app::App;
+use crate::config;
+use crate::core::credentials::Custody;
+use crate::core::error::EXIT_CONFIG;
+
+/// One line of `check`: an item of Deepvue's production checklist, evaluated.
+#[derive(Debug, Serialize)]
+pub(super) struct CheckItem {
+    /// Stable id of the checklist item.
+    pub item: &'static str,
+    /// What it checks, for humans.
+    pub check: String,
+    /// `pass`, `fail` or `unknown`.
+    pub status: &'static str,
+    /// Why.
+    pub detail: String,
+}
+
+fn item(
+    item: &'static str,
+    check: impl Into<String>,
+    status: &'static str,
+    detail: impl Into<String>,
+) -> CheckItem {
+    CheckItem {
+        item,
+        check: check.into(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+const CHECK_HTTPS: &str = "every endpoint is HTTPS";
+const CHECK_CREDS: &str = "credentials come from env or a secret manager";
+const CHECK_INLINE: &str = "no credential in the config";
+const CHECK_EGRESS: &str = "egress IP is in expected_ips";
+const CHECK_REFRESH: &str = "tokens are cached and refreshed ahead";
+const CHECK_ALERTS: &str = "alerting is configured and reachable";
+const CHECK_STORES: &str = "stores are reachable and writable";
+const CHECK_TLS: &str = "Deepvue TLS handshake";
+
+fn print_checks(items: &[CheckItem], json: bool) -> u8 {
+    let failed = items.iter().filter(|i| i.status == "fail").count();
+    let unknown = items.iter().filter(|i| i.status == "unknown").count();
+    if json {
+        print_json(&items);
+    } else {
+        let mut out = std::io::stdout().lock();
+        for i in items {
+            let _ = writeln!(
+                out,
+                "{:<7}  {}: {}",
+                i.status.to_uppercase(),
+                i.check,
+                i.detail
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} check(s): {failed} failed, {unknown} unknown",
+            items.len()
+        );
+    }
+    u8::from(failed > 0)
+}
+
+/// `check` on a config that does not load: the broken item fails, the rest are unknown.
+pub(super) fn invalid_config(e: &config::ConfigError, json: bool) -> u8 {
+    use config::ProblemCategory::*;
+    let (failing, name) = match e.category {
+        InlineSecret => ("no-inline-secrets", CHECK_INLINE),
+        InsecureEndpoint => ("https", CHECK_HTTPS),
+        Invalid => ("config", "config is valid"),
+    };
+    let mut items = vec![item(failing, name, "fail", e.to_string())];
+    for (id, name) in [
+        ("config", "config is valid"),
+        ("https", CHECK_HTTPS),
+        ("credentials", CHECK_CREDS),
+        ("no-inline-secrets", CHECK_INLINE),
+        ("egress", CHECK_EGRESS),
+        ("refresh-ahead", CHECK_REFRESH),
+        ("alerting", CHECK_ALERTS),
+        ("stores", CHECK_STORES),
+        ("deepvue-tls", CHECK_TLS),
+    ] {
+        if id != failing {
+            items.push(item(
+                id,
+                name,
+                "unknown",
+                "not evaluated: the config does not load",
+            ));
+        }
+    }
+    print_checks(&items, json);
+    EXIT_CONFIG
+}
+
+/// The checklist for a config that loaded.
+pub(super) async fn run(app: App, json: bool) -> u8 {
+    let config = app.config.clone();
+    let rotator = &app.rotator;
+    let pass = rotator.pass();
+    let jobs = &app.jobs;
+    let mut items = vec![item(
+        "config",
+        "config is valid",
+        "pass",
+        format!(
+            "{} parsed and validated; {} token(s)",
+            config.origin,
+            config.tokens.len()
+        ),
+    )];
+
+    // HTTPS everywhere. Inline URLs were validated at load; referenced ones are resolved now.
+    let mut insecure = Vec::new();
+    let mut notes = vec![format!("deepvue {}", config.deepvue.base_url)];
+    for (name, s) in &config.alerting.sinks {
+        if let Some(r) = s.url_ref() {
+            match r.resolve() {
+                Ok(u) if u.expose_secret().starts_with("https://") => {
+                    notes.push(format!("{name} (from {})", r.describe()))
+                }
+                Ok(_) => insecure.push(format!(
+                    "alert sink {name}: the URL in {} is not https://",
+                    r.describe()
+                )),
+                Err(e) => insecure.push(format!("alert sink {name}: {e}")),
+            }
+        }
+    }
+    notes.extend(config.backends.endpoint_notes());
+    items.push(if insecure.is_empty() {
+        item(
+            "https",
+            CHECK_HTTPS,
+            "pass",
+            format!(
+                "HTTPS with verified certificates, TLS >= 1.2: {}",
+                notes.join(", ")
+            ),
+        )
+    } else {
+        item("https", CHECK_HTTPS, "fail", insecure.join("; "))
+    });
+
+    // Credentials: where from, and readable now.
+    for job in jobs {
+        let name = &job.name;
+        let source = job.credentials.describe();
+        let loose = job.credentials.custody() == Custody::LooseFile;
+        let readable = job.credentials.load().await;
+        items.push(match (loose, readable) {
+            (_, Err(e)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "fail", e.to_string()),
+            (true, Ok(_)) => item(
+                "credentials",
+                format!("{CHECK_CREDS} (token `{name}`)"),
+                "fail",
+                format!("read from a loose file ({source}); keep them in environment variables or a secret manager"),
+            ),
+            (false, Ok(_)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "pass", format!("read from {source}")),
+        });
+    }
+    items.push(item(
+        "no-inline-secrets",
+        CHECK_INLINE,
+        "pass",
+        "no secret-looking key holds a value in the config",
+    ));
+
+    // Egress.
+    let e = &config.egress;
+    items.push(if e.expected.is_empty() {
+        item(
+            "egress",
+            CHECK_EGRESS,
+            "fail",
+            "egress.expected_ips is not set: drift cannot be seen before Deepvue answers 403",
+        )
+    } else if !e.probe {
+        item("egress", CHECK_EGRESS, "unknown", "egress.probe = false")
+    } else {
+        match pass.egress().await {
+            Some(r) if r.observed.is_empty() => {
+                item("egress", CHECK_EGRESS, "unknown", r.summary())
+            }
+            Some(r) if !r.outside_expected().is_empty() => {
+                item("egress", CHECK_EGRESS, "fail", r.summary())
+            }
+            Some(r) => item("egress", CHECK_EGRESS, "pass", r.summary()),
+            None => item(
+                "egress",
+                CHECK_EGRESS,
+                "unknown",
+                "the Deepvue HTTP client could not be built",
+            ),
+        }
+    });
+
+    // Refresh ahead of expiry.
+    for t in &config.tokens {
+        let rb = t.policy.renew_before;
+        let check = format!("{CHECK_REFRESH} (token `{}`)", t.name);
+        let rb_h = humantime::format_duration(rb);
+        items.push(if rb < Duration::from_secs(3600) {
+            item("refresh-ahead", check, "fail", format!("renew_before = {rb_h} leaves under an hour for retries and alerts"))
+        } else {
+            match config.run_every {
+                Some(every) if rb < every * 2 => item(
+                    "refresh-ahead",
+                    check,
+                    "fail",
+                    format!("renew_before = {rb_h} but the job runs every {}: at least two runs must fall inside the renewal window", humantime::format_duration(every)),
+                ),
+                Some(every) => item(
+                    "refresh-ahead",
+                    check,
+                    "pass",
+                    format!("tokens are reused until {rb_h} before expiry; runs every {} give {} chances to renew", humantime::format_duration(every), rb.as_secs() / every.as_secs().max(1)),
+                ),
+                None => item(
+                    "refresh-ahead",
+                    check,
+                    "unknown",
+                    format!("renew_before = {rb_h} is sane against the 24h lifetime; set rotation.run_every to the schedule so it can be checked against it"),
+                ),
+            }
+        });
+    }
+
+    // Alerting.
+    if rotator.alerter().is_empty() {
+        items.push(item(
+            "alerting",
+            CHECK_ALERTS,
+            "fail",
+            "no [[alerts]] sink configured: a 403 or a failing rotation would only reach the logs",
+        ));
+    }
+    for (name, r) in rotator.alerter().check().await {
+        items.push(match r {
+            Ok(d) => item(
+                "alerting",
+                format!("{CHECK_ALERTS} (sink {name})"),
+                "pass",
+                d,
+            ),
+            Err(e) => item(
+                "alerting",
+                format!("{CHECK_ALERTS} (sink {name})"),
+                "fail",
+                e,
+            ),
+        });
+    }
+
+    // Stores.
+    for job in jobs {
+        let check = format!("{CHECK_STORES} (token `{}`)", job.name);
+        items.push(match job.store.check().await {
+            Ok(()) => item(
+                "stores",
+                check,
+                "pass",
+                format!(
+                    "{} store `{}` reachable and writable",
+                    job.store.backend(),
+                    job.store.secret_id()
+                ),
+            ),
+            Err(e) => item("stores", check, "fail", e.to_string()),
+        });
+    }
+
+    // Deepvue TLS.
+    items.push(match rotator.client().await {
+        Ok(client) => match client.handshake().await {
+            Ok(status) => item(
+                "deepvue-tls",
+                CHECK_TLS,
+                "pass",
+                format!(
+                    "TLS handshake with {} verified (HTTP {} to GET /; nothing minted)",
+                    client.host(),
+                    status.as_u16()
+                ),
+            ),
+            Err(e) => item(
+                "deepvue-tls",
+                CHECK_TLS,
+                "fail",
+                format!("{}: {e}", config.deepvue.base_url),
+            ),
+        },
+        Err(e) => item("deepvue-tls", CHECK_TLS, "fail", e.to_string()),
+    });
+    print_checks(&items, json)
+}

@@ -1,0 +1,13 @@
+//! Run modes: thin adapters over the composition root ([`crate::app`]).
+//!
+//! - `cli`: the one-shot commands (`rotate`, `status`, `read`, `check`) and the tools (`demo`,
+//!   `simulate`).
+//! - `lambda`: the same binary as an AWS Lambda `bootstrap`.
+//!
+//! **Dependency rule:** a mode depends on `app`, `config`, `engine`, `core` and `support`
+//! (a mode for one platform may also use that platform's backend); modes never import each
+//! other. Exit codes and report rendering live below them, in `core`.
+
+pub mod cli;
+#[cfg(feature = "lambda")]
+pub mod lambda;

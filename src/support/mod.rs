@@ -1,0 +1,15 @@
+//! Small shared helpers that know nothing about Deepvue, tokens, backends or run modes.
+//!
+//! **Dependency rule:** `support` imports nothing else from this crate.
+
+pub mod duration;
+pub mod http;
+pub mod logging;
+pub mod net;
+pub mod problem;
+pub mod secret_ref;
+pub mod signals;
+pub mod text;
+pub mod time;
+pub mod tls;
+pub mod url;
