@@ -595,6 +595,19 @@ mod tests {
         check(&report(Outcome::Rotated, None, 24), &s, t0, &[]);
     }
 
+    #[test]
+    fn summaries_say_time_left_once() {
+        let mut r = report(Outcome::Failed, Some(ErrorKind::Transient), 0);
+        r.expires_in_secs = None;
+        let alerts = plan(&r, None, &BTreeMap::new(), Utc::now(), &cfg());
+        let summary = &alerts[0].summary;
+        assert_eq!(
+            summary.matches("no usable token is stored").count(),
+            1,
+            "{summary}"
+        );
+    }
+
     fn outcome(a: &Alert, ok: &[&str], failed: &[&str]) -> AlertOutcome {
         AlertOutcome {
             condition: a.condition,

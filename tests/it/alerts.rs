@@ -120,6 +120,48 @@ async fn forbidden_alerts_once_with_the_egress_ip_and_verifies_as_standard_webho
 }
 
 #[tokio::test]
+async fn a_failing_first_rotation_says_no_token_is_stored_once() {
+    let env = Env::with(Behavior {
+        default: deepvue_rotator::simulator::Reply::Status {
+            status: 503,
+            detail: None,
+            retry_after: None,
+        },
+        ..Behavior::default()
+    })
+    .await;
+    let rx = Receiver::start(&[("/hook", 200, "")]).await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/hook")
+    );
+    let cfg = alert_config(&env, &rx, "", &sinks);
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    std::fs::write(
+        &cfg,
+        cfg_text.replace("[deepvue]\n", "[deepvue]\nmax_attempts = 1\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let posts = rx.posts("/hook");
+    assert_eq!(posts.len(), 1, "{out}");
+    let alert = posts[0].json();
+    assert_eq!(alert["condition"], "rotation-failing");
+    let summary = alert["summary"].as_str().unwrap_or_default();
+    assert_eq!(
+        summary.matches("no usable token is stored").count(),
+        1,
+        "said once: {summary}"
+    );
+    assert_eq!(
+        out.stdout.matches("no usable token is stored").count(),
+        1,
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn drift_warns_before_any_403_and_rotation_proceeds() {
     let env = Env::new().await;
     let rx = Receiver::start(&[]).await;

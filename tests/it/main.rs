@@ -7,6 +7,7 @@ mod cli;
 mod conformance;
 mod file_store;
 mod lambda;
+mod layout;
 mod moto;
 mod receiver;
 mod redaction;

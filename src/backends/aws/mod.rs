@@ -3,6 +3,7 @@
 
 mod credentials;
 mod errors;
+mod http;
 mod rotation;
 mod sdk;
 pub mod sns;

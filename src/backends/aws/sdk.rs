@@ -1,54 +1,28 @@
-//! One AWS SDK config per process: the HTTPS client on the process's TLS stack (rustls + ring,
-//! OS roots plus `[aws] ca_file`), the standard credential chain and the `[aws]` overrides.
-//! Every AWS client (Secrets Manager, SNS) is built from it.
+//! One AWS SDK config per process: the HTTPS client on the process's TLS stack (the shared
+//! trust store plus `[aws] ca_file`, see `http.rs`), the standard credential chain and the
+//! `[aws]` overrides. Every AWS client (Secrets Manager, SNS) is built from it.
 
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_smithy_http_client::tls;
 use tokio::sync::OnceCell;
 
 use super::AwsSection;
+use super::http::ReqwestHttpClient;
+use crate::support::tls::{TlsError, client_config};
 
-/// The AWS HTTP client could not be set up. Names files, never content.
+/// The AWS HTTP client could not be set up (trust store, CA file). Names files, never content.
 #[derive(Debug, thiserror::Error)]
-pub enum SdkSetupError {
-    /// The extra CA file could not be read.
-    #[error("cannot read CA file {}: {source}", path.display())]
-    CaFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS context was refused.
-    #[error("AWS TLS setup: {0}")]
-    Tls(String),
-}
+#[error("AWS TLS setup: {0}")]
+pub struct SdkSetupError(#[from] TlsError);
 
 /// Load the SDK config: `[aws]` region / endpoint_url / profile over the standard chain
-/// (environment, profile, web identity, ECS, IMDS; `AWS_ENDPOINT_URL` is honoured).
+/// (environment, profile, web identity, ECS, IMDS; `AWS_ENDPOINT_URL` is honoured). The
+/// credential and region providers use the same HTTP client.
 pub async fn sdk_config(cfg: &AwsSection) -> Result<SdkConfig, SdkSetupError> {
-    let mut trust = tls::TrustStore::default().with_native_roots(true);
-    if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca).map_err(|source| SdkSetupError::CaFile {
-            path: ca.clone(),
-            source,
-        })?;
-        trust = trust.with_pem_certificate(pem);
-    }
-    let context = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| SdkSetupError::Tls(e.to_string()))?;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .tls_context(context)
-        .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    let tls = client_config(cfg.ca_file.as_deref())?;
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(ReqwestHttpClient::new(tls));
     if let Some(r) = &cfg.region {
         loader = loader.region(Region::new(r.clone()));
     }
