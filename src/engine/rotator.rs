@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::alerter::Alerter;
@@ -21,6 +22,7 @@ use crate::core::decide::{Decision, DuePolicy, decide};
 use crate::core::document::format_time;
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
+use crate::core::observe::Observer;
 use crate::core::report::{Outcome, ReportError, StatusRow, TokenReport};
 use crate::core::state::RunState;
 use crate::core::store::{StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode};
@@ -32,6 +34,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Decide and report, but never mint or write.
     pub dry_run: bool,
+    /// Treat the token as due this much earlier than `renew_before` says (the daemon's
+    /// per-replica jitter, so replicas and tokens spread out).
+    pub early_by: std::time::Duration,
 }
 
 /// A configured token with its store and credential source built.
@@ -82,15 +87,17 @@ pub struct Rotator {
     settings: Settings,
     client: OnceCell<Arc<DeepvueClient>>,
     alerter: Alerter,
+    observer: Arc<dyn Observer>,
 }
 
 impl Rotator {
-    /// A rotator with these settings and sinks.
-    pub fn new(settings: Settings, alerter: Alerter) -> Self {
+    /// A rotator with these settings and sinks, counting on `observer`.
+    pub fn new(settings: Settings, alerter: Alerter, observer: Arc<dyn Observer>) -> Self {
         Rotator {
             settings,
             client: OnceCell::new(),
             alerter,
+            observer,
         }
     }
 
@@ -102,7 +109,10 @@ impl Rotator {
     /// The Deepvue client, built on first use.
     pub async fn client(&self) -> Result<Arc<DeepvueClient>, MintError> {
         self.client
-            .get_or_try_init(|| async { DeepvueClient::new(&self.settings.deepvue).map(Arc::new) })
+            .get_or_try_init(|| async {
+                DeepvueClient::new(&self.settings.deepvue)
+                    .map(|c| Arc::new(c.observed_by(self.observer.clone())))
+            })
             .await
             .cloned()
     }
@@ -117,6 +127,7 @@ impl Rotator {
         Pass {
             rotator: self,
             egress: OnceCell::new(),
+            shutdown: None,
         }
     }
 
@@ -134,9 +145,17 @@ impl Rotator {
 pub struct Pass<'r> {
     rotator: &'r Rotator,
     egress: OnceCell<Option<EgressReport>>,
+    shutdown: Option<CancellationToken>,
 }
 
 impl Pass<'_> {
+    /// Stop minting when `shutdown` is cancelled: a token not yet minted fails ("shutting
+    /// down"); one already minted is still written, so nothing minted is ever lost.
+    pub fn until(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
     /// The rotator this pass belongs to.
     pub fn rotator(&self) -> &Rotator {
         self.rotator
@@ -243,7 +262,11 @@ impl Pass<'_> {
                 report.show(doc, now);
             }
         }
-        let reason = match decide(stored.as_ref(), now, &job.policy, opts.force) {
+        let policy = DuePolicy {
+            renew_before: job.policy.renew_before.saturating_add(opts.early_by),
+            ..job.policy
+        };
+        let reason = match decide(stored.as_ref(), now, &policy, opts.force) {
             Decision::Fresh => {
                 report.outcome = Outcome::Fresh;
                 return report;
@@ -273,7 +296,17 @@ impl Pass<'_> {
             Ok(c) => c,
             Err(e) => return fail(report, e.kind(), e.to_string()),
         };
-        let doc = match client.authorize(&creds).await {
+        let minted = match &self.shutdown {
+            None => client.authorize(&creds).await,
+            Some(stop) => tokio::select! {
+                biased;
+                r = client.authorize(&creds) => r,
+                () = stop.cancelled() => {
+                    return fail(report, ErrorKind::Transient, "shutting down: nothing minted".into());
+                }
+            },
+        };
+        let doc = match minted {
             Ok(d) => d,
             Err(e) => {
                 let mut report = fail(report, e.kind(), e.to_string());
