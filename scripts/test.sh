@@ -7,6 +7,7 @@
 #   moto_server (PyPI moto[server]) - the AWS emulator: Secrets Manager backend, SNS alerts
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
+# scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,6 @@ export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
 export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
 
 cargo test --all-targets "$@"
+# Deployment artefacts: the systemd units' sandbox score, then the Terraform modules (offline).
+./scripts/test-deploy.sh
+./scripts/test-terraform.sh

@@ -300,6 +300,113 @@ async fn failures_back_off_readyz_says_which_token_and_it_recovers() {
 }
 
 #[tokio::test]
+async fn polls_notice_another_writer_and_a_deleted_token() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = config(&env, port, "", &["prod"])
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap_or_default()
+        .replace("poll_every = \"1h\"", "poll_every = \"1s\"");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = PathBuf::from(cfg);
+    let d = Daemon::start(&env, &cfg, port, &[]).await;
+    until(&d, 10, "the first mint", async || {
+        env.current_version("prod").await.is_some()
+    })
+    .await;
+    // Another runner rotates: the daemon's next poll picks up the new expiry, and mints nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let theirs = env
+        .current("prod")
+        .await
+        .and_then(|s| s.document.ok())
+        .map(|d| d.expiry.timestamp())
+        .unwrap_or_default();
+    until(
+        &d,
+        10,
+        "the expiry gauge showing the other writer's token",
+        async || {
+            let (_, text) = d.get("/metrics").await;
+            metric(
+                &text,
+                "deepvue_rotator_token_expiry_timestamp_seconds",
+                "token=\"prod\"",
+            ) == Some(theirs as f64)
+        },
+    )
+    .await;
+    assert_eq!(env.calls(), 2, "the daemon stayed quiet");
+    // The token is deleted under it: noticed at the next poll, minted again.
+    std::fs::remove_dir_all(env.store_dir("prod")).unwrap_or_else(|e| panic!("{e}"));
+    until(&d, 10, "a deleted token minted again", async || {
+        env.current_version("prod").await.is_some()
+    })
+    .await;
+    assert_eq!(env.calls(), 3);
+    assert_eq!(d.stop().await, 0);
+}
+
+#[tokio::test]
+async fn credentials_from_a_systemd_credential_count_as_a_secret_manager() {
+    let env = Env::new().await;
+    let creds_dir = env.path("credentials");
+    std::fs::create_dir(&creds_dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = creds_dir.join("deepvue");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"client_id":"{}","client_secret":"{}"}}"#,
+            crate::support::CLIENT_ID,
+            crate::support::CLIENT_SECRET
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cfg = env.write_config(&format!(
+        "{}{}",
+        env.deepvue_section(""),
+        env.token_block("prod", "{ backend = \"file\", credential = \"deepvue\" }")
+    ));
+    let mut cmd = env.command(&cfg, &["rotate"]);
+    cmd.env("CREDENTIALS_DIRECTORY", &creds_dir)
+        .env_remove("DEEPVUE_CLIENT_ID")
+        .env_remove("DEEPVUE_CLIENT_SECRET");
+    let out = crate::support::run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 1);
+    let mut cmd = env.command(&cfg, &["check", "--json"]);
+    cmd.env("CREDENTIALS_DIRECTORY", &creds_dir);
+    let out = crate::support::run(cmd).await;
+    let items: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let creds = items
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["item"] == "credentials"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(creds["status"], "pass", "{out}");
+    assert!(
+        creds["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("systemd credential deepvue"),
+        "{creds}"
+    );
+    // Outside systemd, the same config says what is missing.
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("CREDENTIALS_DIRECTORY"), "{out}");
+}
+
+#[tokio::test]
 async fn sigterm_while_minting_writes_the_token_and_exits_0() {
     let env = Env::with(Behavior {
         latency_ms: 2000,
