@@ -18,7 +18,7 @@ use super::deepvue::{DeepvueClient, DeepvueConfig, MintError};
 use super::egress::{self, EgressConfig};
 use crate::core::alert::{self, AlertPolicy, Severity};
 use crate::core::credentials::CredentialSource;
-use crate::core::decide::{Decision, DuePolicy, decide};
+use crate::core::decide::{Decision, DuePolicy, DueReason, decide};
 use crate::core::document::format_time;
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
@@ -240,48 +240,36 @@ impl Pass<'_> {
             r
         };
 
-        // Serialise with other runners on this host (file store), then decide from what is
-        // stored *now*: a runner that waited sees the token the winner wrote.
-        let _lock = if opts.dry_run {
+        // Decide from what is stored; only a due token takes the store's rotation lock (the
+        // file store's flock, a lease elsewhere), and then decides again from what is stored
+        // *now*: a runner that waited sees the token the winner wrote. A no-op never locks.
+        let (mut stored, mut reason) = match self.read_and_decide(job, opts, &mut report).await {
+            Ok(Some(due)) => due,
+            Ok(None) => return report,
+            Err((kind, message)) => return fail(report, kind, message),
+        };
+        let lock = if opts.dry_run {
             None
         } else {
             match store.lock().await {
                 Ok(l) => l,
+                // Someone else holds the rotation right now (a live lease): their write is the
+                // rotation; this run writes nothing.
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    info!(error = %e, "another runner is rotating this token; nothing to do");
+                    report.outcome = Outcome::RotatedByAnotherRunner;
+                    return report;
+                }
                 Err(e) => return fail(report, e.kind, e.to_string()),
             }
         };
-        let stored = match store.read_current().await {
-            Ok(s) => s,
-            Err(e) => return fail(report, e.kind, e.to_string()),
-        };
-        let now = Utc::now();
-        if let Some(s) = &stored {
-            report.version = Some(s.version.clone());
-            report.state_mark = s.state;
-            if let Ok(doc) = &s.document {
-                report.show(doc, now);
-            }
+        if lock.is_some() {
+            (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
+                Ok(Some(due)) => due,
+                Ok(None) => return report,
+                Err((kind, message)) => return fail(report, kind, message),
+            };
         }
-        let policy = DuePolicy {
-            renew_before: job.policy.renew_before.saturating_add(opts.early_by),
-            ..job.policy
-        };
-        let reason = match decide(stored.as_ref(), now, &policy, opts.force) {
-            Decision::Fresh => {
-                report.outcome = Outcome::Fresh;
-                return report;
-            }
-            Decision::Throttled => {
-                report.outcome = Outcome::Throttled;
-                report.reason = Some(format!(
-                    "due, but minted less than min_interval ({}) ago",
-                    humantime::format_duration(job.policy.min_interval)
-                ));
-                return report;
-            }
-            Decision::Due(reason) => reason,
-        };
-        report.reason = Some(reason.to_string());
         if opts.dry_run {
             report.outcome = Outcome::WouldRotate;
             return report;
@@ -352,6 +340,52 @@ impl Pass<'_> {
                 report
             }
             Err(e) => fail(report, e.kind, e.to_string()),
+        }
+    }
+
+    /// Read the current version and decide. `Ok(None)`: not due (the report says why);
+    /// `Ok(Some(..))`: due, with what was read and why.
+    async fn read_and_decide(
+        &self,
+        job: &Job,
+        opts: RunOptions,
+        report: &mut TokenReport,
+    ) -> Result<Option<(Option<Stored>, DueReason)>, (ErrorKind, String)> {
+        let stored = job
+            .store
+            .read_current()
+            .await
+            .map_err(|e| (e.kind, e.to_string()))?;
+        let now = Utc::now();
+        if let Some(s) = &stored {
+            report.version = Some(s.version.clone());
+            report.state_mark = s.state;
+            if let Ok(doc) = &s.document {
+                report.show(doc, now);
+            }
+        }
+        let policy = DuePolicy {
+            renew_before: job.policy.renew_before.saturating_add(opts.early_by),
+            ..job.policy
+        };
+        match decide(stored.as_ref(), now, &policy, opts.force) {
+            Decision::Fresh => {
+                report.outcome = Outcome::Fresh;
+                report.reason = None;
+                Ok(None)
+            }
+            Decision::Throttled => {
+                report.outcome = Outcome::Throttled;
+                report.reason = Some(format!(
+                    "due, but minted less than min_interval ({}) ago",
+                    humantime::format_duration(job.policy.min_interval)
+                ));
+                Ok(None)
+            }
+            Decision::Due(reason) => {
+                report.reason = Some(reason.to_string());
+                Ok(Some((stored, reason)))
+            }
         }
     }
 
