@@ -33,10 +33,10 @@ resource scoping and conditions are checked statically by test_iam.py.
 One more moto gap: it answers an IAM denial with a query-protocol XML body (`<Code>AccessDenied`,
 HTTP 403) even for JSON-protocol services such as Secrets Manager, where AWS sends HTTP 400
 `{"__type": "AccessDeniedException", "Message": ...}`. The Rust SDK cannot read an error code
-from that XML, so the rotator sees "Unknown (HTTP 403)". The test shows that raw behaviour once,
-then runs the rotator through a small pass-through proxy (`WireFix`) that rewrites only such
-denials into the AWS JSON shape (the decision stays moto's); everything else is forwarded
-byte for byte, SigV4 headers included.
+from that XML; the rotator classifies such a bare 403 as access denied all the same. The test runs
+the denial both ways: against moto directly, and through a small pass-through proxy (`WireFix`)
+that rewrites only such denials into the AWS JSON shape (the decision stays moto's; everything
+else is forwarded byte for byte, SigV4 headers included), so the JSON path is covered too.
 
 Env: DEEPVUE_ROTATOR_BIN (default target/debug/deepvue-rotator; not built here), MOTO_SERVER
 (default .tools/venv-tf/bin/moto_server), TERRAFORM (default terraform on PATH).
@@ -383,10 +383,12 @@ def main():
         v2 = versions()
         check(len(v2) == 2, f"a forced rotation adds a version ({len(v2)} versions)")
 
-        # Raw moto (XML denial): refused and nothing written, but the SDK cannot name the code.
+        # Raw moto (XML denial, a bare 403): refused, named as access denied, nothing written.
         rc, out = rotate(no_put, "--force", cfg=cfg_raw)
-        check(rc != 0 and "PutSecretValue" in out and len(versions()) == 2,
-              f"{no_put} against moto directly: fails (exit {rc}), nothing written" + ("" if rc != 0 else f"\n{out}"))
+        named = "the caller needs secretsmanager:PutSecretValue" in out
+        check(rc != 0 and named and len(versions()) == 2,
+              f"{no_put} against moto directly: fails (exit {rc}) naming secretsmanager:PutSecretValue, nothing written"
+              + ("" if (rc != 0 and named) else f"\n{out}"))
         line = next((l for l in out.splitlines() if "FAILED" in l), "")
         print(f"     rotator said (raw moto XML denial): {line.strip()[:240]}")
 
