@@ -23,7 +23,9 @@ use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
 use crate::core::report::{Outcome, ReportError, StatusRow, TokenReport};
 use crate::core::state::RunState;
-use crate::core::store::{StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode};
+use crate::core::store::{
+    StateMark, StatePolicy, StateRead, StoreError, Stored, TokenStore, WriteMode,
+};
 
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
@@ -174,11 +176,34 @@ impl Pass<'_> {
     }
 
     /// Rotate one token if due. Never panics; every failure ends in the report.
+    ///
+    /// The rotation lock (file store) is held for the whole run, the alerts and the recorded
+    /// run state included, so concurrent runs neither lose alert state nor send one alert
+    /// twice. When the lock cannot be taken (another runner holds it past `lock_timeout`, a
+    /// read-only filesystem), the report comes from an unlocked read: a token that is not due
+    /// is no failure; a due one fails with its real time left. Such a run records state and
+    /// alerts only when it failed (the lock holder records the rest).
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
         let span = token_span(job);
         async {
-            let report = self.rotate_inner(job, opts).await;
-            self.conclude(job, report, opts.dry_run).await
+            let lock = if opts.dry_run {
+                Ok(None)
+            } else {
+                job.store.lock().await
+            };
+            match lock {
+                Ok(lock) => {
+                    let report = self.rotate_inner(job, opts).await;
+                    let report = self.finish(job, report, opts.dry_run, true).await;
+                    drop(lock);
+                    report
+                }
+                Err(e) => {
+                    let report = behind_busy_lock(job, opts, e).await;
+                    let record = report.outcome == Outcome::Failed;
+                    self.finish(job, report, opts.dry_run, record).await
+                }
+            }
         }
         .instrument(span)
         .await
@@ -187,7 +212,18 @@ impl Pass<'_> {
     /// Finish a report: egress diagnosis (403 or drift), the outcome log line, alerts and the
     /// recorded state. Used by [`Pass::rotate_token`] and by adapters that run their own
     /// protocol (the Secrets Manager rotation steps).
-    pub async fn conclude(&self, job: &Job, mut report: TokenReport, dry_run: bool) -> TokenReport {
+    pub async fn conclude(&self, job: &Job, report: TokenReport, dry_run: bool) -> TokenReport {
+        self.finish(job, report, dry_run, true).await
+    }
+
+    /// [`Pass::conclude`]; `record` false skips alerts and the recorded state.
+    async fn finish(
+        &self,
+        job: &Job,
+        mut report: TokenReport,
+        dry_run: bool,
+        record: bool,
+    ) -> TokenReport {
         if !dry_run {
             self.diagnose(&mut report).await;
         }
@@ -202,35 +238,17 @@ impl Pass<'_> {
             ),
             (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
         }
-        if !dry_run {
+        if !dry_run && record {
             self.alert_and_record(job, &mut report).await;
         }
         report
     }
 
+    /// Under the rotation lock (when the store has one): decide from what is stored *now* (a
+    /// runner that waited sees the token the winner wrote), then mint and write.
     async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> TokenReport {
         let store = job.store.as_ref();
         let mut report = job.report();
-        let fail = |mut r: TokenReport, kind: ErrorKind, message: String| {
-            r.outcome = Outcome::Failed;
-            r.error = Some(ReportError {
-                kind,
-                message: format!("token `{}`: {message}", r.name),
-                deepvue_detail: None,
-            });
-            r
-        };
-
-        // Serialise with other runners on this host (file store), then decide from what is
-        // stored *now*: a runner that waited sees the token the winner wrote.
-        let _lock = if opts.dry_run {
-            None
-        } else {
-            match store.lock().await {
-                Ok(l) => l,
-                Err(e) => return fail(report, e.kind, e.to_string()),
-            }
-        };
         let stored = match store.read_current().await {
             Ok(s) => s,
             Err(e) => return fail(report, e.kind, e.to_string()),
@@ -274,7 +292,10 @@ impl Pass<'_> {
             Err(e) => return fail(report, e.kind(), e.to_string()),
         };
         let doc = match client.authorize(&creds).await {
-            Ok(d) => d,
+            Ok(m) => {
+                report.warnings.extend(m.warnings);
+                m.doc
+            }
             Err(e) => {
                 let mut report = fail(report, e.kind(), e.to_string());
                 if let Some(err) = report.error.as_mut() {
@@ -439,6 +460,60 @@ impl Pass<'_> {
         }
         if let Err(e) = store.write_state(&state, &read).await {
             warn!(error = %e, "cannot record the run state");
+        }
+    }
+}
+
+fn fail(mut r: TokenReport, kind: ErrorKind, message: String) -> TokenReport {
+    r.outcome = Outcome::Failed;
+    r.error = Some(ReportError {
+        kind,
+        message: format!("token `{}`: {message}", r.name),
+        deepvue_detail: None,
+    });
+    r
+}
+
+/// The rotation lock could not be taken: report what an unlocked read shows. Not due is no
+/// failure (the lock holder, if any, is rotating); due fails with the lock error and the real
+/// time left, which decides the alert's severity.
+async fn behind_busy_lock(job: &Job, opts: RunOptions, e: StoreError) -> TokenReport {
+    let mut report = job.report();
+    let stored = match job.store.read_current().await {
+        Ok(s) => s,
+        Err(read) => {
+            warn!(error = %read, "cannot read the current token without the lock either");
+            return fail(report, e.kind, e.to_string());
+        }
+    };
+    let now = Utc::now();
+    if let Some(s) = &stored {
+        report.version = Some(s.version.clone());
+        report.state_mark = s.state;
+        if let Ok(doc) = &s.document {
+            report.show(doc, now);
+        }
+    }
+    let note = format!("could not take the rotation lock ({e}); reported from an unlocked read");
+    match decide(stored.as_ref(), now, &job.policy, opts.force) {
+        Decision::Fresh => {
+            warn!(error = %e, "rotation lock busy; the stored token is fresh");
+            report.outcome = Outcome::Fresh;
+            report.warnings.push(note);
+            report
+        }
+        Decision::Throttled => {
+            report.outcome = Outcome::Throttled;
+            report.reason = Some(format!(
+                "due, but minted less than min_interval ({}) ago",
+                humantime::format_duration(job.policy.min_interval)
+            ));
+            report.warnings.push(note);
+            report
+        }
+        Decision::Due(reason) => {
+            report.reason = Some(reason.to_string());
+            fail(report, e.kind, e.to_string())
         }
     }
 }

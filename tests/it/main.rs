@@ -6,6 +6,8 @@ mod aws;
 mod cli;
 mod conformance;
 mod file_store;
+mod hardening;
+mod hostile;
 mod lambda;
 mod layout;
 mod moto;
