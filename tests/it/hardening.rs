@@ -928,3 +928,22 @@ async fn core_dumps_are_off() {
     let _ = child.start_kill();
     let _ = child.wait().await;
 }
+
+#[tokio::test]
+async fn the_simulator_answers_any_scripted_ttl() {
+    // ~200 billion years: fits an i64 of seconds, not a chrono duration. The answer's expiry
+    // is beyond what RFC 3339 can write, so the rotator falls back to issue time + 24h.
+    let env = Env::with(deepvue_rotator::simulator::Behavior {
+        token_ttl_secs: 6_311_520_000_000_000_000,
+        ..Default::default()
+    })
+    .await;
+    let out = env.run(&env.config(), &["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let r = &json(&out)[0];
+    assert_eq!(r["outcome"], "rotated", "{out}");
+    assert!(
+        r["expires_in_secs"].as_i64().unwrap_or(i64::MAX) <= 24 * 3600 + 300,
+        "{out}"
+    );
+}
