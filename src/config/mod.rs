@@ -850,8 +850,9 @@ mod no_panic {
         prop_oneof![
             any::<i64>().prop_map(|n| n.to_string()),
             any::<bool>().prop_map(|b| b.to_string()),
+            // Every magnitude equally often (so values near each unit's overflow edge occur).
             (
-                0u64..=u64::MAX,
+                (0u32..=63).prop_flat_map(|bits| 0u64..=(1u64 << bits)),
                 prop::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w", "M", "y"])
             )
                 .prop_map(|(n, u)| format!("\"{n}{u}\"")),
