@@ -59,6 +59,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything secret is in memory: a crash must not write it to disk.
+    let not_hardened = deepvue_rotator::support::process::disable_core_dumps();
     deepvue_rotator::support::tls::install_default_provider();
     #[cfg(feature = "lambda")]
     if deepvue_rotator::modes::lambda::detected() {
@@ -78,10 +80,15 @@ fn main() -> ExitCode {
         _ => "info",
     };
     logging::init(cli.log_format, default_level);
+    for why in not_hardened {
+        tracing::debug!(error = %why, "core dumps could not be turned off");
+    }
     let rt = match app::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            deepvue_rotator::support::output::diag(&format!(
+                "error: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(1);
         }
     };

@@ -19,7 +19,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::Url;
 use serde::Deserialize;
 
 use crate::backends::{self, CredentialsConfig, Sections, StoreConfig};
@@ -313,8 +312,7 @@ impl Config {
         let problem = |p: Problem| ConfigError::from_problem(origin, p);
         let d = raw.deepvue;
         let base = d.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let base_url =
-            Url::parse(base).map_err(|e| err(format!("deepvue.base_url is not a URL ({e})")))?;
+        let base_url = crate::support::url::parse("deepvue.base_url", base).map_err(problem)?;
         let base = shown_url(base);
         if base_url.scheme() != "https" {
             return Err(err(format!(
@@ -352,18 +350,10 @@ impl Config {
                 "deepvue.max_attempts must be between 1 and 20 (got {max_attempts})"
             )));
         }
-        let positive =
-            |name: &str, v: Option<Dur>, default: Duration| -> Result<Duration, ConfigError> {
-                let v = v.map_or(default, |d| d.0);
-                if v.is_zero() {
-                    Err(ConfigError::new(
-                        origin,
-                        format!("{name} must be greater than zero"),
-                    ))
-                } else {
-                    Ok(v)
-                }
-            };
+        // Every duration is bounded here, so nothing downstream can overflow a clock.
+        let positive = |name: &str, v: Option<Dur>, default: Duration, max: Duration| {
+            bounded(origin, name, v, default, Duration::from_nanos(1), max)
+        };
         let deepvue = DeepvueConfig {
             base_url,
             ca_file: d.ca_file,
@@ -372,11 +362,13 @@ impl Config {
                 "deepvue.connect_timeout",
                 d.connect_timeout,
                 Duration::from_secs(10),
+                MAX_CONNECT_TIMEOUT,
             )?,
             request_timeout: positive(
                 "deepvue.request_timeout",
                 d.request_timeout,
                 Duration::from_secs(30),
+                MAX_REQUEST_TIMEOUT,
             )?,
             ip_family: d.ip_family.unwrap_or_default(),
             retry: RetryPolicy {
@@ -385,16 +377,19 @@ impl Config {
                     "deepvue.retry_deadline",
                     d.retry_deadline,
                     Duration::from_secs(120),
+                    MAX_RETRY_DEADLINE,
                 )?,
                 backoff_base: positive(
                     "deepvue.backoff_base",
                     d.backoff_base,
                     Duration::from_secs(1),
+                    MAX_BACKOFF,
                 )?,
                 backoff_max: positive(
                     "deepvue.backoff_max",
                     d.backoff_max,
                     Duration::from_secs(30),
+                    MAX_BACKOFF,
                 )?,
             },
         };
@@ -415,11 +410,15 @@ impl Config {
         }
         // A runner may hold the rotation lock for a whole authorize retry budget; waiting less
         // than that would fail a run that should simply find the token fresh.
-        let longest_hold = deepvue.retry.deadline + deepvue.request_timeout;
+        let longest_hold = deepvue
+            .retry
+            .deadline
+            .saturating_add(deepvue.request_timeout);
         let lock_timeout = positive(
             "rotation.lock_timeout",
             r.lock_timeout,
-            longest_hold + Duration::from_secs(30),
+            longest_hold.saturating_add(Duration::from_secs(30)),
+            MAX_LOCK_TIMEOUT,
         )?;
         if lock_timeout <= longest_hold {
             return Err(err(format!(
@@ -485,7 +484,10 @@ impl Config {
                 policy,
             });
         }
-        let run_every = r.run_every.map(|d| d.0);
+        let run_every = match r.run_every {
+            Some(d) => Some(positive("rotation.run_every", Some(d), d.0, MAX_RUN_EVERY)?),
+            None => None,
+        };
         let egress = validate_egress(raw.egress, origin)?;
         let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
         sections.validate().map_err(problem)?;
@@ -568,15 +570,22 @@ fn validate_alerting(
             ca.display()
         )));
     }
-    let escalate_before = a
-        .escalate_before
-        .map_or(Duration::from_secs(6 * 3600), |d| d.0);
-    let repeat_every = a
-        .repeat_every
-        .map_or(Duration::from_secs(4 * 3600), |d| d.0);
-    if repeat_every.is_zero() {
-        return Err(err("alerting.repeat_every must be greater than zero".into()));
-    }
+    let escalate_before = bounded(
+        origin,
+        "alerting.escalate_before",
+        a.escalate_before,
+        Duration::from_secs(6 * 3600),
+        Duration::ZERO,
+        TOKEN_LIFETIME,
+    )?;
+    let repeat_every = bounded(
+        origin,
+        "alerting.repeat_every",
+        a.repeat_every,
+        Duration::from_secs(4 * 3600),
+        Duration::from_nanos(1),
+        MAX_REPEAT_EVERY,
+    )?;
     let mut sinks = Vec::new();
     let mut names = HashSet::new();
     for (i, sink) in alerts.into_iter().enumerate() {
@@ -598,6 +607,49 @@ fn validate_alerting(
         ca_file: a.ca_file,
         sinks,
     })
+}
+
+/// Largest `deepvue.connect_timeout`.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Largest `deepvue.request_timeout`.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Largest `deepvue.retry_deadline`.
+pub const MAX_RETRY_DEADLINE: Duration = Duration::from_secs(3600);
+/// Largest `deepvue.backoff_base` / `deepvue.backoff_max`.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Largest `rotation.lock_timeout`.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// Largest `rotation.run_every` (a token lives 24h).
+pub const MAX_RUN_EVERY: Duration = TOKEN_LIFETIME;
+/// Largest `alerting.repeat_every`.
+pub const MAX_REPEAT_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `name`'s value (or `default`) within `[min, max]`, or an error naming the key and limits.
+fn bounded(
+    origin: &str,
+    name: &str,
+    v: Option<Dur>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let v = v.map_or(default, |d| d.0);
+    if v < min || v > max {
+        let low = if min.is_zero() {
+            "at least 0".to_string()
+        } else {
+            "greater than zero".to_string()
+        };
+        return Err(ConfigError::new(
+            origin,
+            format!(
+                "{name} must be {low} and at most {} (got {})",
+                humantime::format_duration(max),
+                humantime::format_duration(v)
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 fn check_policy(at: &str, p: DuePolicy) -> Result<(), String> {
@@ -705,6 +757,32 @@ store = { backend = "file", path = "/var/lib/deepvue-rotator/prod" }
     }
 
     #[test]
+    fn every_duration_is_bounded_and_the_message_names_key_and_limit() {
+        for (section, key, limit) in [
+            ("deepvue", "connect_timeout", "5m"),
+            ("deepvue", "request_timeout", "10m"),
+            ("deepvue", "retry_deadline", "1h"),
+            ("deepvue", "backoff_base", "1h"),
+            ("deepvue", "backoff_max", "1h"),
+            ("rotation", "lock_timeout", "6h"),
+            ("rotation", "run_every", "1day"),
+            ("alerting", "escalate_before", "1day"),
+            ("alerting", "repeat_every", "7days"),
+        ] {
+            let text = format!(
+                "[{section}]\n{key} = \"300000000000y\"\n\n[[tokens]]\nname = \"prod\"\n\
+                 credentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"/x\" }}\n"
+            );
+            let m = message(&text);
+            assert!(
+                m.contains(&format!("{section}.{key} must be"))
+                    && m.contains(&format!("at most {limit}")),
+                "{section}.{key}: {m}"
+            );
+        }
+    }
+
+    #[test]
     fn http_base_url_is_a_config_error() {
         let m = message(&README_EXAMPLE.replace("https://production", "http://production"));
         assert!(m.contains("https://"), "{m}");
@@ -732,6 +810,99 @@ store = { backend = "file", path = "/var/lib/deepvue-rotator/prod" }
         assert!(message("[deepvue\n").contains("invalid TOML"));
         let m = message(&README_EXAMPLE.replace("backend = \"file\"", "backend = \"floppy\""));
         assert!(m.contains("tokens[0].store") && m.contains("floppy"), "{m}");
+    }
+}
+
+/// No config text, and no value for any key, can panic the loader (issue: absurd durations
+/// overflowed `Instant`/`Duration` arithmetic).
+#[cfg(test)]
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: &[(&str, &str)] = &[
+        ("deepvue", "base_url"),
+        ("deepvue", "ca_file"),
+        ("deepvue", "request_encoding"),
+        ("deepvue", "connect_timeout"),
+        ("deepvue", "request_timeout"),
+        ("deepvue", "max_attempts"),
+        ("deepvue", "ip_family"),
+        ("deepvue", "retry_deadline"),
+        ("deepvue", "backoff_base"),
+        ("deepvue", "backoff_max"),
+        ("rotation", "renew_before"),
+        ("rotation", "min_interval"),
+        ("rotation", "concurrency"),
+        ("rotation", "lock_timeout"),
+        ("rotation", "run_every"),
+        ("egress", "probe"),
+        ("egress", "probe_timeout"),
+        ("egress", "expected_ips"),
+        ("egress", "probe_urls"),
+        ("alerting", "environment"),
+        ("alerting", "escalate_before"),
+        ("alerting", "repeat_every"),
+        ("alerting", "ca_file"),
+        ("token", "renew_before"),
+        ("token", "min_interval"),
+        ("token", "name"),
+        ("store", "path"),
+        ("store", "keep_versions"),
+        ("webhook", "url"),
+        ("pagerduty", "url"),
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            // Every magnitude equally often (so values near each unit's overflow edge occur).
+            (
+                (0u32..=63).prop_flat_map(|bits| 0u64..=(1u64 << bits)),
+                prop::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w", "M", "y"])
+            )
+                .prop_map(|(n, u)| format!("\"{n}{u}\"")),
+            "\\PC{0,40}".prop_map(|s| toml::Value::String(s).to_string()),
+            "(https?|ftp)://[ -~]{0,40}".prop_map(|s| toml::Value::String(s).to_string()),
+            prop::collection::vec("[ -~]{0,20}", 0..3).prop_map(|v| toml::Value::Array(
+                v.into_iter().map(toml::Value::String).collect()
+            )
+            .to_string()),
+        ]
+    }
+
+    fn config_with(section: &str, key: &str, v: &str) -> String {
+        let mut deepvue = String::new();
+        let mut rest = String::new();
+        let mut token = "name = \"prod\"\ncredentials = { backend = \"env\" }\n".to_string();
+        let mut store = "backend = \"file\", path = \"/var/lib/deepvue-rotator/prod\"".to_string();
+        let mut sink = String::new();
+        match section {
+            "deepvue" => deepvue = format!("{key} = {v}\n"),
+            "token" => token = format!("{token}{key} = {v}\n"),
+            "store" => store = format!("backend = \"file\", {key} = {v}"),
+            "webhook" => sink = format!("[[alerts]]\nkind = \"webhook\"\n{key} = {v}\n"),
+            "pagerduty" => {
+                sink = format!(
+                    "[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"K\" }}\n{key} = {v}\n"
+                )
+            }
+            other => rest = format!("[{other}]\n{key} = {v}\n"),
+        }
+        format!("[deepvue]\n{deepvue}\n{rest}\n{sink}\n[[tokens]]\n{token}store = {{ {store} }}\n")
+    }
+
+    proptest! {
+        #[test]
+        fn no_config_text_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text, "p.toml");
+        }
+
+        #[test]
+        fn no_value_of_any_key_panics(k in prop::sample::select(KEYS), v in value()) {
+            let _ = parse(&config_with(k.0, k.1, &v), "p.toml");
+        }
     }
 }
 

@@ -475,6 +475,7 @@ mod tests {
             }),
             egress: None,
             alerts: vec![],
+            warnings: vec![],
             state_mark: Default::default(),
         }
     }

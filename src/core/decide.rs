@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::document::{EXPIRY_SLACK, TOKEN_LIFETIME, TokenDocument};
 use super::store::Stored;
 use crate::support::text::format_duration;
+use crate::support::time::format_time;
 
 /// When a token is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +58,17 @@ pub enum Decision {
     Throttled,
 }
 
+/// How far in the future a stored `issued_at` may lie (clock skew between hosts sharing a
+/// store) and still count as "just minted"; later than that, the document is not believed.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// Decide whether a token is due. `now` is passed in so this stays pure.
+///
+/// A document whose times cannot be right is unusable (due): `issued_at` more than
+/// [`CLOCK_SKEW`] in the future (a clock stepped back, a foreign writer), `issued_at` after
+/// `expiry`, or `expiry` beyond `issued_at` + the token lifetime + slack. `min_interval`
+/// throttles only while `0 <= now - issued_at < min_interval` (a future `issued_at` within
+/// the skew counts as 0).
 pub fn decide(
     stored: Option<&Stored>,
     now: DateTime<Utc>,
@@ -75,24 +87,58 @@ pub fn decide(
     if force {
         return Decision::Due(DueReason::Forced);
     }
+    if let Some(why) = implausible(doc, now) {
+        return Decision::Due(DueReason::Unusable(why));
+    }
     let left = doc.expiry - now;
-    let renew_before =
-        chrono::Duration::from_std(policy.renew_before).unwrap_or(chrono::Duration::MAX);
+    let renew_before = delta(policy.renew_before);
     if left > renew_before {
         return Decision::Fresh;
     }
-    let min_interval =
-        chrono::Duration::from_std(policy.min_interval).unwrap_or(chrono::Duration::MAX);
-    if now - doc.issued_at < min_interval && left > min_interval {
+    let min_interval = delta(policy.min_interval);
+    let age = (now - doc.issued_at).max(chrono::Duration::zero());
+    if age < min_interval && left > min_interval {
         return Decision::Throttled;
     }
     Decision::Due(DueReason::Expiring(left))
 }
 
+fn delta(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Why a document's times cannot be right, if they cannot.
+fn implausible(doc: &TokenDocument, now: DateTime<Utc>) -> Option<String> {
+    let skew = delta(CLOCK_SKEW);
+    if doc.issued_at - now > skew {
+        return Some(format!(
+            "issued_at {} is in the future (now {}); the clock was stepped back or another \
+             writer's clock is ahead",
+            format_time(doc.issued_at),
+            format_time(now)
+        ));
+    }
+    if doc.issued_at > doc.expiry {
+        return Some(format!(
+            "issued_at {} is after its expiry {}",
+            format_time(doc.issued_at),
+            format_time(doc.expiry)
+        ));
+    }
+    if doc.expiry - doc.issued_at > delta(TOKEN_LIFETIME) + delta(EXPIRY_SLACK) {
+        return Some(format!(
+            "expiry {} is more than 24h after issued_at {}; a Deepvue token lives 24h",
+            format_time(doc.expiry),
+            format_time(doc.issued_at)
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::document::{DocumentError, TokenDocument};
+    use crate::core::document::DocumentError;
     use crate::core::store::Version;
     use chrono::TimeZone;
     use secrecy::SecretString;
@@ -181,5 +227,48 @@ mod tests {
             d.expiry = now() + chrono::Duration::minutes(5);
         }
         check(Some(&s), false, "due: stored token expires in 5m00s");
+    }
+
+    #[track_caller]
+    fn check_prefix(stored: &Stored, expect: &str) {
+        let got = match decide(Some(stored), now(), &POLICY, false) {
+            Decision::Fresh => "fresh".to_string(),
+            Decision::Throttled => "throttled".to_string(),
+            Decision::Due(r) => format!("due: {r}"),
+        };
+        assert!(got.starts_with(expect), "{got}");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_holds_renewal_off() {
+        let at = |issued: chrono::Duration, expiry: chrono::Duration| {
+            let mut s = stored(0, 0);
+            if let Ok(d) = &mut s.document {
+                d.issued_at = now() + issued;
+                d.expiry = now() + expiry;
+            }
+            s
+        };
+        let h = chrono::Duration::hours;
+        let m = chrono::Duration::minutes;
+        // Issued two hours "in the future", three hours left: due now, not throttled.
+        check_prefix(&at(h(2), h(3)), "due: stored document unusable: issued_at");
+        // Issued after it expires.
+        check_prefix(
+            &at(-h(1), -h(2)),
+            "due: stored document unusable: issued_at",
+        );
+        check_prefix(
+            &at(h(30), h(20)),
+            "due: stored document unusable: issued_at",
+        );
+        // Within the clock-skew tolerance it counts as just minted.
+        check_prefix(&at(m(1), h(2)), "throttled");
+        // Throttled only while 0 <= now - issued_at < min_interval.
+        check_prefix(&at(-m(5), h(2)), "throttled");
+        check_prefix(&at(-m(10), h(2)), "due: stored token expires in 2h00m");
+        // Valid for longer than a token lives: not believed.
+        check_prefix(&at(-h(1), h(9000)), "due: stored document unusable: expiry");
+        check_prefix(&at(-h(1), h(23)), "fresh");
     }
 }

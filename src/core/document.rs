@@ -18,6 +18,44 @@ pub use crate::support::time::{format_time, parse_time};
 
 /// Deepvue tokens live 24 hours.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How far past `issued_at` + [`TOKEN_LIFETIME`] an expiry may lie (Deepvue's clock may run a
+/// little ahead of ours); anything later is not believed.
+pub const EXPIRY_SLACK: Duration = Duration::from_secs(5 * 60);
+/// Longest access token accepted.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longest `token_type` accepted.
+pub const MAX_TOKEN_TYPE_LEN: usize = 32;
+
+/// An access token is usable as an HTTP header value only if it is 1 to [`MAX_TOKEN_LEN`]
+/// visible ASCII characters (`0x21`-`0x7E`). The error never shows the token.
+pub fn check_access_token(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("empty access_token".into());
+    }
+    if t.len() > MAX_TOKEN_LEN {
+        return Err(format!(
+            "access_token is longer than {} KiB",
+            MAX_TOKEN_LEN / 1024
+        ));
+    }
+    if !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(
+            "access_token is not a usable header value (only visible ASCII is accepted)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A `token_type` is 1 to [`MAX_TOKEN_TYPE_LEN`] ASCII letters (`bearer`).
+pub fn check_token_type(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > MAX_TOKEN_TYPE_LEN || !t.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!(
+            "token_type is not 1-{MAX_TOKEN_TYPE_LEN} ASCII letters ({} bytes)",
+            t.len()
+        ));
+    }
+    Ok(())
+}
 
 /// A minted token with its validity window.
 pub struct TokenDocument {
@@ -56,15 +94,28 @@ struct RawDocument {
 }
 
 impl TokenDocument {
-    /// Serialize for a store write. The result is itself secret (it holds the token).
+    /// Serialize for a store write. The result is itself secret (it holds the token); it is
+    /// written into a zeroising buffer sized up front (no reallocation leaves a copy behind).
     pub fn to_json(&self) -> SecretString {
-        let value = serde_json::json!({
-            "access_token": self.access_token.expose_secret(),
-            "token_type": self.token_type,
-            "expiry": format_time(self.expiry),
-            "issued_at": format_time(self.issued_at),
-        });
-        SecretString::from(value.to_string())
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            access_token: &'a str,
+            token_type: &'a str,
+            expiry: String,
+            issued_at: String,
+        }
+        let token = self.access_token.expose_secret();
+        let out = Out {
+            access_token: token,
+            token_type: &self.token_type,
+            expiry: format_time(self.expiry),
+            issued_at: format_time(self.issued_at),
+        };
+        // JSON escaping grows a visible-ASCII token by at most 2x (`\"`, `\\`).
+        let cap = 2 * token.len() + self.token_type.len() * 6 + 256;
+        let mut buf = secrecy::zeroize::Zeroizing::new(Vec::with_capacity(cap));
+        let _ = serde_json::to_writer(&mut *buf, &out);
+        SecretString::from(String::from_utf8_lossy(&buf).as_ref())
     }
 
     /// Parse a stored document. Unknown fields are ignored; errors never echo content.
@@ -85,6 +136,8 @@ impl TokenDocument {
                 "token document has an empty access_token".into(),
             ));
         }
+        check_access_token(access_token.expose_secret())
+            .map_err(|e| DocumentError(format!("token document: {e}")))?;
         let expiry = raw
             .expiry
             .ok_or_else(|| DocumentError("token document has no expiry".into()))
@@ -93,9 +146,11 @@ impl TokenDocument {
             .issued_at
             .ok_or_else(|| DocumentError("token document has no issued_at".into()))
             .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("issued_at: {e}"))))?;
+        let token_type = raw.token_type.unwrap_or_else(|| "bearer".into());
+        check_token_type(&token_type).map_err(|e| DocumentError(format!("token document: {e}")))?;
         Ok(TokenDocument {
             access_token,
-            token_type: raw.token_type.unwrap_or_else(|| "bearer".into()),
+            token_type,
             expiry,
             issued_at,
         })

@@ -9,7 +9,7 @@ use super::document::{TokenDocument, describe_left, format_time};
 use super::egress::EgressReport;
 use super::error::ErrorKind;
 use super::store::{StateMark, Version};
-use crate::support::text::{format_duration, truncate};
+use crate::support::text::{escape_control, format_duration, truncate};
 
 /// What happened to one token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -81,6 +81,10 @@ pub struct TokenReport {
     pub egress: Option<EgressReport>,
     /// Alerts this run triggered or resolved.
     pub alerts: Vec<AlertOutcome>,
+    /// What was not right but did not fail the run, one line each: an expiry beyond the token
+    /// lifetime that was clamped, a rotation lock that could not be taken (the report then
+    /// comes from an unlocked read).
+    pub warnings: Vec<String>,
     /// What the store read showed about kept run state (decides whether to read it).
     #[serde(skip)]
     pub state_mark: StateMark,
@@ -102,6 +106,7 @@ impl TokenReport {
             error: None,
             egress: None,
             alerts: Vec::new(),
+            warnings: Vec::new(),
             state_mark: StateMark::Unknown,
         }
     }
@@ -170,6 +175,9 @@ pub fn describe_report(r: &TokenReport) -> String {
     );
     let at = format!("[{} {}]", r.backend, r.secret_id);
     let mut line = describe_outcome(r, &v, &exp, &at);
+    for w in &r.warnings {
+        line.push_str(&format!("\n  WARNING {}", escape_control(w)));
+    }
     if let Some(e) = &r.egress
         && r.outcome != Outcome::Failed
         && !e.outside_expected().is_empty()
@@ -250,6 +258,7 @@ fn describe_outcome(
             };
             // The failure, then how long the stored token still lives: what decides urgency.
             let left = describe_left(r.expires_in_secs);
+            let msg = escape_control(&msg);
             format!("{}: FAILED [{kind}] {msg}; {left} {at}{hint}", r.name)
         }
     }
@@ -266,8 +275,8 @@ pub fn render_status(rows: &[StatusRow]) -> String {
     );
     for r in rows {
         let last = match (&r.last_outcome, &r.last_run_at) {
-            (Some(o), Some(at)) => format!("{o} at {at}"),
-            (Some(o), None) => o.clone(),
+            (Some(o), Some(at)) => escape_control(&format!("{o} at {at}")),
+            (Some(o), None) => escape_control(o),
             _ => "-".into(),
         };
         let _ = writeln!(
@@ -284,20 +293,25 @@ pub fn render_status(rows: &[StatusRow]) -> String {
             if r.due { "yes" } else { "no" },
             last
         );
+        // Recorded state is only as trustworthy as the file it came from: one line each.
         if let Some(e) = &r.last_error {
-            let _ = writeln!(out, "  last error: {}", truncate(e, 400));
+            let _ = writeln!(out, "  last error: {}", escape_control(&truncate(e, 400)));
         }
         if let Some(p) = &r.problem {
-            let _ = writeln!(out, "  problem: {p}");
+            let _ = writeln!(out, "  problem: {}", escape_control(p));
         }
         if !r.active_alerts.is_empty() {
             let _ = writeln!(out, "  open alerts: {}", r.active_alerts.join(", "));
         }
         if let Some(e) = &r.last_alert_error {
-            let _ = writeln!(out, "  alert delivery failed: {}", truncate(e, 400));
+            let _ = writeln!(
+                out,
+                "  alert delivery failed: {}",
+                escape_control(&truncate(e, 400))
+            );
         }
         if let Some(d) = r.due_reason.as_deref().filter(|_| r.due) {
-            let _ = writeln!(out, "  due: {d}");
+            let _ = writeln!(out, "  due: {}", escape_control(d));
         }
     }
     out

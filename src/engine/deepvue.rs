@@ -16,12 +16,16 @@ use tracing::{debug, warn};
 use std::sync::Arc;
 
 use crate::core::credentials::Credentials;
-use crate::core::document::{TOKEN_LIFETIME, TokenDocument, format_time, parse_time};
+use crate::core::document::{
+    EXPIRY_SLACK, TOKEN_LIFETIME, TokenDocument, check_access_token, check_token_type, format_time,
+    parse_time,
+};
 use crate::core::error::ErrorKind;
 use crate::core::observe::{AuthorizeClass, Observer, Unobserved};
 use crate::support::http::{error_chain, parse_retry_after};
 use crate::support::net::IpFamily;
-use crate::support::text::truncate;
+use crate::support::redact;
+use crate::support::text::{escape_control, shown, truncate};
 use crate::support::tls::{HttpsSettings, https_client};
 
 /// Deepvue's only documented host.
@@ -139,6 +143,15 @@ impl MintError {
     }
 }
 
+/// A minted token, and what was wrong with the answer but could be repaired (an expiry beyond
+/// the token lifetime, clamped), for the report.
+pub struct Minted {
+    /// The token document to store.
+    pub doc: TokenDocument,
+    /// Repairs made to the answer, one line each; never content of the token.
+    pub warnings: Vec<String>,
+}
+
 /// One attempt's failure, before the retry loop decides.
 enum Attempt {
     Fatal(MintError),
@@ -182,7 +195,7 @@ impl DeepvueClient {
         if cfg.base_url.scheme() != "https" {
             return Err(MintError::Config(format!(
                 "base_url `{}` is not https",
-                cfg.base_url
+                shown(&cfg.base_url)
             )));
         }
         let http = https_client(&HttpsSettings {
@@ -221,8 +234,8 @@ impl DeepvueClient {
     }
 
     /// Mint a token: retries transient failures, validates the answer.
-    pub async fn authorize(&self, creds: &Credentials) -> Result<TokenDocument, MintError> {
-        let deadline = Instant::now() + self.retry.deadline;
+    pub async fn authorize(&self, creds: &Credentials) -> Result<Minted, MintError> {
+        let deadline = instant_after(self.retry.deadline);
         let max = self.retry.max_attempts;
         let mut attempt = 0;
         loop {
@@ -282,7 +295,7 @@ impl DeepvueClient {
         }
     }
 
-    async fn attempt(&self, creds: &Credentials) -> Result<TokenDocument, Attempt> {
+    async fn attempt(&self, creds: &Credentials) -> Result<Minted, Attempt> {
         let req = self.http.post(self.authorize_url.clone());
         // The only place credentials leave the process.
         let req = match self.encoding {
@@ -311,11 +324,17 @@ impl DeepvueClient {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let location = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|l| truncate(l, 200));
+        // A redirect target is shown like every URL (no user info, query or fragment), and
+        // redacted like every text the peer chose.
+        let location = resp.headers().get(header::LOCATION).map(|v| {
+            match self
+                .authorize_url
+                .join(&String::from_utf8_lossy(v.as_bytes()))
+            {
+                Ok(u) => truncate(&escape_control(&redact_creds(&shown(&u), creds)), 200),
+                Err(_) => "(an unparseable Location)".to_string(),
+            }
+        });
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -336,7 +355,14 @@ impl DeepvueClient {
             }
             Err(_) => secrecy::zeroize::Zeroizing::new(Vec::new()),
         };
-        let detail = || truncate(&redact(detail_of(&body, &content_type), creds), 300);
+        // Redacted before it is cut (a secret straddling the cut cannot leak a prefix), and
+        // escaped to one line (no forged lines, no terminal controls).
+        let detail = || {
+            truncate(
+                &escape_control(&redact_creds(&detail_of(&body, &content_type), creds)),
+                300,
+            )
+        };
         match status.as_u16() {
             200..=299 => parse_token(&body, sent_at).map_err(|why| Attempt::Retry {
                 why: format!("malformed answer: {why}"),
@@ -502,20 +528,23 @@ fn detail_of(body: &[u8], content_type: &str) -> String {
     text
 }
 
-fn redact(mut detail: String, creds: &Credentials) -> String {
-    for s in [&creds.client_secret, &creds.client_id] {
-        let raw = s.expose_secret();
-        if raw.len() < 4 {
-            continue;
-        }
-        // Also the JSON-escaped form, for details that were re-serialised.
-        let escaped = serde_json::to_string(raw).unwrap_or_default();
-        let escaped = escaped.trim_matches('"');
-        detail = detail
-            .replace(raw, "[REDACTED]")
-            .replace(escaped, "[REDACTED]");
-    }
-    detail
+/// Both credentials, in every form they take on the wire ([`redact::redact`]).
+fn redact_creds(text: &str, creds: &Credentials) -> String {
+    redact::redact(
+        text,
+        &[
+            creds.client_secret.expose_secret(),
+            creds.client_id.expose_secret(),
+        ],
+    )
+}
+
+/// `now + d`, or as far ahead as the clock can say (never a panic on overflow).
+fn instant_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 #[derive(Deserialize)]
@@ -526,7 +555,11 @@ struct AuthorizeResponse {
 }
 
 /// Parse and validate a 2xx answer. Errors describe the problem, never the content.
-fn parse_token(body: &[u8], issued_at: DateTime<Utc>) -> Result<TokenDocument, String> {
+///
+/// The token must be visible ASCII ([`check_access_token`]), `token_type` short and alphabetic
+/// ([`check_token_type`]); an expiry beyond `issued_at` + the token lifetime (plus
+/// [`EXPIRY_SLACK`]) is clamped to it, with a warning.
+fn parse_token(body: &[u8], issued_at: DateTime<Utc>) -> Result<Minted, String> {
     let raw: AuthorizeResponse = serde_json::from_slice(body).map_err(|e| {
         format!(
             "not a JSON token object ({:?} error at line {} column {})",
@@ -536,14 +569,17 @@ fn parse_token(body: &[u8], issued_at: DateTime<Utc>) -> Result<TokenDocument, S
         )
     })?;
     let access_token = raw.access_token.ok_or("no access_token")?;
-    let t = access_token.expose_secret();
-    if t.trim().is_empty() {
-        return Err("empty access_token".into());
-    }
-    if t.len() > 16 * 1024 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("access_token is not a usable header value".into());
-    }
-    let fallback = issued_at + chrono::Duration::from_std(TOKEN_LIFETIME).unwrap_or_default();
+    check_access_token(access_token.expose_secret())?;
+    let token_type = match raw.token_type.filter(|t| !t.is_empty()) {
+        Some(t) => {
+            check_token_type(&t)?;
+            t
+        }
+        None => "bearer".into(),
+    };
+    let lifetime = chrono::Duration::from_std(TOKEN_LIFETIME).unwrap_or_default();
+    let fallback = issued_at + lifetime;
+    let mut warnings = Vec::new();
     let expiry = match raw.expiry {
         Some(serde_json::Value::String(s)) => match parse_time(&s) {
             Ok(t) => t,
@@ -561,20 +597,33 @@ fn parse_token(body: &[u8], issued_at: DateTime<Utc>) -> Result<TokenDocument, S
             fallback
         }
     };
+    let latest = fallback + chrono::Duration::from_std(EXPIRY_SLACK).unwrap_or_default();
+    let expiry = if expiry > latest {
+        let w = format!(
+            "Deepvue said the token expires at {}, beyond its 24h lifetime; clamped to {}",
+            format_time(expiry),
+            format_time(fallback)
+        );
+        warn!(expiry = %format_time(expiry), clamped = %format_time(fallback), "expiry beyond the token lifetime; clamped");
+        warnings.push(w);
+        fallback
+    } else {
+        expiry
+    };
     if expiry <= issued_at + chrono::Duration::minutes(1) {
         return Err(format!(
             "expiry {} is already past (or within a minute)",
             format_time(expiry)
         ));
     }
-    Ok(TokenDocument {
-        access_token,
-        token_type: raw
-            .token_type
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "bearer".into()),
-        expiry,
-        issued_at,
+    Ok(Minted {
+        doc: TokenDocument {
+            access_token,
+            token_type,
+            expiry,
+            issued_at,
+        },
+        warnings,
     })
 }
 
@@ -607,32 +656,67 @@ mod tests {
     #[test]
     fn token_answers_are_validated() {
         let now = Utc::now();
+        let now = chrono::SubsecRound::trunc_subsecs(now, 0);
+        let in_12h = format_time(now + chrono::Duration::hours(12));
         let ok = parse_token(
-            br#"{"access_token":"abc","token_type":"bearer","expiry":"2999-01-01T05:30:00+05:30"}"#,
+            format!(r#"{{"access_token":"abc","token_type":"Bearer","expiry":"{in_12h}"}}"#)
+                .as_bytes(),
             now,
         );
         assert_eq!(
-            ok.map(|d| format_time(d.expiry)).ok().as_deref(),
-            Some("2999-01-01T00:00:00Z")
+            ok.map(|m| (
+                format_time(m.doc.expiry),
+                m.doc.token_type,
+                m.warnings.len()
+            ))
+            .ok(),
+            Some((in_12h, "Bearer".to_string(), 0))
+        );
+        // Beyond the lifetime: clamped, and said so.
+        let far = parse_token(
+            br#"{"access_token":"abc","expiry":"2999-01-01T05:30:00+05:30"}"#,
+            now,
+        );
+        let far = far
+            .map(|m| ((m.doc.expiry - now).num_hours(), m.warnings))
+            .ok();
+        assert_eq!(far.as_ref().map(|f| f.0), Some(24));
+        assert!(
+            far.as_ref()
+                .is_some_and(|f| f.1.len() == 1 && f.1[0].contains("2999-01-01T00:00:00Z")),
+            "{far:?}"
         );
         let fallback = parse_token(br#"{"access_token":"abc","expiry":"garbage"}"#, now);
         assert_eq!(
-            fallback.map(|d| (d.expiry - now).num_hours()).ok(),
+            fallback.map(|m| (m.doc.expiry - now).num_hours()).ok(),
             Some(24)
         );
         let missing = parse_token(br#"{"access_token":"abc"}"#, now);
         assert_eq!(
-            missing.map(|d| d.token_type).ok().as_deref(),
+            missing.map(|m| m.doc.token_type).ok().as_deref(),
             Some("bearer")
+        );
+        let long_type = format!(
+            r#"{{"access_token":"abc","token_type":"{}"}}"#,
+            "b".repeat(33)
         );
         for bad in [
             &br#"<html>oops</html>"#[..],
             br#"{"token_type":"bearer"}"#,
             br#"{"access_token":""}"#,
             br#"{"access_token":"a b"}"#,
+            br#"{"access_token":"t\u00f6k"}"#,
+            br#"{"access_token":"tok\u0007"}"#,
+            br#"{"access_token":"abc","token_type":"bearer\r\nX: y"}"#,
+            br#"{"access_token":"abc","token_type":"bearer2"}"#,
+            long_type.as_bytes(),
             br#"{"access_token":"abc","expiry":"2000-01-01T00:00:00Z"}"#,
         ] {
-            assert!(parse_token(bad, now).is_err());
+            assert!(
+                parse_token(bad, now).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -661,7 +745,7 @@ mod tests {
         };
         let body = format!(r#"{{"detail":"{}supersecret-VALUE-123"}}"#, "x".repeat(290));
         let d = truncate(
-            &redact(detail_of(body.as_bytes(), "application/json"), &creds),
+            &redact_creds(&detail_of(body.as_bytes(), "application/json"), &creds),
             300,
         );
         assert!(!d.contains("supersecre"), "{d}");
@@ -670,8 +754,8 @@ mod tests {
             client_id: SecretString::from("id-1"),
             client_secret: weird,
         };
-        let d = redact(
-            detail_of(
+        let d = redact_creds(
+            &detail_of(
                 br#"{"detail":{"echo":"se\"cr\\et-ABC"}}"#,
                 "application/json",
             ),
@@ -701,5 +785,64 @@ mod tests {
             u("https://gw.example/deepvue/").as_deref(),
             Ok("https://gw.example/deepvue/v1/authorize")
         );
+    }
+
+    mod no_panic {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                "\\PC{0,40}".prop_map(serde_json::Value::from),
+                "[0-9+:TZ. -]{0,32}".prop_map(serde_json::Value::from),
+                (0i32..=99999, 1u32..=12, 1u32..=31).prop_map(|(y, m, d)| {
+                    serde_json::Value::from(format!("{y:04}-{m:02}-{d:02}T23:59:59Z"))
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn no_authorize_answer_body_panics(body in prop::collection::vec(any::<u8>(), 0..600)) {
+                let _ = parse_token(&body, Utc::now());
+                let _ = detail_of(&body, "application/json");
+            }
+
+            #[test]
+            fn no_authorize_answer_fields_panic(
+                token in json_value(),
+                token_type in json_value(),
+                expiry in json_value(),
+                detail in json_value(),
+            ) {
+                let body = serde_json::json!({
+                    "access_token": token, "token_type": token_type, "expiry": expiry,
+                    "detail": detail,
+                })
+                .to_string();
+                if let Ok(m) = parse_token(body.as_bytes(), Utc::now()) {
+                    // Whatever was accepted is storable and bounded.
+                    prop_assert!(check_access_token(m.doc.access_token.expose_secret()).is_ok());
+                    prop_assert!(m.doc.expiry <= m.doc.issued_at + chrono::Duration::hours(24) + chrono::Duration::minutes(5));
+                }
+                let _ = detail_of(body.as_bytes(), "application/json");
+            }
+
+            #[test]
+            fn redaction_never_panics_and_removes_the_secret(
+                text in "\\PC{0,80}",
+                secret in "[A-Za-z0-9+/= %]{4,24}",
+            ) {
+                let creds = Credentials {
+                    client_id: SecretString::from("client-id-1"),
+                    client_secret: SecretString::from(secret.clone()),
+                };
+                let out = redact_creds(&format!("{text}{secret}{text}"), &creds);
+                prop_assert!(!out.contains(&secret) || redact::MARK.contains(&secret));
+            }
+        }
     }
 }

@@ -25,7 +25,9 @@ use crate::core::error::ErrorKind;
 use crate::core::observe::Observer;
 use crate::core::report::{Outcome, ReportError, StatusRow, TokenReport};
 use crate::core::state::RunState;
-use crate::core::store::{StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode};
+use crate::core::store::{
+    RotationLock, StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode,
+};
 
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
@@ -193,11 +195,19 @@ impl Pass<'_> {
     }
 
     /// Rotate one token if due. Never panics; every failure ends in the report.
+    ///
+    /// A due token takes the store's rotation lock (the file store's flock, a lease elsewhere)
+    /// and holds it for the whole run, the alerts and the recorded run state included, so
+    /// concurrent runs neither lose alert state nor send one alert twice. A token that is not
+    /// due never takes it. When the lock cannot be taken (held past `lock_timeout`, a read-only
+    /// filesystem), the run fails with the time left from the unlocked read.
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
         let span = token_span(job);
         async {
-            let report = self.rotate_inner(job, opts).await;
-            self.conclude(job, report, opts.dry_run).await
+            let (report, lock) = self.rotate_inner(job, opts).await;
+            let report = self.finish(job, report, opts.dry_run, true).await;
+            drop(lock);
+            report
         }
         .instrument(span)
         .await
@@ -206,7 +216,18 @@ impl Pass<'_> {
     /// Finish a report: egress diagnosis (403 or drift), the outcome log line, alerts and the
     /// recorded state. Used by [`Pass::rotate_token`] and by adapters that run their own
     /// protocol (the Secrets Manager rotation steps).
-    pub async fn conclude(&self, job: &Job, mut report: TokenReport, dry_run: bool) -> TokenReport {
+    pub async fn conclude(&self, job: &Job, report: TokenReport, dry_run: bool) -> TokenReport {
+        self.finish(job, report, dry_run, true).await
+    }
+
+    /// [`Pass::conclude`]; `record` false skips alerts and the recorded state.
+    async fn finish(
+        &self,
+        job: &Job,
+        mut report: TokenReport,
+        dry_run: bool,
+        record: bool,
+    ) -> TokenReport {
         if !dry_run {
             self.diagnose(&mut report).await;
         }
@@ -221,59 +242,64 @@ impl Pass<'_> {
             ),
             (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
         }
-        if !dry_run {
+        if !dry_run && record {
             self.alert_and_record(job, &mut report).await;
         }
         report
     }
 
-    async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> TokenReport {
-        let store = job.store.as_ref();
+    /// Decide from an unlocked read; a due token then takes the store's lock and decides again
+    /// under it. Returns the lock, to be held until the run state is recorded.
+    async fn rotate_inner(
+        &self,
+        job: &Job,
+        opts: RunOptions,
+    ) -> (TokenReport, Option<RotationLock>) {
         let mut report = job.report();
-        let fail = |mut r: TokenReport, kind: ErrorKind, message: String| {
-            r.outcome = Outcome::Failed;
-            r.error = Some(ReportError {
-                kind,
-                message: format!("token `{}`: {message}", r.name),
-                deepvue_detail: None,
-            });
-            r
-        };
-
-        // Decide from what is stored; only a due token takes the store's rotation lock (the
-        // file store's flock, a lease elsewhere), and then decides again from what is stored
-        // *now*: a runner that waited sees the token the winner wrote. A no-op never locks.
         let (mut stored, mut reason) = match self.read_and_decide(job, opts, &mut report).await {
             Ok(Some(due)) => due,
-            Ok(None) => return report,
-            Err((kind, message)) => return fail(report, kind, message),
+            Ok(None) => return (report, None),
+            Err((kind, message)) => return (fail(report, kind, message), None),
         };
-        let lock = if opts.dry_run {
-            None
-        } else {
-            match store.lock().await {
-                Ok(l) => l,
-                // Someone else holds the rotation right now (a live lease): their write is the
-                // rotation; this run writes nothing.
-                Err(e) if e.kind == ErrorKind::Conflict => {
-                    info!(error = %e, "another runner is rotating this token; nothing to do");
-                    report.outcome = Outcome::RotatedByAnotherRunner;
-                    return report;
-                }
-                Err(e) => return fail(report, e.kind, e.to_string()),
-            }
-        };
-        if lock.is_some() {
-            (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
-                Ok(Some(due)) => due,
-                Ok(None) => return report,
-                Err((kind, message)) => return fail(report, kind, message),
-            };
-        }
         if opts.dry_run {
             report.outcome = Outcome::WouldRotate;
-            return report;
+            return (report, None);
         }
+        let lock = match job.store.lock().await {
+            Ok(l) => l,
+            // Someone else holds the rotation right now (a live lease): their write is the
+            // rotation; this run writes nothing.
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                info!(error = %e, "another runner is rotating this token; nothing to do");
+                report.outcome = Outcome::RotatedByAnotherRunner;
+                return (report, None);
+            }
+            // The report already shows what the unlocked read found (time left, severity).
+            Err(e) => return (fail(report, e.kind, e.to_string()), None),
+        };
+        if lock.is_some() {
+            // Decide again from what is stored *now*: a runner that waited sees the token the
+            // winner wrote.
+            (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
+                Ok(Some(due)) => due,
+                Ok(None) => return (report, lock),
+                Err((kind, message)) => return (fail(report, kind, message), lock),
+            };
+        }
+        let report = self.mint_and_write(job, report, stored, reason).await;
+        (report, lock)
+    }
+
+    /// Mint, validate and write a due token (under its lock, when the store has one).
+    async fn mint_and_write(
+        &self,
+        job: &Job,
+        mut report: TokenReport,
+        stored: Option<Stored>,
+        reason: DueReason,
+    ) -> TokenReport {
+        let store = job.store.as_ref();
+
         info!(reason = %reason, "token is due");
 
         let creds = match job.credentials.load().await {
@@ -295,7 +321,10 @@ impl Pass<'_> {
             },
         };
         let doc = match minted {
-            Ok(d) => d,
+            Ok(m) => {
+                report.warnings.extend(m.warnings);
+                m.doc
+            }
             Err(e) => {
                 let mut report = fail(report, e.kind(), e.to_string());
                 if let Some(err) = report.error.as_mut() {
@@ -508,6 +537,16 @@ impl Pass<'_> {
             warn!(error = %e, "cannot record the run state");
         }
     }
+}
+
+fn fail(mut r: TokenReport, kind: ErrorKind, message: String) -> TokenReport {
+    r.outcome = Outcome::Failed;
+    r.error = Some(ReportError {
+        kind,
+        message: format!("token `{}`: {message}", r.name),
+        deepvue_detail: None,
+    });
+    r
 }
 
 /// Read every token's state without changing anything.

@@ -433,14 +433,22 @@ async fn authorize(
         }
     }
     let now = Utc::now();
-    let ttl = chrono::Duration::seconds(i64::try_from(behavior.token_ttl_secs).unwrap_or(86_400));
+    // Any TTL a caller scripts (`PUT /__simulator/behavior`, `--token-ttl`) is answered, never
+    // a panic: out-of-range ones end at the latest time chrono can write.
+    let ttl = i64::try_from(behavior.token_ttl_secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX);
+    let until = now
+        .checked_add_signed(ttl)
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
     let token = new_token();
     lock(&s.issued).push(token.clone());
     match reply {
         Reply::Malformed { what } => match what {
             Malformed::NotJson => (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>maintenance</html>").into_response(),
-            Malformed::NoToken => Json(serde_json::json!({"token_type": "bearer", "expiry": format_time(now + ttl)})).into_response(),
-            Malformed::EmptyToken => Json(serde_json::json!({"access_token": "", "token_type": "bearer", "expiry": format_time(now + ttl)})).into_response(),
+            Malformed::NoToken => Json(serde_json::json!({"token_type": "bearer", "expiry": format_time(until)})).into_response(),
+            Malformed::EmptyToken => Json(serde_json::json!({"access_token": "", "token_type": "bearer", "expiry": format_time(until)})).into_response(),
             Malformed::Huge => Json(serde_json::json!({"access_token": token, "padding": "x".repeat(80 * 1024)})).into_response(),
             Malformed::Expired => Json(serde_json::json!({"access_token": token, "token_type": "bearer", "expiry": format_time(now - chrono::Duration::hours(1))})).into_response(),
         },
@@ -449,7 +457,7 @@ async fn authorize(
             Json(serde_json::json!({
                 "access_token": token,
                 "token_type": "bearer",
-                "expiry": format_time(now + ttl),
+                "expiry": format_time(until),
             }))
             .into_response()
         }

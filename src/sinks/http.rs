@@ -64,6 +64,15 @@ impl SharedClient {
 
 /// A sink URL, parsed and required to be `https://`. The URL itself may be a secret.
 pub fn https_url(url: &SecretString) -> Result<Url, SinkError> {
+    if url
+        .expose_secret()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(SinkError::new(
+            "url contains a space or a control character; percent-encode it",
+        ));
+    }
     let url =
         Url::parse(url.expose_secret()).map_err(|_| SinkError::new("url is not a valid URL"))?;
     if url.scheme() != "https" {

@@ -85,6 +85,15 @@ impl SinkConfig {
         }
     }
 
+    /// A URL written in the file (shown through `shown_url` only).
+    pub fn inline_url(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Webhook(c) => c.inline_url(),
+            SinkConfig::Pagerduty(c) => Some(c.url_str()),
+            _ => None,
+        }
+    }
+
     /// The sink.
     pub fn build(
         &self,

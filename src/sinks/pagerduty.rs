@@ -32,7 +32,7 @@ impl PagerDutyConfig {
         Ok(())
     }
 
-    fn url_str(&self) -> &str {
+    pub(super) fn url_str(&self) -> &str {
         self.url.as_deref().unwrap_or(PAGERDUTY_URL)
     }
 

@@ -36,6 +36,13 @@ impl WebhookConfig {
         Ok(())
     }
 
+    pub(super) fn inline_url(&self) -> Option<&str> {
+        match &self.url {
+            UrlValue::Inline(u) => Some(u),
+            UrlValue::Ref(_) => None,
+        }
+    }
+
     pub(super) fn url_ref(&self) -> Option<&SecretRef> {
         match &self.url {
             UrlValue::Ref(r) => Some(r),

@@ -11,6 +11,29 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// `s` on one line: newlines, tabs and every other control character written as escapes
+/// (`\n`, `\r`, `\t`, `\u{1b}`), so text from a peer cannot forge lines or drive a terminal.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_invisible_format(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode format characters that reorder or hide text (bidi overrides, zero-width).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Human-friendly signed duration, e.g. `23h59m`, `-5m`.
 pub fn format_duration(d: chrono::Duration) -> String {
     let secs = d.num_seconds();
@@ -63,5 +86,13 @@ mod tests {
             "https://h.example:8443/x"
         );
         assert_eq!(shown_url("not a url"), "(unparseable URL)");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\nb\r\tc\u{1b}[31m\u{7}\u{202e}é"),
+            "a\\nb\\r\\tc\\u{1b}[31m\\u{7}\\u{202e}é"
+        );
     }
 }

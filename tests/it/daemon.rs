@@ -48,6 +48,7 @@ impl Daemon {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("PORT")
+            .env_remove("CREDENTIALS_DIRECTORY")
             .stdout(std::process::Stdio::null())
             .stderr(file);
         for (k, v) in extra_env {
@@ -518,6 +519,23 @@ impl Daemon {
             .and_then(|s| s.code())
             .unwrap_or(-1)
     }
+}
+
+#[tokio::test]
+async fn listens_on_port_from_the_environment_like_cloud_run() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = config(&env, port, "", &["prod"]);
+    // No `listen` in the config: $PORT decides (all interfaces, as Cloud Run expects).
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap_or_default()
+        .replace(&format!("listen = \"127.0.0.1:{port}\"\n"), "");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let p = port.to_string();
+    let d = Daemon::start(&env, &cfg, port, &[("PORT", &p)]).await;
+    assert_eq!(d.get("/healthz").await.0, 200);
+    assert!(d.log().contains(&format!("0.0.0.0:{port}")), "{}", d.log());
+    assert_eq!(d.stop().await, 0);
 }
 
 #[tokio::test]

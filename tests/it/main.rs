@@ -7,6 +7,8 @@ mod cli;
 mod conformance;
 mod daemon;
 mod file_store;
+mod hardening;
+mod hostile;
 mod lambda;
 mod layout;
 mod moto;

@@ -69,12 +69,8 @@ impl AwsSection {
             )));
         }
         if let Some(e) = &self.endpoint_url {
-            let url = url::Url::parse(e).map_err(|x| {
-                Problem::invalid(format!(
-                    "aws.endpoint_url `{}` is not a URL ({x})",
-                    shown_url(e)
-                ))
-            })?;
+            // No user info, query or fragment: the SDK would print them in its errors and logs.
+            let url = crate::support::url::plain_endpoint("aws.endpoint_url", e)?;
             if url.scheme() != "https" && !is_loopback(&url) {
                 return Err(Problem::insecure(format!(
                     "aws.endpoint_url must use https:// (plain http only for a loopback \

@@ -40,9 +40,10 @@ impl FileStoreConfig {
         Ok(())
     }
 
-    /// Normalised (`/x/`, `/x/.` and `/x` are one store) so duplicates are caught.
+    /// The directory this path really names, so duplicates are caught however they are
+    /// spelled: `/x/`, `/x/.`, `./x` and a symlink to `/x` are one store.
     pub(super) fn identity(&self) -> String {
-        normalise(&self.path).display().to_string()
+        canonical(&self.path).display().to_string()
     }
 
     pub(super) fn build(&self, lock_timeout: Duration) -> FileStore {
@@ -91,17 +92,28 @@ impl FileCredentialsConfig {
     }
 }
 
-/// Absolute (against the working directory) with `.` and `..` resolved lexically, so `st`,
-/// `./st/` and `$PWD/st` are recognised as one store.
-fn normalise(path: &Path) -> PathBuf {
+/// The longest existing prefix of `path` canonicalised (symlinks resolved by the OS), the
+/// rest appended with `.` and `..` resolved lexically; relative paths against the working
+/// directory. `st`, `./st/`, `$PWD/st` and a link to `st` are recognised as one store.
+fn canonical(path: &Path) -> PathBuf {
     use std::path::Component;
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir().unwrap_or_default().join(path)
     };
-    let mut out = PathBuf::new();
-    for c in abs.components() {
+    let parts: Vec<Component<'_>> = abs.components().collect();
+    // Longest prefix that resolves.
+    let mut base = None;
+    for n in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..n].iter().collect();
+        if let Ok(real) = std::fs::canonicalize(&prefix) {
+            base = Some((real, n));
+            break;
+        }
+    }
+    let (mut out, used) = base.unwrap_or_default();
+    for c in &parts[used..] {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
@@ -111,4 +123,25 @@ fn normalise(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_store_however_it_is_spelled() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let a = root.path().join("a");
+        std::fs::create_dir(&a)?;
+        std::os::unix::fs::symlink(&a, root.path().join("alias"))?;
+        let id = |p: PathBuf| canonical(&p);
+        let real = id(a.clone());
+        assert_eq!(id(root.path().join("alias")), real);
+        assert_eq!(id(root.path().join("alias/./")), real);
+        assert_eq!(id(root.path().join("x/../a")), real);
+        // Missing parts are resolved lexically under the real prefix.
+        assert_eq!(id(root.path().join("alias/new/../b")), real.join("b"));
+        Ok(())
+    }
 }

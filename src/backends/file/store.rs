@@ -15,13 +15,17 @@
 //! `current.json` pointing at a complete old or new version. Versions beyond `keep_versions`
 //! are pruned after a write; temp files left by a killed writer are removed by the next one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind as IoKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind as IoKind, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 
@@ -41,13 +45,44 @@ const STATE: &str = "state.json";
 const ROTATE_LOCK: &str = ".rotate.lock";
 const WRITE_LOCK: &str = ".write.lock";
 const TMP_PREFIX: &str = ".tmp-";
+/// Largest version or state file read; anything larger is not the store's own.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+/// Version numbers are exactly ten digits.
+const VERSION_DIGITS: usize = 10;
+/// The last version number the format can hold.
+pub const MAX_VERSION: u64 = 9_999_999_999;
 
 /// A versioned token directory on local disk.
+///
+/// Every file is reached through a handle on the store directory (`openat`-style), never by a
+/// path string: the store and `versions` directories are opened `O_NOFOLLOW` and must be real
+/// directories owned by the effective user and not writable by group or others; every file is
+/// created `O_CREAT | O_EXCL | O_NOFOLLOW` (0600) and read `O_NOFOLLOW | O_NONBLOCK`, must be
+/// a regular file of at most [`MAX_FILE_BYTES`]; renames, links and unlinks are relative to
+/// the directory handles, and sweep and prune touch only names in the store's own formats.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     dir: PathBuf,
     keep: usize,
     lock_timeout: Duration,
+}
+
+/// What reading one store file found.
+enum FileRead {
+    Bytes(Zeroizing<Vec<u8>>),
+    Missing,
+    /// Not the store's own file (a link, a FIFO, too large): why.
+    Foreign(String),
+}
+
+/// The store directory, locked by one of the flock files.
+struct Locked {
+    root: OwnedFd,
+    lock: File,
+}
+
+fn io_error(e: Errno) -> std::io::Error {
+    std::io::Error::from(e)
 }
 
 impl FileStore {
@@ -73,58 +108,237 @@ impl FileStore {
             .with_source(e)
     }
 
+    fn errno(&self, what: &str, path: &Path, e: Errno) -> StoreError {
+        self.io(what, path, io_error(e))
+    }
+
     fn versions_dir(&self) -> PathBuf {
         self.dir.join(VERSIONS)
     }
 
-    fn version_file(&self, n: u64) -> PathBuf {
-        self.versions_dir().join(version_name(n))
+    /// A directory this store refuses: a link, not ours, writable by others.
+    fn refused(&self, path: &Path, why: String) -> StoreError {
+        self.err(ErrorKind::Config, format!("{} {why}", path.display()))
     }
 
-    fn ensure_dirs(&self) -> Result<(), StoreError> {
-        for d in [self.dir.clone(), self.versions_dir()] {
-            match fs::metadata(&d) {
-                Ok(m) if m.is_dir() => {
-                    if m.permissions().mode() & 0o077 != 0 && d == self.dir {
-                        warn!(
-                            store = %self.dir.display(),
-                            mode = format!("{:o}", m.permissions().mode() & 0o777),
-                            "token directory is accessible to group or others; 0700 is recommended"
-                        );
-                    }
-                }
-                Ok(_) => {
-                    return Err(self.err(
-                        ErrorKind::Config,
-                        format!("{} is not a directory", d.display()),
-                    ));
-                }
-                Err(e) if e.kind() == IoKind::NotFound => fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&d)
-                    .map_err(|e| self.io("cannot create", &d, e))?,
-                Err(e) => return Err(self.io("cannot access", &d, e)),
-            }
+    /// Why opening a store directory `O_DIRECTORY | O_NOFOLLOW` failed, in words.
+    fn open_dir_error(&self, path: &Path, e: Errno) -> StoreError {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if e == Errno::LOOP || is_link {
+            return self.refused(
+                path,
+                "is a symbolic link; deepvue-rotator never follows links it did not make. Point                  store.path at the real directory (or replace the link with a directory owned by                  this user, mode 0700)"
+                    .into(),
+            );
+        }
+        if e == Errno::NOTDIR {
+            return self.refused(path, "is not a directory (or a parent of it is not)".into());
+        }
+        self.errno("cannot open", path, e)
+    }
+
+    /// The directory behind `fd` must be a directory owned by the effective user and not
+    /// writable by group or others.
+    fn check_dir(&self, fd: &OwnedFd, path: &Path) -> Result<(), StoreError> {
+        let st = rfs::fstat(fd).map_err(|e| self.errno("cannot stat", path, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(self.refused(path, "is not a directory".into()));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me {
+            return Err(self.refused(
+                path,
+                format!(
+                    "is owned by uid {}, not by this user (uid {me}); the store directory must                      belong to the user that runs deepvue-rotator: `chown` it, or point                      store.path elsewhere",
+                    st.st_uid
+                ),
+            ));
+        }
+        let mode = st.st_mode & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(self.refused(
+                path,
+                format!(
+                    "is writable by group or others (mode {mode:o}); run `chmod 700 {}`",
+                    path.display()
+                ),
+            ));
+        }
+        if mode & 0o077 != 0 && path == self.dir {
+            warn!(
+                store = %self.dir.display(),
+                mode = format!("{mode:o}"),
+                "token directory is readable by group or others; 0700 is recommended"
+            );
         }
         Ok(())
     }
 
-    /// Acquire an exclusive flock on `name`, polling until the lock timeout.
-    async fn acquire(&self, name: &str) -> Result<File, StoreError> {
+    /// Open the store directory (`None`: it does not exist and `create` is false). Missing
+    /// parents are created 0700 by path (they are outside the store); the store directory
+    /// itself with `mkdirat` on its parent's handle.
+    fn open_root(&self, create: bool) -> Result<Option<OwnedFd>, StoreError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rfs::open(&self.dir, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(Errno::NOENT) => {
+                let (Some(parent), Some(name)) = (self.dir.parent(), self.dir.file_name()) else {
+                    return Err(self.err(ErrorKind::Config, "the store path has no directory name"));
+                };
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|e| self.io("cannot create", parent, e))?;
+                let pfd = rfs::open(
+                    parent,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.errno("cannot open", parent, e))?;
+                match rfs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(self.errno("cannot create", &self.dir, e)),
+                }
+                rfs::openat(&pfd, name, flags, Mode::empty())
+                    .map_err(|e| self.open_dir_error(&self.dir, e))?
+            }
+            Err(e) => return Err(self.open_dir_error(&self.dir, e)),
+        };
+        self.check_dir(&fd, &self.dir)?;
+        Ok(Some(fd))
+    }
+
+    /// Open `versions/` relative to the store directory (`None`: missing and not `create`).
+    fn open_versions(&self, root: &OwnedFd, create: bool) -> Result<Option<OwnedFd>, StoreError> {
+        let path = self.versions_dir();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rfs::openat(root, VERSIONS, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if !create => return Ok(None),
+            Err(Errno::NOENT) => {
+                match rfs::mkdirat(root, VERSIONS, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(self.errno("cannot create", &path, e)),
+                }
+                rfs::openat(root, VERSIONS, flags, Mode::empty())
+                    .map_err(|e| self.open_dir_error(&path, e))?
+            }
+            Err(e) => return Err(self.open_dir_error(&path, e)),
+        };
+        self.check_dir(&fd, &path)?;
+        Ok(Some(fd))
+    }
+
+    /// Read one store file relative to `dir`: never through a link, never blocking on a FIFO
+    /// or device, at most [`MAX_FILE_BYTES`].
+    fn read_file(&self, dir: &OwnedFd, name: &str, shown: &Path) -> Result<FileRead, StoreError> {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(FileRead::Missing),
+            Err(Errno::LOOP) => {
+                return Ok(FileRead::Foreign(format!(
+                    "{} is a symbolic link; deepvue-rotator never follows links in its store",
+                    shown.display()
+                )));
+            }
+            Err(e) => return Err(self.errno("cannot open", shown, e)),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| self.errno("cannot stat", shown, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(FileRead::Foreign(format!(
+                "{} is not a regular file",
+                shown.display()
+            )));
+        }
+        let too_big = || {
+            FileRead::Foreign(format!(
+                "{} is larger than {} KiB",
+                shown.display(),
+                MAX_FILE_BYTES / 1024
+            ))
+        };
+        let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+        if size > MAX_FILE_BYTES {
+            return Ok(too_big());
+        }
+        let mut bytes = Zeroizing::new(Vec::with_capacity(size as usize + 1));
+        File::from(fd)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.io("cannot read", shown, e))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Ok(too_big());
+        }
+        Ok(FileRead::Bytes(bytes))
+    }
+
+    /// Create `name` in `dir`: `O_CREAT | O_EXCL | O_NOFOLLOW`, 0600.
+    fn create_new(&self, dir: &OwnedFd, name: &str, shown: &Path) -> Result<File, StoreError> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
+            .map(File::from)
+            .map_err(|e| self.errno("cannot create", shown, e))
+    }
+
+    /// Remove `name` from `dir` (a link is removed, never followed); a missing one is fine.
+    fn unlink(dir: &OwnedFd, name: &str) {
+        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    }
+
+    /// Acquire an exclusive flock on `name`, polling until the lock timeout. The lock file is
+    /// opened relative to the store directory, `O_NOFOLLOW`, and must be a regular file.
+    async fn acquire(&self, name: &'static str) -> Result<Locked, StoreError> {
+        let (root, file) = self
+            .blocking(move |s| {
+                let root = s
+                    .open_root(true)?
+                    .ok_or_else(|| s.err(ErrorKind::Transient, "the store directory vanished"))?;
+                let path = s.dir.join(name);
+                let flags = OFlags::RDWR
+                    | OFlags::CREATE
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC;
+                let fd = match rfs::openat(&root, name, flags, Mode::from_raw_mode(0o600)) {
+                    Ok(fd) => fd,
+                    Err(Errno::LOOP) => {
+                        return Err(s.err(
+                            ErrorKind::Permanent,
+                            format!(
+                                "lock file {} is a symbolic link; deepvue-rotator never follows                                  links in its store (remove it)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(s.errno("cannot open lock file", &path, e)),
+                };
+                let st = rfs::fstat(&fd).map_err(|e| s.errno("cannot stat", &path, e))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    return Err(s.err(
+                        ErrorKind::Permanent,
+                        format!("lock file {} is not a regular file (remove it)", path.display()),
+                    ));
+                }
+                Ok((root, File::from(fd)))
+            })
+            .await?;
         let path = self.dir.join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| self.io("cannot open lock file", &path, e))?;
         let started = Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(fs::TryLockError::WouldBlock) => {
+                Ok(()) => return Ok(Locked { root, lock: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {
                     if started.elapsed() >= self.lock_timeout {
                         return Err(self.err(
                             ErrorKind::Transient,
@@ -137,78 +351,103 @@ impl FileStore {
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(self.io("cannot lock", &path, e)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(self.io("cannot lock", &path, e));
+                }
             }
         }
     }
 
-    fn current_version(&self) -> Result<Option<u64>, StoreError> {
+    /// What `current.json` points at (read with `readlinkat`, the target in the store's own
+    /// format or refused).
+    fn current_version(&self, root: &OwnedFd) -> Result<Option<u64>, StoreError> {
         let link = self.dir.join(CURRENT);
-        match fs::read_link(&link) {
-            Ok(target) => parse_version_target(&target).map(Some).ok_or_else(|| {
-                self.err(
-                    ErrorKind::Permanent,
-                    format!(
-                        "{} points at an unexpected target {}",
-                        link.display(),
-                        target.display()
-                    ),
-                )
-            }),
-            Err(e) if e.kind() == IoKind::NotFound => Ok(None),
-            Err(e) if e.kind() == IoKind::InvalidInput => Err(self.err(
+        match rfs::readlinkat(root, CURRENT, Vec::new()) {
+            Ok(target) => {
+                let target = target.to_string_lossy().into_owned();
+                parse_version_target(&target).map(Some).ok_or_else(|| {
+                    self.err(
+                        ErrorKind::Permanent,
+                        format!(
+                            "{} points at an unexpected target {}",
+                            link.display(),
+                            crate::support::text::escape_control(&target)
+                        ),
+                    )
+                })
+            }
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::INVAL) => Err(self.err(
                 ErrorKind::Permanent,
                 format!(
                     "{} is not a symlink; it is managed by deepvue-rotator",
                     link.display()
                 ),
             )),
-            Err(e) => Err(self.io("cannot read", &link, e)),
+            Err(e) => Err(self.errno("cannot read", &link, e)),
         }
     }
 
-    fn read_blocking(&self, n: u64) -> Result<Option<Stored>, StoreError> {
-        let path = self.version_file(n);
-        let document = match fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = secrecy::zeroize::Zeroizing::new(bytes);
-                TokenDocument::from_json(&bytes)
-            }
-            Err(e) if e.kind() == IoKind::NotFound => Err(DocumentError(format!(
+    /// The document at version `n` (`None` only when the file does not exist and `missing_ok`).
+    fn read_doc(
+        &self,
+        versions: Option<&OwnedFd>,
+        n: u64,
+        missing_ok: bool,
+    ) -> Result<Option<Stored>, StoreError> {
+        let name = version_name(n);
+        let shown = self.versions_dir().join(&name);
+        let read = match versions {
+            Some(vdir) => self.read_file(vdir, &name, &shown)?,
+            None => FileRead::Missing,
+        };
+        let document = match read {
+            FileRead::Bytes(bytes) => TokenDocument::from_json(&bytes),
+            FileRead::Missing if missing_ok => return Ok(None),
+            FileRead::Missing => Err(DocumentError(format!(
                 "version file {} is missing",
-                path.display()
+                shown.display()
             ))),
-            Err(e) => return Err(self.io("cannot read", &path, e)),
+            FileRead::Foreign(why) => Err(DocumentError(why)),
         };
         Ok(Some(Stored::new(Version(n.to_string()), document)))
     }
 
-    fn list_versions(&self) -> Result<Vec<u64>, StoreError> {
-        let dir = self.versions_dir();
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == IoKind::NotFound => return Ok(out),
-            Err(e) => return Err(self.io("cannot list", &dir, e)),
+    fn read_current_blocking(&self) -> Result<Option<Stored>, StoreError> {
+        let Some(root) = self.open_root(false)? else {
+            return Ok(None);
         };
-        for entry in entries.flatten() {
-            if let Some(n) = entry.file_name().to_str().and_then(parse_version_name) {
-                out.push(n);
-            }
-        }
+        let Some(n) = self.current_version(&root)? else {
+            return Ok(None);
+        };
+        let versions = self.open_versions(&root, false)?;
+        self.read_doc(versions.as_ref(), n, false)
+    }
+
+    fn list_versions(&self, vdir: &OwnedFd) -> Result<Vec<u64>, StoreError> {
+        let path = self.versions_dir();
+        let dir = rfs::Dir::read_from(vdir).map_err(|e| self.errno("cannot list", &path, e))?;
+        let mut out: Vec<u64> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().ok().and_then(parse_version_name))
+            .collect();
         out.sort_unstable();
         Ok(out)
     }
 
     fn write_blocking(
         &self,
+        root: &OwnedFd,
         json: &SecretString,
         expected: Option<&Version>,
     ) -> Result<Version, StoreError> {
         // `expected` is the write mode's version: `None` = create.
-        let current = self.current_version()?;
+        let vdir = self
+            .open_versions(root, true)?
+            .ok_or_else(|| self.err(ErrorKind::Transient, "the versions directory vanished"))?;
+        let current = self.current_version(root)?;
         let expected_n = match expected {
-            Some(v) => Some(v.0.parse::<u64>().map_err(|_| {
+            Some(v) => Some(parse_version_id(&v.0).ok_or_else(|| {
                 self.err(
                     ErrorKind::Conflict,
                     format!("version `{v}` is not a file-store version"),
@@ -226,40 +465,48 @@ impl FileStore {
                 ),
             ));
         }
-        self.remove_temp_files();
-        let versions = self.list_versions()?;
-        let next = versions.last().copied().max(current).unwrap_or(0) + 1;
+        self.remove_temp_files(root, &vdir);
+        let versions = self.list_versions(&vdir)?;
+        let last = versions.last().copied().max(current).unwrap_or(0);
+        let next = last
+            .checked_add(1)
+            .filter(|n| *n <= MAX_VERSION)
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Permanent,
+                    format!(
+                        "version numbers are exhausted (the last is {last}, the format holds                          {VERSION_DIGITS} digits); move the store aside and start a new one"
+                    ),
+                )
+            })?;
+        let pid = std::process::id();
 
         // 1. the new version file, complete and durable before anything points at it.
-        let vdir = self.versions_dir();
-        let tmp = vdir.join(format!("{TMP_PREFIX}{}-{next}", std::process::id()));
+        let vpath = self.versions_dir();
+        let tmp = format!("{TMP_PREFIX}{pid}-{next}");
         {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| self.io("cannot create", &tmp, e))?;
-            f.write_all(json.expose_secret().as_bytes())
-                .and_then(|()| f.write_all(b"\n"))
+            let mut f = self.create_new(&vdir, &tmp, &vpath.join(&tmp))?;
+            let mut body = Zeroizing::new(Vec::with_capacity(json.expose_secret().len() + 1));
+            body.extend_from_slice(json.expose_secret().as_bytes());
+            body.push(b'\n');
+            f.write_all(&body)
                 .and_then(|()| f.sync_all())
-                .map_err(|e| self.io("cannot write", &tmp, e))?;
+                .map_err(|e| self.io("cannot write", &vpath.join(&tmp), e))?;
         }
-        let final_path = self.version_file(next);
-        fs::rename(&tmp, &final_path).map_err(|e| self.io("cannot rename into", &final_path, e))?;
-        fsync_dir(&vdir).map_err(|e| self.io("cannot fsync", &vdir, e))?;
+        let final_name = version_name(next);
+        rename_noreplace(&vdir, &tmp, &final_name)
+            .map_err(|e| self.errno("cannot rename into", &vpath.join(&final_name), e))?;
+        rfs::fsync(&vdir).map_err(|e| self.errno("cannot fsync", &vpath, e))?;
 
         // 2. atomically repoint current.json.
-        let link_tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}current-{}", std::process::id()));
-        let _ = fs::remove_file(&link_tmp);
-        let target = Path::new(VERSIONS).join(version_name(next));
-        std::os::unix::fs::symlink(&target, &link_tmp)
-            .map_err(|e| self.io("cannot create symlink", &link_tmp, e))?;
-        let link = self.dir.join(CURRENT);
-        fs::rename(&link_tmp, &link).map_err(|e| self.io("cannot replace", &link, e))?;
-        fsync_dir(&self.dir).map_err(|e| self.io("cannot fsync", &self.dir, e))?;
+        let link_tmp = format!("{TMP_PREFIX}current-{pid}");
+        Self::unlink(root, &link_tmp);
+        let target = format!("{VERSIONS}/{final_name}");
+        rfs::symlinkat(target.as_str(), root, link_tmp.as_str())
+            .map_err(|e| self.errno("cannot create symlink", &self.dir.join(&link_tmp), e))?;
+        rfs::renameat(root, link_tmp.as_str(), root, CURRENT)
+            .map_err(|e| self.errno("cannot replace", &self.dir.join(CURRENT), e))?;
+        rfs::fsync(root).map_err(|e| self.errno("cannot fsync", &self.dir, e))?;
 
         // 3. prune; never the new or the previous version.
         let mut all = versions;
@@ -267,31 +514,61 @@ impl FileStore {
         if all.len() > self.keep {
             for n in &all[..all.len() - self.keep] {
                 if Some(*n) != current {
-                    let _ = fs::remove_file(self.version_file(*n));
+                    Self::unlink(&vdir, &version_name(*n));
                 }
             }
         }
         Ok(Version(next.to_string()))
     }
 
-    /// `.tmp-*` files are only made by version and state writers, under the write lock: any
-    /// found by a writer were left by a killed one. (The `check` probe uses another name.)
-    fn remove_temp_files(&self) {
-        for d in [self.dir.clone(), self.versions_dir()] {
-            if let Ok(entries) = fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                        let _ = fs::remove_file(e.path());
-                    }
+    /// Temp files are only made by version and state writers, under the write lock: any found
+    /// by a writer were left by a killed one. Only names in the writers' own formats are
+    /// removed (`.tmp-PID-N` in `versions/`, `.tmp-current-PID` and `.tmp-state-PID` beside
+    /// it), through the directory handles. (The `check` probe uses another name.)
+    fn remove_temp_files(&self, root: &OwnedFd, vdir: &OwnedFd) {
+        for (dir, is_ours) in [
+            (root, is_root_temp_name as fn(&str) -> bool),
+            (vdir, is_version_temp_name),
+        ] {
+            let Ok(entries) = rfs::Dir::read_from(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Ok(name) = e.file_name().to_str()
+                    && is_ours(name)
+                {
+                    Self::unlink(dir, name);
                 }
             }
         }
     }
 
     fn check_blocking(&self) -> Result<(), StoreError> {
-        // The nearest existing ancestor must be a writable directory.
+        if std::fs::symlink_metadata(&self.dir).is_ok() {
+            // The store exists: it must be ours, and writable.
+            let root = self
+                .open_root(false)?
+                .ok_or_else(|| self.err(ErrorKind::Transient, "the store directory vanished"))?;
+            let versions = self.open_versions(&root, false)?;
+            let probe = format!(
+                ".check-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            );
+            drop(self.create_new(&root, &probe, &self.dir)?);
+            Self::unlink(&root, &probe);
+            if let Some(n) = self.current_version(&root)?
+                && let Some(Stored {
+                    document: Err(e), ..
+                }) = self.read_doc(versions.as_ref(), n, false)?
+            {
+                warn!(store = %self.dir.display(), error = %e, "current token document is unusable; the next run rotates it");
+            }
+            return Ok(());
+        }
+        // Not created yet: the nearest existing ancestor must be a writable directory.
         let mut probe_dir = self.dir.clone();
-        while !probe_dir.exists() {
+        while std::fs::symlink_metadata(&probe_dir).is_err() {
             if !probe_dir.pop() {
                 return Err(self.err(ErrorKind::Config, "no existing parent directory"));
             }
@@ -309,19 +586,12 @@ impl FileStore {
         ));
         OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
             .mode(0o600)
             .open(&probe)
             .map_err(|e| self.io("cannot write in", &probe_dir, e))?;
-        let _ = fs::remove_file(&probe);
-        if let Some(n) = self.current_version()?
-            && let Some(Stored {
-                document: Err(e), ..
-            }) = self.read_blocking(n)?
-        {
-            warn!(store = %self.dir.display(), error = %e, "current token document is unusable; the next run rotates it");
-        }
+        let _ = std::fs::remove_file(&probe);
         Ok(())
     }
 
@@ -336,30 +606,61 @@ impl FileStore {
     }
 }
 
+/// `renameat2(RENAME_NOREPLACE)` where the kernel and filesystem have it, else `renameat`.
+fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> Result<(), Errno> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    match rfs::renameat_with(dir, from, dir, to, rfs::RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
+        other => return other,
+    }
+    rfs::renameat(dir, from, dir.as_fd(), to)
+}
+
 fn version_name(n: u64) -> String {
     format!("{n:010}.json")
 }
 
+/// Exactly ten ASCII digits and `.json`, as [`version_name`] writes them.
 fn parse_version_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".json")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() != VERSION_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn parse_version_target(target: &Path) -> Option<u64> {
-    let mut parts = target.components();
-    let first = parts.next()?.as_os_str().to_str()?;
-    let second = parts.next()?.as_os_str().to_str()?;
-    if first != VERSIONS || parts.next().is_some() {
+/// A version id as this store hands it out: 1 to 10 ASCII digits.
+fn parse_version_id(id: &str) -> Option<u64> {
+    if id.is_empty() || id.len() > VERSION_DIGITS || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    parse_version_name(second)
+    id.parse().ok()
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Exactly `versions/NNNNNNNNNN.json`.
+fn parse_version_target(target: &str) -> Option<u64> {
+    parse_version_name(target.strip_prefix(VERSIONS)?.strip_prefix('/')?)
+}
+
+/// `.tmp-PID-N`: a version writer's temp file.
+fn is_version_temp_name(name: &str) -> bool {
+    name.strip_prefix(TMP_PREFIX)
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(pid, n)| all_digits(pid) && all_digits(n))
+}
+
+/// `.tmp-current-PID` / `.tmp-state-PID`: a writer's temp link or state file.
+fn is_root_temp_name(name: &str) -> bool {
+    name.strip_prefix(TMP_PREFIX)
+        .and_then(|r| {
+            r.strip_prefix("current-")
+                .or_else(|| r.strip_prefix("state-"))
+        })
+        .is_some_and(all_digits)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[async_trait]
@@ -377,34 +678,29 @@ impl TokenStore for FileStore {
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
-        self.blocking(|s| match s.current_version()? {
-            Some(n) => s.read_blocking(n),
-            None => Ok(None),
-        })
-        .await
+        self.blocking(FileStore::read_current_blocking).await
     }
 
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
-        let Ok(n) = version.0.parse::<u64>() else {
+        let Some(n) = parse_version_id(&version.0) else {
             return Ok(None);
         };
         self.blocking(move |s| {
-            if s.version_file(n).exists() {
-                s.read_blocking(n)
-            } else {
-                Ok(None)
-            }
+            let Some(root) = s.open_root(false)? else {
+                return Ok(None);
+            };
+            let versions = s.open_versions(&root, false)?;
+            s.read_doc(versions.as_ref(), n, true)
         })
         .await
     }
 
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
-        self.blocking(FileStore::ensure_dirs).await?;
-        let lock = self.acquire(WRITE_LOCK).await?;
+        let Locked { root, lock } = self.acquire(WRITE_LOCK).await?;
         let json = doc.to_json();
         let expected = mode.expected().cloned();
         self.blocking(move |s| {
-            let result = s.write_blocking(&json, expected.as_ref());
+            let result = s.write_blocking(&root, &json, expected.as_ref());
             drop(lock);
             result
         })
@@ -412,9 +708,11 @@ impl TokenStore for FileStore {
     }
 
     async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        self.blocking(FileStore::ensure_dirs).await?;
-        let file = self.acquire(ROTATE_LOCK).await?;
-        Ok(Some(RotationLock::new(file)))
+        let Locked { root, lock } = self.acquire(ROTATE_LOCK).await?;
+        // Refuse a tampered versions directory before anything is minted for it.
+        self.blocking(move |s| s.open_versions(&root, true).map(drop))
+            .await?;
+        Ok(Some(RotationLock::new(lock)))
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -424,11 +722,13 @@ impl TokenStore for FileStore {
     async fn read_state(&self) -> Result<StateRead, StoreError> {
         let state = self
             .blocking(|s| {
-                let path = s.dir.join(STATE);
-                match fs::read(&path) {
-                    Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-                    Err(e) if e.kind() == IoKind::NotFound => Ok(None),
-                    Err(e) => Err(s.io("cannot read", &path, e)),
+                let Some(root) = s.open_root(false)? else {
+                    return Ok(None);
+                };
+                match s.read_file(&root, STATE, &s.dir.join(STATE))? {
+                    FileRead::Bytes(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+                    FileRead::Missing => Ok(None),
+                    FileRead::Foreign(why) => Err(s.err(ErrorKind::Permanent, why)),
                 }
             })
             .await?;
@@ -441,27 +741,21 @@ impl TokenStore for FileStore {
     async fn write_state(&self, state: &RunState, _base: &StateRead) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| self.err(ErrorKind::Permanent, format!("cannot encode state: {e}")))?;
-        self.blocking(FileStore::ensure_dirs).await?;
         // Under the write lock, like version writes: its temp file uses the swept prefix.
-        let lock = self.acquire(WRITE_LOCK).await?;
+        let Locked { root, lock } = self.acquire(WRITE_LOCK).await?;
         self.blocking(move |s| {
-            let path = s.dir.join(STATE);
-            let tmp = s
-                .dir
-                .join(format!("{TMP_PREFIX}state-{}", std::process::id()));
+            let tmp = format!("{TMP_PREFIX}state-{}", std::process::id());
+            let shown = s.dir.join(&tmp);
             let result = (|| {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| s.io("cannot create", &tmp, e))?;
+                // A leftover of ours, or something planted under our name: only the name goes.
+                Self::unlink(&root, &tmp);
+                let mut f = s.create_new(&root, &tmp, &shown)?;
                 f.write_all(&bytes)
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| s.io("cannot write", &tmp, e))?;
-                fs::rename(&tmp, &path).map_err(|e| s.io("cannot replace", &path, e))?;
-                fsync_dir(&s.dir).map_err(|e| s.io("cannot fsync", &s.dir, e))
+                    .map_err(|e| s.io("cannot write", &shown, e))?;
+                rfs::renameat(&root, tmp.as_str(), &root, STATE)
+                    .map_err(|e| s.errno("cannot replace", &s.dir.join(STATE), e))?;
+                rfs::fsync(&root).map_err(|e| s.errno("cannot fsync", &s.dir, e))
             })();
             drop(lock);
             result
@@ -480,11 +774,20 @@ mod tests {
         assert_eq!(parse_version_name("0000000007.json"), Some(7));
         assert_eq!(parse_version_name(".tmp-1-7"), None);
         assert_eq!(parse_version_name("x.json"), None);
-        assert_eq!(
-            parse_version_target(Path::new("versions/0000000012.json")),
-            Some(12)
-        );
-        assert_eq!(parse_version_target(Path::new("/etc/passwd")), None);
-        assert_eq!(parse_version_target(Path::new("versions/../x.json")), None);
+        assert_eq!(parse_version_name("18446744073709551615.json"), None);
+        assert_eq!(parse_version_name("000000007.json"), None);
+        assert_eq!(parse_version_name("+000000007.json"), None);
+        assert_eq!(parse_version_target("versions/0000000012.json"), Some(12));
+        assert_eq!(parse_version_target("versions//0000000012.json"), None);
+        assert_eq!(parse_version_target("./versions/0000000012.json"), None);
+        assert_eq!(parse_version_target("/etc/passwd"), None);
+        assert_eq!(parse_version_target("versions/../x.json"), None);
+        assert_eq!(parse_version_id("7"), Some(7));
+        assert_eq!(parse_version_id("+7"), None);
+        assert_eq!(parse_version_id("99999999999"), None);
+        assert!(is_version_temp_name(".tmp-123-7"));
+        assert!(!is_version_temp_name(".tmp-precious"));
+        assert!(is_root_temp_name(".tmp-state-123") && is_root_temp_name(".tmp-current-9"));
+        assert!(!is_root_temp_name(".tmp-state-") && !is_root_temp_name(".tmp-other-1"));
     }
 }

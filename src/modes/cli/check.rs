@@ -2,17 +2,17 @@
 //! endpoints, without minting. PASS / FAIL / UNKNOWN per item; exit 1 on any FAIL, 2 when the
 //! config does not load (the broken item fails, the rest are UNKNOWN).
 
-use std::io::Write;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use super::print_json;
+use super::{emit, json_text};
 use crate::app::App;
 use crate::config;
 use crate::core::credentials::Custody;
 use crate::core::error::EXIT_CONFIG;
+use crate::support::text::{shown, shown_url};
 
 /// One line of `check`: an item of Deepvue's production checklist, evaluated.
 #[derive(Debug, Serialize)]
@@ -53,26 +53,27 @@ const CHECK_TLS: &str = "Deepvue TLS handshake";
 fn print_checks(items: &[CheckItem], json: bool) -> u8 {
     let failed = items.iter().filter(|i| i.status == "fail").count();
     let unknown = items.iter().filter(|i| i.status == "unknown").count();
-    if json {
-        print_json(&items);
+    let text = if json {
+        json_text(&items)
     } else {
-        let mut out = std::io::stdout().lock();
-        for i in items {
-            let _ = writeln!(
-                out,
-                "{:<7}  {}: {}",
-                i.status.to_uppercase(),
-                i.check,
-                i.detail
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{} check(s): {failed} failed, {unknown} unknown",
+        let mut out: String = items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{:<7}  {}: {}\n",
+                    i.status.to_uppercase(),
+                    i.check,
+                    crate::support::text::escape_control(&i.detail)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{} check(s): {failed} failed, {unknown} unknown\n",
             items.len()
-        );
-    }
-    u8::from(failed > 0)
+        ));
+        out
+    };
+    emit(text.as_bytes(), u8::from(failed > 0))
 }
 
 /// `check` on a config that does not load: the broken item fails, the rest are unknown.
@@ -104,8 +105,7 @@ pub(super) fn invalid_config(e: &config::ConfigError, json: bool) -> u8 {
             ));
         }
     }
-    print_checks(&items, json);
-    EXIT_CONFIG
+    print_checks(&items, json).max(EXIT_CONFIG)
 }
 
 /// The checklist for a config that loaded.
@@ -127,8 +127,11 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
 
     // HTTPS everywhere. Inline URLs were validated at load; referenced ones are resolved now.
     let mut insecure = Vec::new();
-    let mut notes = vec![format!("deepvue {}", config.deepvue.base_url)];
+    let mut notes = vec![format!("deepvue {}", shown(&config.deepvue.base_url))];
     for (name, s) in &config.alerting.sinks {
+        if let Some(u) = s.inline_url() {
+            notes.push(format!("{name} {}", shown_url(u)));
+        }
         if let Some(r) = s.url_ref() {
             match r.resolve() {
                 Ok(u) if u.expose_secret().starts_with("https://") => {
@@ -219,7 +222,7 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
             item("refresh-ahead", check, "fail", format!("renew_before = {rb_h} leaves under an hour for retries and alerts"))
         } else {
             match config.run_every {
-                Some(every) if rb < every * 2 => item(
+                Some(every) if rb < every.saturating_mul(2) => item(
                     "refresh-ahead",
                     check,
                     "fail",
@@ -302,7 +305,7 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
                 "deepvue-tls",
                 CHECK_TLS,
                 "fail",
-                format!("{}: {e}", config.deepvue.base_url),
+                format!("{}: {e}", shown(&config.deepvue.base_url)),
             ),
         },
         Err(e) => item("deepvue-tls", CHECK_TLS, "fail", e.to_string()),

@@ -15,7 +15,7 @@ pub async fn run() -> u8 {
     match demo().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: demo: {e:#}");
+            crate::support::output::diag(&format!("error: demo: {e:#}"));
             1
         }
     }
@@ -97,8 +97,9 @@ async fn demo() -> anyhow::Result<u8> {
 
     writeln!(out, "== 3. status")?;
     drop(out);
-    print!("{}", render_status(&rotator::status(jobs, 1).await));
+    let table = render_status(&rotator::status(jobs, 1).await);
     let mut out = std::io::stdout().lock();
+    write!(out, "{table}")?;
     writeln!(
         out,
         "\n   applications read {}/current.json:\n   {{\"access_token\": \"…\", \"token_type\": \"bearer\", \"expiry\": \"…Z\", \"issued_at\": \"…Z\"}}\n",
@@ -129,8 +130,9 @@ async fn demo() -> anyhow::Result<u8> {
         "   exit code: {code} (3 = Deepvue answered 403); the stored token was left untouched:"
     )?;
     drop(out);
-    print!("{}", render_status(&rotator::status(jobs, 1).await));
+    let table = render_status(&rotator::status(jobs, 1).await);
     let mut out = std::io::stdout().lock();
+    write!(out, "{table}")?;
     writeln!(
         out,
         "\ndemo finished: the temporary store and simulator are removed. Next: README.md, `deepvue-rotator simulate --help`."

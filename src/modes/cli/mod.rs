@@ -11,10 +11,10 @@ pub mod demo;
 #[cfg(feature = "simulator")]
 pub mod simulate;
 
-use std::io::Write;
 use std::path::Path;
 
 use secrecy::ExposeSecret;
+use secrecy::zeroize::Zeroizing;
 use serde::Serialize;
 
 use crate::app::App;
@@ -22,6 +22,7 @@ use crate::config;
 use crate::core::error::{EXIT_CONFIG, combine_exit_codes};
 use crate::core::report::{TokenReport, describe_report, render_status};
 use crate::engine::rotator::{self, RunOptions};
+use crate::support::output::{self, diag};
 
 /// `rotate` arguments.
 #[derive(clap::Args, Debug)]
@@ -55,16 +56,32 @@ fn load(config: Option<&Path>) -> Result<App, u8> {
     match config::load(config) {
         Ok(c) => Ok(App::new(c)),
         Err(e) => {
-            eprintln!("error: {e}");
+            diag(&format!("error: {e}"));
             Err(EXIT_CONFIG)
         }
     }
 }
 
-fn print_json<T: Serialize>(value: &T) {
-    let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, value);
-    let _ = writeln!(out);
+/// Pretty JSON and a newline.
+fn json_text<T: Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    text.push('\n');
+    text
+}
+
+/// Write a command's output, then its exit code: output that did not reach stdout (a full
+/// disk, a closed pipe or descriptor) is a failure of its own (1, unless the run already
+/// failed), said on stderr.
+fn emit(text: &[u8], code: u8) -> u8 {
+    match output::stdout(text) {
+        Ok(()) => code,
+        Err(e) => {
+            diag(&format!(
+                "error: cannot write to stdout: {e}; the output is lost"
+            ));
+            if code == 0 { 1 } else { code }
+        }
+    }
 }
 
 /// `rotate`: one pass over every due token.
@@ -76,7 +93,7 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
     let jobs = match app.select(&args.tokens) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: {e}");
+            diag(&format!("error: {e}"));
             return EXIT_CONFIG;
         }
     };
@@ -86,15 +103,18 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
         ..RunOptions::default()
     };
     let reports = app.rotator.rotate_all(jobs, opts).await;
-    if args.json {
-        print_json(&reports);
+    let text = if args.json {
+        json_text(&reports)
     } else {
-        let mut out = std::io::stdout().lock();
-        for r in &reports {
-            let _ = writeln!(out, "{}", describe_report(r));
-        }
-    }
-    combine_exit_codes(reports.iter().map(TokenReport::exit_code))
+        reports
+            .iter()
+            .map(|r| format!("{}\n", describe_report(r)))
+            .collect()
+    };
+    emit(
+        text.as_bytes(),
+        combine_exit_codes(reports.iter().map(TokenReport::exit_code)),
+    )
 }
 
 /// `status`: every token's version, expiry and last outcome (never the token).
@@ -104,14 +124,15 @@ pub async fn status(config: Option<&Path>, json: bool) -> u8 {
         Err(code) => return code,
     };
     let rows = rotator::status(&app.jobs, app.config.concurrency).await;
-    if json {
-        print_json(&rows);
+    let text = if json {
+        json_text(&rows)
     } else {
-        let _ = std::io::stdout()
-            .lock()
-            .write_all(render_status(&rows).as_bytes());
-    }
-    u8::from(rows.iter().any(|r| r.problem.is_some()))
+        render_status(&rows)
+    };
+    emit(
+        text.as_bytes(),
+        u8::from(rows.iter().any(|r| r.problem.is_some())),
+    )
 }
 
 /// `read`: print the current access token (or the whole document), for scripts.
@@ -127,42 +148,47 @@ pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
             None => return EXIT_CONFIG,
         },
         Err(e) => {
-            eprintln!("error: {e}");
+            diag(&format!("error: {e}"));
             return EXIT_CONFIG;
         }
     };
     match job.store.read_current().await {
         Ok(Some(stored)) => match stored.document {
             Ok(doc) => {
-                let mut out = std::io::stdout().lock();
-                // `read` exists to hand the token to a script: it must leave here.
-                let _ = if args.json {
-                    writeln!(out, "{}", doc.to_json().expose_secret())
+                // `read` exists to hand the token to a script: it must leave here, from a
+                // zeroising buffer.
+                let json;
+                let secret = if args.json {
+                    json = doc.to_json();
+                    json.expose_secret()
                 } else {
-                    writeln!(out, "{}", doc.access_token.expose_secret())
+                    doc.access_token.expose_secret()
                 };
-                0
+                let mut line = Zeroizing::new(Vec::with_capacity(secret.len() + 1));
+                line.extend_from_slice(secret.as_bytes());
+                line.push(b'\n');
+                emit(&line, 0)
             }
             Err(e) => {
-                eprintln!(
+                diag(&format!(
                     "error: token `{name}`: {} store `{}` version {} is unusable: {e}",
                     job.store.backend(),
                     job.store.secret_id(),
                     stored.version
-                );
+                ));
                 1
             }
         },
         Ok(None) => {
-            eprintln!(
+            diag(&format!(
                 "error: token `{name}`: {} store `{}` holds no token yet; run `deepvue-rotator rotate`",
                 job.store.backend(),
                 job.store.secret_id()
-            );
+            ));
             1
         }
         Err(e) => {
-            eprintln!("error: token `{name}`: {e}");
+            diag(&format!("error: token `{name}`: {e}"));
             e.kind.exit_code()
         }
     }

@@ -13,6 +13,7 @@ use crate::core::credentials::CredentialSource;
 use crate::core::error::EXIT_CONFIG;
 use crate::simulator::{Behavior, Malformed, Reply, SimOptions, Simulator};
 use crate::support::net::parse_ip_or_net;
+use crate::support::output::{diag, stdout};
 use crate::support::signals::wait_for_shutdown;
 
 #[derive(clap::Args, Debug)]
@@ -55,7 +56,7 @@ pub async fn run(args: SimulateArgs) -> u8 {
         match EnvCredentials::default_vars().load().await {
             Ok(c) => Some((c.client_id.expose_secret().to_string(), c.client_secret)),
             Err(e) => {
-                eprintln!("error: --require-credentials: {e}");
+                diag(&format!("error: --require-credentials: {e}"));
                 return EXIT_CONFIG;
             }
         }
@@ -91,10 +92,10 @@ pub async fn run(args: SimulateArgs) -> u8 {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
+            diag(&format!(
                 "error: cannot start the simulator on {}: {e:#}",
                 args.listen
-            );
+            ));
             return 1;
         }
     };
@@ -106,29 +107,40 @@ pub async fn run(args: SimulateArgs) -> u8 {
         {
             Ok(d) => d.keep().join("ca.pem"),
             Err(e) => {
-                eprintln!("error: cannot create a directory for the CA: {e}");
+                diag(&format!("error: cannot create a directory for the CA: {e}"));
                 return 1;
             }
         },
     };
     if let Err(e) = std::fs::write(&ca_out, sim.ca_pem()) {
-        eprintln!("error: cannot write the CA to {}: {e}", ca_out.display());
+        diag(&format!(
+            "error: cannot write the CA to {}: {e}",
+            ca_out.display()
+        ));
         return 1;
     }
-    println!("Deepvue simulator listening on {}", sim.base_url());
-    println!(
-        "CA certificate: {} (set deepvue.ca_file to it)",
+    let banner = format!(
+        "Deepvue simulator listening on {0}\nCA certificate: {1} (set deepvue.ca_file to it)\n\
+         control: GET {0}/__simulator/stats, PUT {0}/__simulator/behavior\n",
+        sim.base_url(),
         ca_out.display()
     );
-    println!(
-        "control: GET {0}/__simulator/stats, PUT {0}/__simulator/behavior",
-        sim.base_url()
-    );
+    // Nobody can learn the address or the CA from a lost banner: stop rather than serve blind.
+    if let Err(e) = stdout(banner.as_bytes()) {
+        diag(&format!(
+            "error: cannot write to stdout: {e}; stopping the simulator"
+        ));
+        return 1;
+    }
     wait_for_shutdown().await;
-    println!(
-        "simulator stopped after {} authorize call(s)",
+    let bye = format!(
+        "simulator stopped after {} authorize call(s)\n",
         sim.stats().authorize_calls
     );
+    if let Err(e) = stdout(bye.as_bytes()) {
+        diag(&format!("error: cannot write to stdout: {e}"));
+        return 1;
+    }
     0
 }
 

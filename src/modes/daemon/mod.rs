@@ -184,7 +184,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
     let config = match config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::support::output::diag(&format!("error: {e}"));
             return EXIT_CONFIG;
         }
     };
@@ -194,7 +194,9 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: daemon.listen {listen}: cannot bind: {e}");
+            crate::support::output::diag(&format!(
+                "error: daemon.listen {listen}: cannot bind: {e}"
+            ));
             return EXIT_CONFIG;
         }
     };

@@ -245,10 +245,12 @@ impl Rotation<'_> {
             .client()
             .await
             .map_err(|e| self.fail("createSecret", e.kind(), &e))?;
+        // Repairs to the answer (a clamped expiry) were logged by the client.
         let doc = client
             .authorize(&creds)
             .await
-            .map_err(|e| self.fail("createSecret", e.kind(), &e))?;
+            .map_err(|e| self.fail("createSecret", e.kind(), &e))?
+            .doc;
         drop(creds);
         match self
             .store
