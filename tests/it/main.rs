@@ -9,6 +9,8 @@ mod file_store;
 mod lambda;
 mod layout;
 mod moto;
+mod openbao;
 mod receiver;
 mod redaction;
 mod support;
+mod vault;
