@@ -999,3 +999,187 @@ impl crate::conformance::Fixture for VaultFixture {
         )
     }
 }
+
+/// What the gateway in front of OpenBao does with the rotator's first data write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lose {
+    /// Forward it, then answer 502 as if the answer was lost on the way back.
+    AnswerOfOurWrite,
+    /// Let another runner write first (same cas), drop ours, answer 502.
+    OurWriteToAnotherRunner,
+}
+
+/// A plain-http gateway on 127.0.0.1 in front of OpenBao (loopback http is allowed for dev
+/// servers) that loses the answer to the first `POST` on the token's data path.
+async fn lossy_gateway(bao: &OpenBao, lose: Lose) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    let http = deepvue_rotator::support::tls::https_client(
+        &deepvue_rotator::support::tls::HttpsSettings {
+            extra_ca: Some(&bao.ca),
+            connect_timeout: Duration::from_secs(5),
+            family: deepvue_rotator::support::net::IpFamily::Any,
+            user_agent: "it-gateway",
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let upstream = bao.addr.clone();
+    let lost = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (http, upstream, lost) = (http.clone(), upstream.clone(), lost.clone());
+            async move {
+                let path = uri.path().to_string();
+                let forward = |body: Bytes| {
+                    let mut req = http.request(
+                        method.clone(),
+                        format!(
+                            "{upstream}{}",
+                            uri.path_and_query().map_or("", |p| p.as_str())
+                        ),
+                    );
+                    for (k, v) in &headers {
+                        if k != "host" && k != "content-length" {
+                            req = req.header(k, v);
+                        }
+                    }
+                    req.body(body).send()
+                };
+                let write = method == Method::POST && path == format!("/v1/secret/data/{TOKEN}");
+                if write && lost.fetch_add(1, Ordering::SeqCst) == 0 {
+                    match lose {
+                        Lose::AnswerOfOurWrite => {
+                            let _ = forward(body).await;
+                        }
+                        Lose::OurWriteToAnotherRunner => {
+                            let mut other: Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            other["data"]["access_token"] = json!("another-runners-token");
+                            other["data"]["deepvue_rotator_write_id"] = json!("someone-else");
+                            let _ = forward(Bytes::from(other.to_string())).await;
+                        }
+                    }
+                    return (StatusCode::BAD_GATEWAY, Bytes::new());
+                }
+                match forward(body).await {
+                    Ok(r) => {
+                        let status = StatusCode::from_u16(r.status().as_u16())
+                            .unwrap_or(StatusCode::BAD_GATEWAY);
+                        (status, r.bytes().await.unwrap_or_default())
+                    }
+                    Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("gateway must bind 127.0.0.1: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test]
+async fn a_lost_write_answer_is_resolved_by_reading_back_never_by_minting_again() {
+    for lose in [Lose::AnswerOfOurWrite, Lose::OurWriteToAnotherRunner] {
+        let (env, bao) = setup().await;
+        put_due(&bao, "due-token").await;
+        let (gateway, _task) = lossy_gateway(&bao, lose).await;
+        let cfg = env.write_config(&format!(
+            "{}[vault]\naddress = \"{gateway}\"\nauth = {TOKEN_AUTH}\n\n{}",
+            env.deepvue_section(""),
+            token_block("")
+        ));
+        let out = rotate(&env, &cfg, &["rotate"]).await;
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(env.calls(), 1, "minted once\n{out}");
+        assert_eq!(bao.current_version(TOKEN).await, 2, "one new version");
+        let current = stored_token(&bao, None).await.unwrap_or_default();
+        match lose {
+            Lose::AnswerOfOurWrite => {
+                assert!(out.stdout.contains("prod: rotated -> version 2"), "{out}");
+                assert!(
+                    out.stderr
+                        .contains("the write landed although its answer was lost"),
+                    "{out}"
+                );
+                assert_ne!(current, "another-runners-token");
+            }
+            Lose::OurWriteToAnotherRunner => {
+                assert!(
+                    out.stdout
+                        .contains("prod: rotated by another runner -> version 2"),
+                    "{out}"
+                );
+                assert_eq!(current, "another-runners-token");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_isolates_the_paths() {
+    let env = Env::new().await;
+    let bao = OpenBao::start().await;
+    bao.ok("POST", "sys/namespaces/team-a", Some(json!({})))
+        .await;
+    let ns = |method: &'static str, path: &'static str, body: Value| {
+        let http = deepvue_rotator::support::tls::https_client(
+            &deepvue_rotator::support::tls::HttpsSettings {
+                extra_ca: Some(&bao.ca),
+                connect_timeout: Duration::from_secs(5),
+                family: deepvue_rotator::support::net::IpFamily::Any,
+                user_agent: "it",
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("{}/v1/{path}", bao.addr);
+        async move {
+            let r = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_default(),
+                    url,
+                )
+                .header("X-Vault-Token", ROOT)
+                .header("X-Vault-Namespace", "team-a")
+                .json(&body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, _) = ns(
+        "POST",
+        "sys/mounts/secret",
+        json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = ns(
+        "POST",
+        "secret/data/deepvue/prod/credentials",
+        json!({"data": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let cfg = env.write_config(&format!(
+        "{}{}{}",
+        env.deepvue_section(""),
+        vault_section(&bao, TOKEN_AUTH).replace("[vault]\n", "[vault]\nnamespace = \"team-a\"\n"),
+        token_block("")
+    ));
+    let out = rotate(&env, &cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let (s, v) = ns("GET", "secret/metadata/deepvue/prod/token", Value::Null).await;
+    assert_eq!((s, v["data"]["current_version"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        bao.current_version(TOKEN).await,
+        0,
+        "nothing in the root namespace"
+    );
+}
