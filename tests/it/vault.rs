@@ -1183,3 +1183,90 @@ async fn a_namespace_isolates_the_paths() {
         "nothing in the root namespace"
     );
 }
+
+/// A role whose tokens may not renew themselves (no `default` policy): maintenance logs in
+/// again before each token dies instead; a static root token (TTL 0) is looked up once and
+/// then left alone.
+#[tokio::test]
+async fn maintain_logs_in_again_when_renewal_is_not_allowed_and_leaves_a_root_token_alone() {
+    let bao = OpenBao::start().await;
+    bao.policy("rotator", POLICY).await;
+    let (role_id, secret_id) = bao
+        .approle(
+            "rotator",
+            json!({"token_policies": ["rotator"], "token_no_default_policy": true,
+                   "token_ttl": "3s", "token_max_ttl": "60s"}),
+        )
+        .await;
+    put_due(&bao, "kept").await;
+    let sid = secret_file(bao.dir.path(), "sid", &secret_id);
+    let root = secret_file(bao.dir.path(), "root", ROOT);
+    for auth in [
+        VaultAuth::Approle(AppRoleAuth {
+            role_id: AuthValue::Inline(role_id.clone().into()),
+            secret_id: AuthValue::Ref(SecretRef {
+                env: None,
+                file: Some(sid.clone()),
+            }),
+            mount: None,
+        }),
+        VaultAuth::Token(TokenAuth {
+            token: Some(AuthValue::Ref(SecretRef {
+                env: None,
+                file: Some(root.clone()),
+            })),
+            mount: None,
+        }),
+    ] {
+        let approle = matches!(auth, VaultAuth::Approle(_));
+        let mark = bao.audited().len();
+        let clients = VaultClients::new(&VaultSection {
+            address: Some(bao.addr.clone()),
+            namespace: None,
+            ca_file: Some(bao.ca.clone()),
+            auth,
+        });
+        let store = VaultStoreConfig {
+            path: TOKEN.into(),
+            mount: None,
+            keep_versions: None,
+        }
+        .build(clients.clone());
+        let maintainer = {
+            let clients = clients.clone();
+            tokio::spawn(async move { clients.maintain().await })
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(if approle { 8 } else { 2 }) {
+            store
+                .read_current()
+                .await
+                .unwrap_or_else(|e| panic!("read at {:?}: {e}", started.elapsed()));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        maintainer.abort();
+        let audited = bao.audited_since(mark);
+        let count = |p: &str| audited.iter().filter(|a| a.path == p).count();
+        if approle {
+            assert!(count("auth/approle/login") >= 3, "{audited:?}");
+            assert_eq!(
+                count("auth/token/renew-self"),
+                1,
+                "denied once, then not tried"
+            );
+        } else {
+            assert_eq!(count("auth/token/lookup-self"), 1, "{audited:?}");
+            assert_eq!(
+                count("auth/token/renew-self"),
+                0,
+                "a TTL-0 token is never renewed"
+            );
+        }
+    }
+    let refused: Vec<_> = bao
+        .audited_errors()
+        .into_iter()
+        .filter(|(path, _)| path != "auth/token/renew-self")
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}

@@ -138,6 +138,8 @@ pub struct VaultClient {
     method: Method,
     session: watch::Sender<Option<Arc<Session>>>,
     login_lock: Mutex<()>,
+    /// `renew-self` was refused (a token without the `default` policy): log in again instead.
+    renew_denied: std::sync::atomic::AtomicBool,
 }
 
 impl VaultClient {
@@ -197,6 +199,7 @@ impl VaultClient {
             method: Method::new(&section.auth),
             session: watch::Sender::new(None),
             login_lock: Mutex::new(()),
+            renew_denied: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -456,16 +459,40 @@ impl VaultClient {
                 }
             }
             let result = match action {
-                Action::Lookup => self.lookup(&s).await,
+                Action::Lookup => match self.lookup(&s).await {
+                    // Not allowed to look itself up (no `default` policy): leave it alone.
+                    Err(e) if e.kind == ErrorKind::Permanent => {
+                        warn!(error = %e, "cannot look up the Vault token's TTL; it will not be renewed");
+                        self.replace(
+                            &s,
+                            Session {
+                                token: s.token.clone(),
+                                lease: Some(Duration::ZERO),
+                                renewable: false,
+                                since: Instant::now(),
+                                increment: Duration::ZERO,
+                                capped: false,
+                            },
+                        );
+                        Ok(())
+                    }
+                    other => other,
+                },
                 Action::Renew => match self.renew(&s).await {
                     Err(e) if self.method.can_login() => {
+                        if e.kind == ErrorKind::Permanent {
+                            self.renew_denied
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         warn!(error = %e, "Vault token renewal failed; logging in again");
                         self.relogin(&s).await.map(|_| ())
                     }
                     other => other,
                 },
                 Action::Relogin => {
-                    info!("the Vault token is near its max TTL; logging in again");
+                    info!(
+                        "logging in to Vault again before the token expires (max TTL, or not renewable)"
+                    );
                     self.relogin(&s).await.map(|_| ())
                 }
             };
@@ -497,7 +524,8 @@ impl VaultClient {
         }
         let fraction = 2.0 / 3.0 - rand::random::<f64>() * 0.1;
         let at = s.since + lease.mul_f64(fraction);
-        if !s.renewable || s.capped {
+        let denied = self.renew_denied.load(std::sync::atomic::Ordering::Relaxed);
+        if !s.renewable || s.capped || denied {
             return self.method.can_login().then_some((at, Action::Relogin));
         }
         Some((at, Action::Renew))
