@@ -1270,3 +1270,40 @@ async fn maintain_logs_in_again_when_renewal_is_not_allowed_and_leaves_a_root_to
         .collect();
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+/// Plain http is for a loopback dev server only: `check` fails the HTTPS item for a configured
+/// address, and an address from `$VAULT_ADDR` is refused when the client is built (exit 2).
+#[tokio::test]
+async fn plain_http_to_a_non_loopback_vault_is_refused() {
+    let env = Env::new().await;
+    let cfg = env.write_config(&format!(
+        "{}[vault]\naddress = \"http://vault.example.com:8200\"\nauth = {TOKEN_AUTH}\n\n{}",
+        env.deepvue_section(""),
+        token_block("")
+    ));
+    let out = rotate(&env, &cfg, &["check"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stdout.contains("FAIL     every endpoint is HTTPS")
+            && out.stdout.contains("vault.address must use https://"),
+        "{out}"
+    );
+    let cfg = env.write_config(&format!(
+        "{}[vault]\nauth = {TOKEN_AUTH}\n\n{}",
+        env.deepvue_section(""),
+        token_block("")
+    ));
+    let mut cmd = vault_command(&env, &cfg, &["rotate"]);
+    cmd.env("VAULT_ADDR", "http://vault.example.com:8200");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("VAULT_ADDR must use https://"), "{out}");
+    let out = rotate(&env, &cfg, &["rotate"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stdout
+            .contains("no Vault address: set [vault] address or VAULT_ADDR"),
+        "{out}"
+    );
+    assert_eq!(env.calls(), 0);
+}
