@@ -294,18 +294,16 @@ impl VaultSection {
         self.auth.validate()
     }
 
-    /// `check`'s HTTPS note: the address in use (configured or `$VAULT_ADDR`).
+    /// `check`'s HTTPS note for a configured address (one from `$VAULT_ADDR` is checked when
+    /// the client is built, i.e. by the store and credentials checks).
     pub(crate) fn endpoint_note(&self) -> Option<String> {
-        let (addr, from) = match &self.address {
-            Some(a) => (a.clone(), ""),
-            None => (std::env::var(client::ENV_ADDR).ok()?, " (from VAULT_ADDR)"),
-        };
+        let addr = self.address.as_deref()?;
         let loopback = if addr.starts_with("http://") {
             " (loopback dev server)"
         } else {
             ""
         };
-        Some(format!("vault {}{from}{loopback}", shown_url(&addr)))
+        Some(format!("vault {}{loopback}", shown_url(addr)))
     }
 }
 
