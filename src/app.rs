@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::backends::{BuildContext, Clients};
 use crate::config::{Config, TokenConfig};
+use crate::core::observe::{Observer, Unobserved};
 use crate::engine::alerter::Alerter;
+use crate::engine::observed::ObservedStore;
 use crate::engine::rotator::{Job, Rotator};
 use crate::sinks::{self, SinkContext};
 
@@ -40,12 +42,26 @@ pub struct UnknownToken {
 impl App {
     /// Build clients, sinks, rotator and jobs.
     pub fn new(config: Config) -> App {
+        Self::observed(config, Arc::new(Unobserved))
+    }
+
+    /// The same, reporting authorize attempts, store operations and alert deliveries to
+    /// `observer` (the daemon's metrics).
+    pub fn observed(config: Config, observer: Arc<dyn Observer>) -> App {
         let clients = Clients::new(&config.backends);
         let ctx = BuildContext {
             clients: &clients,
             lock_timeout: config.lock_timeout,
         };
-        let jobs = config.tokens.iter().map(|t| job(t, &ctx)).collect();
+        let jobs = config
+            .tokens
+            .iter()
+            .map(|t| {
+                let mut j = job(t, &ctx);
+                j.store = Box::new(ObservedStore::new(j.store, observer.clone()));
+                j
+            })
+            .collect();
         let sinks = sinks::build_all(
             &config.alerting.sinks,
             &SinkContext {
@@ -55,7 +71,11 @@ impl App {
                 clients: &clients,
             },
         );
-        let rotator = Rotator::new(config.settings(), Alerter::new(sinks));
+        let rotator = Rotator::new(
+            config.settings(),
+            Alerter::new(sinks, observer.clone()),
+            observer,
+        );
         App {
             config: Arc::new(config),
             clients,

@@ -46,6 +46,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run until SIGTERM: rotate every token before it expires, serve health, status and
+    /// Prometheus metrics, talk to systemd.
+    #[cfg(feature = "daemon")]
+    Daemon(deepvue_rotator::modes::daemon::DaemonArgs),
     /// Offline tour: built-in simulator + temporary file store.
     #[cfg(feature = "simulator")]
     Demo,
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
             Command::Status { json } => cli::status(config, json).await,
             Command::Read(args) => cli::read(config, args).await,
             Command::Check { json } => cli::check(config, json).await,
+            #[cfg(feature = "daemon")]
+            Command::Daemon(args) => deepvue_rotator::modes::daemon::run(config, args).await,
             #[cfg(feature = "simulator")]
             Command::Demo => cli::demo::run().await,
             #[cfg(feature = "simulator")]

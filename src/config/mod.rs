@@ -12,6 +12,7 @@
 //! credentials themselves, this is the only module that reads the environment for
 //! configuration.
 
+pub mod daemon;
 mod secrets;
 
 use std::collections::HashSet;
@@ -89,6 +90,8 @@ struct RawConfig {
     alerting: RawAlerting,
     #[serde(default)]
     alerts: Vec<SinkConfig>,
+    #[serde(default)]
+    daemon: daemon::RawDaemon,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +192,8 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// The backends' own tables (`[aws]`).
     pub backends: Sections,
+    /// `[daemon]`: used by the daemon mode only.
+    pub daemon: daemon::DaemonConfig,
 }
 
 impl Config {
@@ -484,6 +489,7 @@ impl Config {
         let egress = validate_egress(raw.egress, origin)?;
         let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
         sections.validate().map_err(problem)?;
+        let daemon = raw.daemon.validate(origin)?;
         Ok(Config {
             origin: origin.to_string(),
             deepvue,
@@ -494,6 +500,7 @@ impl Config {
             egress,
             alerting,
             backends: sections,
+            daemon,
         })
     }
 }

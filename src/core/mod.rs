@@ -10,6 +10,7 @@ pub mod decide;
 pub mod document;
 pub mod egress;
 pub mod error;
+pub mod observe;
 pub mod report;
 pub mod state;
 pub mod store;

@@ -1,19 +1,23 @@
 //! Delivers alerts to every configured sink, and always to the log. A failing sink is logged
 //! and recorded, and never changes a rotation's outcome or exit code.
 
+use std::sync::Arc;
+
 use tracing::{error, info, warn};
 
 use crate::core::alert::{Action, Alert, AlertOutcome, Severity, Sink};
+use crate::core::observe::Observer;
 
 /// The configured sinks.
 pub struct Alerter {
     sinks: Vec<Box<dyn Sink>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl Alerter {
-    /// Deliver to these sinks (built by the composition root).
-    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
-        Alerter { sinks }
+    /// Deliver to these sinks (built by the composition root), counting on `observer`.
+    pub fn new(sinks: Vec<Box<dyn Sink>>, observer: Arc<dyn Observer>) -> Self {
+        Alerter { sinks, observer }
     }
 
     /// Whether no sink is configured (alerts then only go to the log).
@@ -53,6 +57,8 @@ impl Alerter {
             failed_sinks: Vec::new(),
         };
         for (name, r) in results {
+            self.observer
+                .alert(&name, alert.condition, alert.action, r.is_ok());
             match r {
                 Ok(()) => outcome.delivered.push(name),
                 Err(e) => {

@@ -13,9 +13,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::{debug, warn};
 
+use std::sync::Arc;
+
 use crate::core::credentials::Credentials;
 use crate::core::document::{TOKEN_LIFETIME, TokenDocument, format_time, parse_time};
 use crate::core::error::ErrorKind;
+use crate::core::observe::{AuthorizeClass, Observer, Unobserved};
 use crate::support::http::{error_chain, parse_retry_after};
 use crate::support::net::IpFamily;
 use crate::support::text::truncate;
@@ -142,7 +145,23 @@ enum Attempt {
     Retry {
         why: String,
         retry_after: Option<Duration>,
+        rate_limited: bool,
     },
+}
+
+impl Attempt {
+    /// The class this attempt counts as: "transient" covers every other failed attempt (5xx,
+    /// timeouts, malformed answers, TLS and unexpected answers).
+    fn class(&self) -> AuthorizeClass {
+        match self {
+            Attempt::Fatal(MintError::Forbidden { .. }) => AuthorizeClass::Forbidden,
+            Attempt::Fatal(MintError::Rejected { .. }) => AuthorizeClass::CredentialsRejected,
+            Attempt::Retry {
+                rate_limited: true, ..
+            } => AuthorizeClass::RateLimited,
+            _ => AuthorizeClass::Transient,
+        }
+    }
 }
 
 /// The authorize client. Cheap to share; build once per process.
@@ -154,6 +173,7 @@ pub struct DeepvueClient {
     encoding: RequestEncoding,
     request_timeout: Duration,
     retry: RetryPolicy,
+    observer: Arc<dyn Observer>,
 }
 
 impl DeepvueClient {
@@ -180,7 +200,14 @@ impl DeepvueClient {
             encoding: cfg.request_encoding,
             request_timeout: cfg.request_timeout,
             retry: cfg.retry,
+            observer: Arc::new(Unobserved),
         })
+    }
+
+    /// Report every authorize attempt to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The HTTP client (shared with the egress probes: same trust, proxy and address family).
@@ -207,12 +234,19 @@ impl DeepvueClient {
                 Err(_) => Err(Attempt::Retry {
                     why: format!("no answer within {}", humantime::format_duration(per_try)),
                     retry_after: None,
+                    rate_limited: false,
                 }),
             };
+            self.observer.authorize(match &result {
+                Ok(_) => AuthorizeClass::Ok,
+                Err(a) => a.class(),
+            });
             let (why, retry_after) = match result {
                 Ok(doc) => return Ok(doc),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { why, retry_after }) => (why, retry_after),
+                Err(Attempt::Retry {
+                    why, retry_after, ..
+                }) => (why, retry_after),
             };
             if attempt >= max {
                 return Err(MintError::Exhausted {
@@ -297,6 +331,7 @@ impl DeepvueClient {
                 return Err(Attempt::Retry {
                     why,
                     retry_after: None,
+                    rate_limited: false,
                 });
             }
             Err(_) => secrecy::zeroize::Zeroizing::new(Vec::new()),
@@ -306,6 +341,7 @@ impl DeepvueClient {
             200..=299 => parse_token(&body, sent_at).map_err(|why| Attempt::Retry {
                 why: format!("malformed answer: {why}"),
                 retry_after: None,
+                rate_limited: false,
             }),
             400 | 401 | 422 => Err(Attempt::Fatal(MintError::Rejected {
                 status: status.as_u16(),
@@ -315,10 +351,12 @@ impl DeepvueClient {
             429 => Err(Attempt::Retry {
                 why: format!("HTTP 429 rate limited: {}", detail()),
                 retry_after,
+                rate_limited: true,
             }),
             500..=599 => Err(Attempt::Retry {
                 why: format!("HTTP {}: {}", status.as_u16(), detail()),
                 retry_after,
+                rate_limited: false,
             }),
             300..=399 => Err(Attempt::Fatal(MintError::Unexpected(format!(
                 "HTTP {} redirect to {}; credentials are never re-sent to another URL, so \
@@ -354,6 +392,7 @@ impl DeepvueClient {
         Attempt::Retry {
             why: format!("{what}: {}", error_chain(e)),
             retry_after: None,
+            rate_limited: false,
         }
     }
 

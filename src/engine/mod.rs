@@ -8,4 +8,5 @@
 pub mod alerter;
 pub mod deepvue;
 pub mod egress;
+pub mod observed;
 pub mod rotator;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::alerter::Alerter;
@@ -17,10 +18,11 @@ use super::deepvue::{DeepvueClient, DeepvueConfig, MintError};
 use super::egress::{self, EgressConfig};
 use crate::core::alert::{self, AlertPolicy, Severity};
 use crate::core::credentials::CredentialSource;
-use crate::core::decide::{Decision, DuePolicy, decide};
+use crate::core::decide::{Decision, DuePolicy, DueReason, decide};
 use crate::core::document::format_time;
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
+use crate::core::observe::Observer;
 use crate::core::report::{Outcome, ReportError, StatusRow, TokenReport};
 use crate::core::state::RunState;
 use crate::core::store::{StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode};
@@ -32,6 +34,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Decide and report, but never mint or write.
     pub dry_run: bool,
+    /// Treat the token as due this much earlier than `renew_before` says (the daemon's
+    /// per-replica jitter, so replicas and tokens spread out).
+    pub early_by: std::time::Duration,
 }
 
 /// A configured token with its store and credential source built.
@@ -82,15 +87,17 @@ pub struct Rotator {
     settings: Settings,
     client: OnceCell<Arc<DeepvueClient>>,
     alerter: Alerter,
+    observer: Arc<dyn Observer>,
 }
 
 impl Rotator {
-    /// A rotator with these settings and sinks.
-    pub fn new(settings: Settings, alerter: Alerter) -> Self {
+    /// A rotator with these settings and sinks, counting on `observer`.
+    pub fn new(settings: Settings, alerter: Alerter, observer: Arc<dyn Observer>) -> Self {
         Rotator {
             settings,
             client: OnceCell::new(),
             alerter,
+            observer,
         }
     }
 
@@ -102,7 +109,10 @@ impl Rotator {
     /// The Deepvue client, built on first use.
     pub async fn client(&self) -> Result<Arc<DeepvueClient>, MintError> {
         self.client
-            .get_or_try_init(|| async { DeepvueClient::new(&self.settings.deepvue).map(Arc::new) })
+            .get_or_try_init(|| async {
+                DeepvueClient::new(&self.settings.deepvue)
+                    .map(|c| Arc::new(c.observed_by(self.observer.clone())))
+            })
             .await
             .cloned()
     }
@@ -117,6 +127,7 @@ impl Rotator {
         Pass {
             rotator: self,
             egress: OnceCell::new(),
+            shutdown: None,
         }
     }
 
@@ -134,9 +145,17 @@ impl Rotator {
 pub struct Pass<'r> {
     rotator: &'r Rotator,
     egress: OnceCell<Option<EgressReport>>,
+    shutdown: Option<CancellationToken>,
 }
 
 impl Pass<'_> {
+    /// Stop minting when `shutdown` is cancelled: a token not yet minted fails ("shutting
+    /// down"); one already minted is still written, so nothing minted is ever lost.
+    pub fn until(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
     /// The rotator this pass belongs to.
     pub fn rotator(&self) -> &Rotator {
         self.rotator
@@ -221,44 +240,36 @@ impl Pass<'_> {
             r
         };
 
-        // Serialise with other runners on this host (file store), then decide from what is
-        // stored *now*: a runner that waited sees the token the winner wrote.
-        let _lock = if opts.dry_run {
+        // Decide from what is stored; only a due token takes the store's rotation lock (the
+        // file store's flock, a lease elsewhere), and then decides again from what is stored
+        // *now*: a runner that waited sees the token the winner wrote. A no-op never locks.
+        let (mut stored, mut reason) = match self.read_and_decide(job, opts, &mut report).await {
+            Ok(Some(due)) => due,
+            Ok(None) => return report,
+            Err((kind, message)) => return fail(report, kind, message),
+        };
+        let lock = if opts.dry_run {
             None
         } else {
             match store.lock().await {
                 Ok(l) => l,
+                // Someone else holds the rotation right now (a live lease): their write is the
+                // rotation; this run writes nothing.
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    info!(error = %e, "another runner is rotating this token; nothing to do");
+                    report.outcome = Outcome::RotatedByAnotherRunner;
+                    return report;
+                }
                 Err(e) => return fail(report, e.kind, e.to_string()),
             }
         };
-        let stored = match store.read_current().await {
-            Ok(s) => s,
-            Err(e) => return fail(report, e.kind, e.to_string()),
-        };
-        let now = Utc::now();
-        if let Some(s) = &stored {
-            report.version = Some(s.version.clone());
-            report.state_mark = s.state;
-            if let Ok(doc) = &s.document {
-                report.show(doc, now);
-            }
+        if lock.is_some() {
+            (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
+                Ok(Some(due)) => due,
+                Ok(None) => return report,
+                Err((kind, message)) => return fail(report, kind, message),
+            };
         }
-        let reason = match decide(stored.as_ref(), now, &job.policy, opts.force) {
-            Decision::Fresh => {
-                report.outcome = Outcome::Fresh;
-                return report;
-            }
-            Decision::Throttled => {
-                report.outcome = Outcome::Throttled;
-                report.reason = Some(format!(
-                    "due, but minted less than min_interval ({}) ago",
-                    humantime::format_duration(job.policy.min_interval)
-                ));
-                return report;
-            }
-            Decision::Due(reason) => reason,
-        };
-        report.reason = Some(reason.to_string());
         if opts.dry_run {
             report.outcome = Outcome::WouldRotate;
             return report;
@@ -273,7 +284,17 @@ impl Pass<'_> {
             Ok(c) => c,
             Err(e) => return fail(report, e.kind(), e.to_string()),
         };
-        let doc = match client.authorize(&creds).await {
+        let minted = match &self.shutdown {
+            None => client.authorize(&creds).await,
+            Some(stop) => tokio::select! {
+                biased;
+                r = client.authorize(&creds) => r,
+                () = stop.cancelled() => {
+                    return fail(report, ErrorKind::Transient, "shutting down: nothing minted".into());
+                }
+            },
+        };
+        let doc = match minted {
             Ok(d) => d,
             Err(e) => {
                 let mut report = fail(report, e.kind(), e.to_string());
@@ -319,6 +340,52 @@ impl Pass<'_> {
                 report
             }
             Err(e) => fail(report, e.kind, e.to_string()),
+        }
+    }
+
+    /// Read the current version and decide. `Ok(None)`: not due (the report says why);
+    /// `Ok(Some(..))`: due, with what was read and why.
+    async fn read_and_decide(
+        &self,
+        job: &Job,
+        opts: RunOptions,
+        report: &mut TokenReport,
+    ) -> Result<Option<(Option<Stored>, DueReason)>, (ErrorKind, String)> {
+        let stored = job
+            .store
+            .read_current()
+            .await
+            .map_err(|e| (e.kind, e.to_string()))?;
+        let now = Utc::now();
+        if let Some(s) = &stored {
+            report.version = Some(s.version.clone());
+            report.state_mark = s.state;
+            if let Ok(doc) = &s.document {
+                report.show(doc, now);
+            }
+        }
+        let policy = DuePolicy {
+            renew_before: job.policy.renew_before.saturating_add(opts.early_by),
+            ..job.policy
+        };
+        match decide(stored.as_ref(), now, &policy, opts.force) {
+            Decision::Fresh => {
+                report.outcome = Outcome::Fresh;
+                report.reason = None;
+                Ok(None)
+            }
+            Decision::Throttled => {
+                report.outcome = Outcome::Throttled;
+                report.reason = Some(format!(
+                    "due, but minted less than min_interval ({}) ago",
+                    humantime::format_duration(job.policy.min_interval)
+                ));
+                Ok(None)
+            }
+            Decision::Due(reason) => {
+                report.reason = Some(reason.to_string());
+                Ok(Some((stored, reason)))
+            }
         }
     }
 

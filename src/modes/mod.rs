@@ -2,6 +2,7 @@
 //!
 //! - `cli`: the one-shot commands (`rotate`, `status`, `read`, `check`) and the tools (`demo`,
 //!   `simulate`).
+//! - `daemon`: long-running, expiry-driven, with health, metrics and systemd integration.
 //! - `lambda`: the same binary as an AWS Lambda `bootstrap`.
 //!
 //! **Dependency rule:** a mode depends on `app`, `config`, `engine`, `core` and `support`
@@ -9,5 +10,7 @@
 //! other. Exit codes and report rendering live below them, in `core`.
 
 pub mod cli;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 #[cfg(feature = "lambda")]
 pub mod lambda;

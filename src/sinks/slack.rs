@@ -25,16 +25,13 @@ fn by_reference<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretRef, D::
     match UrlValue::deserialize(d)? {
         UrlValue::Ref(r) => Ok(r),
         // Kept as an impossible reference, reported by `validate` as an inline secret.
-        UrlValue::Inline(_) => Ok(SecretRef {
-            env: None,
-            file: None,
-        }),
+        UrlValue::Inline(_) => Ok(SecretRef::default()),
     }
 }
 
 impl SlackConfig {
     pub(super) fn validate(&self, at: &str) -> Result<(), Problem> {
-        if self.url.env.is_none() && self.url.file.is_none() {
+        if self.url == SecretRef::default() {
             return Err(Problem::inline_secret(format!(
                 "{at}.url: a Slack webhook URL is a secret; give it by reference: url = {{ env = \
                  \"SLACK_WEBHOOK_URL\" }} or {{ file = \"/path\" }}"

@@ -44,34 +44,73 @@ pub enum SecretError {
         /// Which rule, and how to fix it.
         why: String,
     },
-    /// The reference names neither or both.
-    #[error("a secret reference needs exactly one of env or file")]
+    /// The reference names none or several.
+    #[error("a secret reference needs exactly one of env, file or credential")]
     Malformed,
+    /// A systemd credential outside systemd.
+    #[error(
+        "systemd credential {0}: $CREDENTIALS_DIRECTORY is not set (run under systemd with \
+         LoadCredential={0}:… or LoadCredentialEncrypted=)"
+    )]
+    NoCredentialsDirectory(String),
 }
 
-/// A secret value given by reference: `{ env = "NAME" }` or `{ file = "/path" }`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// The directory systemd puts `LoadCredential=` files in.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// A secret value given by reference: `{ env = "NAME" }`, `{ file = "/path" }`, or
+/// `{ credential = "NAME" }` (a systemd credential: `$CREDENTIALS_DIRECTORY/NAME`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Environment variable holding the value.
     pub env: Option<String>,
     /// File holding the value (trailing newline trimmed).
     pub file: Option<PathBuf>,
+    /// A systemd credential (`LoadCredential=NAME:…`) holding the value.
+    pub credential: Option<String>,
+}
+
+/// The path of systemd credential `name`, when running with `LoadCredential=`.
+pub fn credential_path(name: &str) -> Result<PathBuf, SecretError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(SecretError::Unsafe {
+            path: PathBuf::from(name),
+            why: "a credential name is a plain file name (no `/`)".into(),
+        });
+    }
+    match std::env::var_os(CREDENTIALS_DIRECTORY) {
+        Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir).join(name)),
+        _ => Err(SecretError::NoCredentialsDirectory(name.to_string())),
+    }
 }
 
 impl SecretRef {
     /// Where the value lives, for messages.
     pub fn describe(&self) -> String {
-        match (&self.env, &self.file) {
-            (Some(e), _) => format!("env {e}"),
-            (None, Some(f)) => format!("file {}", f.display()),
-            (None, None) => "nothing".into(),
+        match (&self.env, &self.file, &self.credential) {
+            (Some(e), _, _) => format!("env {e}"),
+            (None, Some(f), _) => format!("file {}", f.display()),
+            (None, None, Some(c)) => format!("systemd credential {c}"),
+            (None, None, None) => "nothing".into(),
         }
+    }
+
+    /// Whether the value is held by a service manager (a systemd credential) rather than a
+    /// plain file or the environment.
+    pub fn is_managed(&self) -> bool {
+        self.credential.is_some()
     }
 
     /// Read the value now.
     pub fn resolve(&self) -> Result<SecretString, SecretError> {
-        let value = match (&self.env, &self.file) {
+        let file = match (&self.file, &self.credential) {
+            (Some(f), None) => Some(f.clone()),
+            (None, Some(c)) => Some(credential_path(c)?),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(SecretError::Malformed),
+        };
+        let value = match (&self.env, file) {
             (Some(var), None) => match std::env::var(var) {
                 Ok(v) => Zeroizing::new(v),
                 Err(std::env::VarError::NotPresent) => {
@@ -82,7 +121,7 @@ impl SecretRef {
                 }
             },
             (None, Some(path)) => {
-                let bytes = read_secret_file(path)?;
+                let bytes = read_secret_file(&path)?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::Unsafe {
                     path: path.clone(),
                     why: "the file is not UTF-8 text".into(),
@@ -97,13 +136,16 @@ impl SecretRef {
         Ok(SecretString::from(value.as_str()))
     }
 
-    /// Check the shape (exactly one of `env` / `file`, non-empty) at config load.
+    /// Check the shape (exactly one of `env` / `file` / `credential`, non-empty) at config
+    /// load.
     pub fn validate(&self, at: &str) -> Result<(), super::problem::Problem> {
-        match (&self.env, &self.file) {
-            (Some(e), None) if !e.is_empty() => Ok(()),
-            (None, Some(f)) if !f.as_os_str().is_empty() => Ok(()),
+        match (&self.env, &self.file, &self.credential) {
+            (Some(e), None, None) if !e.is_empty() => Ok(()),
+            (None, Some(f), None) if !f.as_os_str().is_empty() => Ok(()),
+            (None, None, Some(c)) if !c.is_empty() && !c.contains('/') => Ok(()),
             _ => Err(super::problem::Problem::invalid(format!(
-                "{at} must be {{ env = \"NAME\" }} or {{ file = \"/path\" }} (exactly one)"
+                "{at} must be {{ env = \"NAME\" }}, {{ file = \"/path\" }} or {{ credential = \
+                 \"NAME\" }} (a systemd credential), exactly one"
             ))),
         }
     }
@@ -210,8 +252,8 @@ mod tests {
         std::fs::write(&path, "SENTINEL-value\n")?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
         let r = SecretRef {
-            env: None,
             file: Some(path.clone()),
+            ..SecretRef::default()
         };
         let e = r.resolve().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("chmod 600") && !e.contains("SENTINEL"), "{e}");

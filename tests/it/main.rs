@@ -5,6 +5,7 @@ mod alerts;
 mod aws;
 mod cli;
 mod conformance;
+mod daemon;
 mod file_store;
 mod lambda;
 mod layout;

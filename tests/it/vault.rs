@@ -911,6 +911,7 @@ async fn maintain_renews_then_logs_in_again_while_reads_keep_working() {
             secret_id: AuthValue::Ref(SecretRef {
                 env: None,
                 file: Some(sid),
+                credential: None,
             }),
             mount: None,
         }),
@@ -973,6 +974,7 @@ impl VaultFixture {
                 token: Some(AuthValue::Ref(SecretRef {
                     env: None,
                     file: Some(token),
+                    credential: None,
                 })),
                 mount: None,
             }),
@@ -1207,6 +1209,7 @@ async fn maintain_logs_in_again_when_renewal_is_not_allowed_and_leaves_a_root_to
             secret_id: AuthValue::Ref(SecretRef {
                 env: None,
                 file: Some(sid.clone()),
+                credential: None,
             }),
             mount: None,
         }),
@@ -1214,6 +1217,7 @@ async fn maintain_logs_in_again_when_renewal_is_not_allowed_and_leaves_a_root_to
             token: Some(AuthValue::Ref(SecretRef {
                 env: None,
                 file: Some(root.clone()),
+                credential: None,
             })),
             mount: None,
         }),

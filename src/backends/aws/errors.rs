@@ -24,8 +24,12 @@ where
             let msg = e.message().unwrap_or("").to_string();
             let status = se.raw().status().as_u16();
             let kind = sm_code_kind(code, status);
+            // An answer the SDK could not parse (some proxies and emulators send an XML or
+            // empty body) keeps its HTTP status: a bare 403 is still access denied.
+            let denied = matches!(code, "AccessDeniedException" | "AccessDenied")
+                || (status == 403 && e.code().is_none_or(|c| c == "Unknown"));
             let text = match code {
-                "AccessDeniedException" | "AccessDenied" => {
+                _ if denied => {
                     let kms_hint = if kms || msg.to_ascii_lowercase().contains("kms") {
                         if action == "PutSecretValue" || action == "CreateSecret" {
                             " and kms:GenerateDataKey + kms:Decrypt on the secret's KMS key"
@@ -35,8 +39,13 @@ where
                     } else {
                         ""
                     };
+                    let why = if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({msg})")
+                    };
                     format!(
-                        "access denied ({msg}): the caller needs secretsmanager:{action}{kms_hint}"
+                        "access denied{why}: the caller needs secretsmanager:{action}{kms_hint}"
                     )
                 }
                 "DecryptionFailure" => format!(
@@ -165,6 +174,23 @@ mod tests {
             err,
             HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty()),
         )
+    }
+
+    #[test]
+    fn a_bare_403_is_access_denied() {
+        let err = PutSecretValueError::generic(ErrorMetadata::builder().build());
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(403)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = SdkError::service_error(
+            err,
+            HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty()),
+        );
+        let (kind, msg) = classify_sm_error(&e, "PutSecretValue", false);
+        assert_eq!(kind, ErrorKind::Permanent);
+        assert!(
+            msg.contains("the caller needs secretsmanager:PutSecretValue"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -9,42 +9,70 @@ use crate::core::credentials::{
     parse_credentials_json,
 };
 use crate::core::error::ErrorKind;
-use crate::support::secret_ref::read_secret_file;
+use crate::support::secret_ref::{credential_path, read_secret_file};
 
 /// Credentials from a JSON file, read through the one secret-file reader (regular file, owner
 /// only, size-capped).
 pub struct FileCredentials {
-    path: PathBuf,
+    source: Source,
+}
+
+enum Source {
+    Path(PathBuf),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/NAME`, resolved when loading.
+    Credential(String),
 }
 
 impl FileCredentials {
     /// Credentials in this file.
     pub fn new(path: PathBuf) -> Self {
-        FileCredentials { path }
+        FileCredentials {
+            source: Source::Path(path),
+        }
+    }
+
+    /// Credentials in systemd credential `name` (`LoadCredential=`).
+    pub fn systemd(name: String) -> Self {
+        FileCredentials {
+            source: Source::Credential(name),
+        }
+    }
+
+    fn id(&self) -> String {
+        match &self.source {
+            Source::Path(p) => p.display().to_string(),
+            Source::Credential(c) => format!("systemd credential {c}"),
+        }
     }
 
     fn error(&self, message: String) -> CredentialsError {
-        CredentialsError::new(
-            "file",
-            self.path.display().to_string(),
-            ErrorKind::Config,
-            message,
-        )
+        CredentialsError::new("file", self.id(), ErrorKind::Config, message)
     }
 }
 
 #[async_trait]
 impl CredentialSource for FileCredentials {
     fn describe(&self) -> String {
-        format!("file:{}", self.path.display())
+        format!("file:{}", self.id())
     }
 
     fn custody(&self) -> Custody {
-        Custody::LooseFile
+        match self.source {
+            Source::Path(_) => Custody::LooseFile,
+            // Held by the service manager, readable by this service only.
+            Source::Credential(_) => Custody::SecretManager,
+        }
     }
 
     async fn load(&self) -> Result<Credentials, CredentialsError> {
-        let bytes = read_secret_file(&self.path).map_err(|e| {
+        let path = match &self.source {
+            Source::Path(p) => p.clone(),
+            Source::Credential(c) => credential_path(c).map_err(|e| {
+                let message = e.to_string();
+                self.error(message).with_source(e)
+            })?,
+        };
+        let bytes = read_secret_file(&path).map_err(|e| {
             let message = match &e {
                 crate::support::secret_ref::SecretError::Unsafe { why, .. } => why.clone(),
                 other => other.to_string(),
@@ -65,7 +93,7 @@ mod tests {
     async fn file_credentials_checks_mode_and_fields() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("creds.json");
-        let src = FileCredentials { path: path.clone() };
+        let src = FileCredentials::new(path.clone());
 
         std::fs::write(
             &path,

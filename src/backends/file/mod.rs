@@ -54,24 +54,40 @@ impl FileStoreConfig {
     }
 }
 
-/// `credentials = { backend = "file", path }`.
+/// `credentials = { backend = "file", path }` or `{ backend = "file", credential }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCredentialsConfig {
     /// Path to the JSON file.
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    /// A systemd credential (`LoadCredential=NAME:…`) holding the JSON: the file
+    /// `$CREDENTIALS_DIRECTORY/NAME`, without writing the runtime path in the config.
+    pub credential: Option<String>,
 }
 
 impl FileCredentialsConfig {
     pub(super) fn validate(&self, at: &str) -> Result<(), Problem> {
-        if self.path.as_os_str().is_empty() {
-            return Err(Problem::invalid(format!("{at}.path is empty")));
+        match (&self.path, &self.credential) {
+            (Some(p), None) if !p.as_os_str().is_empty() => Ok(()),
+            (None, Some(c)) if !c.is_empty() && !c.contains('/') => Ok(()),
+            (Some(_), None) => Err(Problem::invalid(format!("{at}.path is empty"))),
+            (None, Some(_)) => Err(Problem::invalid(format!(
+                "{at}.credential must be a systemd credential name (no `/`)"
+            ))),
+            _ => Err(Problem::invalid(format!(
+                "{at} needs exactly one of path = \"/file.json\" or credential = \"NAME\" (a \
+                 systemd credential)"
+            ))),
         }
-        Ok(())
     }
 
     pub(super) fn build(&self) -> FileCredentials {
-        FileCredentials::new(self.path.clone())
+        match (&self.path, &self.credential) {
+            (_, Some(c)) => FileCredentials::systemd(c.clone()),
+            (Some(p), None) => FileCredentials::new(p.clone()),
+            // Refused by validate.
+            (None, None) => FileCredentials::new(PathBuf::new()),
+        }
     }
 }
 

@@ -69,6 +69,7 @@ impl Method {
                         AuthValue::Ref(SecretRef {
                             env: None,
                             file: Some(PathBuf::from(DEFAULT_K8S_TOKEN)),
+                            credential: None,
                         })
                     }),
                 },
@@ -203,6 +204,7 @@ fn resolve(v: &AuthValue, at: &str, platform_token: bool) -> Result<SecretString
         AuthValue::Ref(SecretRef {
             env: None,
             file: Some(path),
+            credential: None,
         }) if platform_token => {
             let bytes = read_token_file(path).map_err(|e| config_error(format!("{at}: {e}")))?;
             text(&bytes, &path.display().to_string())
@@ -255,6 +257,7 @@ mod tests {
                 secret_id: AuthValue::Ref(SecretRef {
                     env: None,
                     file: Some(file),
+                    credential: None,
                 }),
             },
         };

@@ -118,7 +118,7 @@ async fn demo() -> anyhow::Result<u8> {
             jobs,
             RunOptions {
                 force: true,
-                dry_run: false,
+                ..RunOptions::default()
             },
         )
         .await;

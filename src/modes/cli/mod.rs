@@ -83,6 +83,7 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
     let opts = RunOptions {
         force: args.force,
         dry_run: args.dry_run,
+        ..RunOptions::default()
     };
     let reports = app.rotator.rotate_all(jobs, opts).await;
     if args.json {

@@ -1,0 +1,92 @@
+//! The daemon's HTTP endpoints: `/healthz`, `/readyz`, `/status`, `/metrics`. None mutates
+//! anything or prints a secret; bodies are size-capped; anything else is a 4xx.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use chrono::Utc;
+use serde_json::json;
+
+use super::Shared;
+use crate::engine::rotator;
+
+/// Largest request body accepted (no endpoint here takes one; a push endpoint may).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The router over the daemon's shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+/// 200 while the scheduler loop is alive (it beats on every turn).
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    let last = s.heartbeat_ms.load(Ordering::Relaxed);
+    let age_ms = Utc::now().timestamp_millis().saturating_sub(last);
+    if age_ms >= 0 && (age_ms as u128) < s.stale_after.as_millis() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scheduler loop has not run for {age_ms} ms\n"),
+        )
+            .into_response()
+    }
+}
+
+/// 200 when every token has a usable, unexpired token and is not failing; else 503 naming
+/// each token that is not.
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let now = Utc::now();
+    let problems: Vec<serde_json::Value> = s
+        .views()
+        .iter()
+        .filter_map(|v| {
+            let problem = match (&v.expiry, &v.failing) {
+                (None, _) => "no usable token is stored".to_string(),
+                (Some(e), _) if *e <= now => "the stored token has expired".to_string(),
+                (_, Some(why)) => format!("rotation is failing: {why}"),
+                _ => return None,
+            };
+            Some(json!({ "token": v.name, "problem": problem }))
+        })
+        .collect();
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "tokens": problems })),
+        )
+            .into_response()
+    }
+}
+
+/// The same JSON array as `status --json`: read live from the stores, never a token.
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let app = s.app();
+    let rows = rotator::status(&app.jobs, app.config.concurrency).await;
+    Json(rows).into_response()
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,554 @@
+//! Daemon mode: a long-running rotator for systemd hosts (and, with `schedule = false`, a
+//! request-driven Cloud Run service).
+//!
+//! - **Schedule from expiry, per token** (`schedule.rs`): wake at `expiry − renew_before −
+//!   jitter` (jitter random up to `[daemon] jitter`, at most a tenth of `renew_before`), and
+//!   re-read every store every `poll_every` (one read per token) to notice other writers,
+//!   rollbacks and deletions. The loop sleeps against the wall clock in bounded steps, so a
+//!   suspended VM or a clock jump is caught on wake. Failures back off exponentially, never past
+//!   the token's life.
+//! - **Long-lived clients**: one `App` (Deepvue client with its connection pool and trust
+//!   store, SDK clients) until a reload; each batch of due tokens is one `Pass`, so the egress
+//!   probe is fresh per pass.
+//! - **HTTP** (`http.rs`): `/healthz`, `/readyz`, `/status`, `/metrics` (`metrics.rs`).
+//! - **systemd** (`systemd.rs`): `READY=1` once the config is valid and the listener bound (not
+//!   waiting for Deepvue), `STATUS=`, `RELOADING=1`, `STOPPING=1`, and watchdog pings at half
+//!   the interval from the scheduler loop itself, so a stuck loop is killed.
+//! - **Signals**: SIGTERM/SIGINT stop scheduling, let in-flight rotations finish for
+//!   `shutdown_timeout`, then stop minting (a minted token is still written) and exit 0. SIGHUP
+//!   reloads and validates the config; on error the old one keeps running.
+
+mod http;
+mod metrics;
+mod schedule;
+mod systemd;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::app::App;
+use crate::config::{self, Config};
+use crate::core::document::format_time;
+use crate::core::error::{EXIT_CONFIG, ErrorKind};
+use crate::core::report::{Outcome, TokenReport};
+use crate::engine::rotator::{self, RunOptions};
+use metrics::Metrics;
+use systemd::Notifier;
+
+/// `daemon` arguments.
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {}
+
+/// The longest the loop sleeps before looking at the wall clock again.
+const MAX_STEP: Duration = Duration::from_secs(15);
+
+/// What the HTTP side reads of one token.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenView {
+    name: String,
+    expiry: Option<DateTime<Utc>>,
+    failing: Option<String>,
+}
+
+/// State shared by the scheduler loop and the HTTP handlers.
+pub(crate) struct Shared {
+    app: RwLock<Arc<App>>,
+    views: RwLock<Vec<TokenView>>,
+    heartbeat_ms: AtomicI64,
+    stale_after: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn app(&self) -> Arc<App> {
+        self.app
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn views(&self) -> Vec<TokenView> {
+        self.views
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// One token's place in the schedule.
+struct Slot {
+    renew_before: Duration,
+    min_interval: Duration,
+    jitter_max: Duration,
+    /// This cycle's jitter: how much earlier than `renew_before` it is treated as due.
+    jitter: Duration,
+    expiry: Option<DateTime<Utc>>,
+    /// The next attempt; `None` while a rotation is in flight.
+    next: Option<DateTime<Utc>>,
+    failures: u32,
+    failing: Option<String>,
+}
+
+impl Slot {
+    fn new(t: &config::TokenConfig, jitter: Duration, now: DateTime<Utc>) -> Slot {
+        Slot {
+            renew_before: t.policy.renew_before,
+            min_interval: t.policy.min_interval,
+            jitter_max: schedule::jitter_cap(jitter, t.policy.renew_before),
+            jitter: Duration::ZERO,
+            expiry: None,
+            next: Some(now),
+            failures: 0,
+            failing: None,
+        }
+    }
+
+    fn pick_jitter(&mut self) {
+        let max = self.jitter_max.as_millis() as u64;
+        self.jitter = Duration::from_millis(if max == 0 {
+            0
+        } else {
+            rand::random_range(0..=max)
+        });
+    }
+
+    /// Take a finished run into account; returns the metric outcome, if it was an attempt.
+    fn record(
+        &mut self,
+        report: &TokenReport,
+        now: DateTime<Utc>,
+        d: &config::daemon::DaemonConfig,
+    ) -> Option<&'static str> {
+        self.expiry = report
+            .expiry
+            .as_deref()
+            .and_then(|e| crate::core::document::parse_time(e).ok());
+        let at = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
+        match report.outcome {
+            Outcome::Failed => {
+                self.failures = self.failures.saturating_add(1);
+                let kind = report
+                    .error
+                    .as_ref()
+                    .map_or(ErrorKind::Permanent, |e| e.kind);
+                self.failing = report.error.as_ref().map(|e| e.message.clone());
+                let delay = schedule::retry_delay(
+                    self.failures,
+                    kind,
+                    report.expires_in_secs.map(chrono::Duration::seconds),
+                    d.retry_initial,
+                    d.retry_max,
+                    rand::random::<f64>(),
+                );
+                self.next = Some(at(delay));
+                Some("failed")
+            }
+            outcome => {
+                self.failures = 0;
+                self.failing = None;
+                self.pick_jitter();
+                let planned = self
+                    .expiry
+                    .map(|e| schedule::next_rotation(e, self.renew_before, self.jitter));
+                // A token that is already due again (Deepvue issued a short one, or minting is
+                // throttled) waits min_interval; one with no readable expiry waits a poll.
+                self.next = Some(match planned {
+                    Some(p) if p > now => p,
+                    Some(_) => at(self.min_interval.max(Duration::from_secs(1))),
+                    None => at(d.poll_every),
+                });
+                match outcome {
+                    Outcome::Rotated => Some("rotated"),
+                    Outcome::RotatedByAnotherRunner => Some("rotated_by_another_runner"),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM / SIGINT. Exit codes: 0 after a clean shutdown, 2 when the
+/// config does not load or the listener cannot be bound.
+pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    // SIGHUP re-reads the same place the config came from.
+    let reload_from = config_path.map(Path::to_path_buf);
+    let listen = config.daemon.listen;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: daemon.listen {listen}: cannot bind: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let app = Arc::new(App::observed(config, metrics.clone()));
+    let watchdog = systemd::watchdog_interval();
+    let step = watchdog.map_or(MAX_STEP, |w| {
+        (w / 2).clamp(Duration::from_millis(10), MAX_STEP)
+    });
+    let shared = Arc::new(Shared {
+        app: RwLock::new(app.clone()),
+        views: RwLock::new(Vec::new()),
+        heartbeat_ms: AtomicI64::new(Utc::now().timestamp_millis()),
+        stale_after: step * 4 + Duration::from_secs(10),
+        metrics: metrics.clone(),
+    });
+    let stop_http = CancellationToken::new();
+    let server = {
+        let router = http::router(shared.clone());
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    let notifier = Notifier::from_env();
+    info!(
+        listen = %listen,
+        tokens = app.jobs.len(),
+        schedule = app.config.daemon.schedule,
+        "deepvue-rotator daemon ready"
+    );
+    notifier.send(&["READY=1"]);
+    let mut daemon = Daemon {
+        shared,
+        notifier,
+        reload_from,
+        slots: BTreeMap::new(),
+        watchdog,
+        step,
+    };
+    let code = daemon.run().await;
+    stop_http.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "HTTP server task failed"),
+    }
+    info!("deepvue-rotator daemon stopped");
+    code
+}
+
+struct Daemon {
+    shared: Arc<Shared>,
+    notifier: Notifier,
+    reload_from: Option<PathBuf>,
+    slots: BTreeMap<String, Slot>,
+    watchdog: Option<Duration>,
+    step: Duration,
+}
+
+type Reports = mpsc::UnboundedSender<(String, TokenReport)>;
+
+impl Daemon {
+    fn app(&self) -> Arc<App> {
+        self.shared.app()
+    }
+
+    /// Match the slots to the app's tokens: new ones start now, removed ones go.
+    fn sync_slots(&mut self, now: DateTime<Utc>) {
+        let app = self.app();
+        let jitter = app.config.daemon.jitter;
+        let names: Vec<&str> = app.config.tokens.iter().map(|t| t.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .slots
+            .keys()
+            .filter(|k| !names.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.slots.remove(&name);
+            self.shared.metrics.forget(&name);
+        }
+        for t in &app.config.tokens {
+            match self.slots.get_mut(&t.name) {
+                Some(slot) => {
+                    slot.renew_before = t.policy.renew_before;
+                    slot.min_interval = t.policy.min_interval;
+                    slot.jitter_max = schedule::jitter_cap(jitter, t.policy.renew_before);
+                }
+                None => {
+                    let mut slot = Slot::new(t, jitter, now);
+                    slot.pick_jitter();
+                    if !app.config.daemon.schedule {
+                        slot.next = None;
+                    }
+                    self.slots.insert(t.name.clone(), slot);
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let views: Vec<TokenView> = self
+            .slots
+            .iter()
+            .map(|(name, s)| TokenView {
+                name: name.clone(),
+                expiry: s.expiry,
+                failing: s.failing.clone(),
+            })
+            .collect();
+        for (name, s) in &self.slots {
+            self.shared.metrics.token(
+                name,
+                s.expiry.map(|e| e.timestamp()),
+                s.next.map(|n| n.timestamp()),
+            );
+        }
+        let failing = views.iter().filter(|v| v.failing.is_some()).count();
+        let next = self
+            .slots
+            .iter()
+            .filter_map(|(n, s)| s.next.map(|t| (t, n)))
+            .min();
+        let status = format!(
+            "{} token(s): {} ok, {failing} failing{}",
+            views.len(),
+            views.len() - failing,
+            next.map(|(t, n)| format!("; next rotation {n} at {}", format_time(t)))
+                .unwrap_or_default()
+        );
+        *self
+            .shared
+            .views
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = views;
+        self.notifier.status(&status);
+    }
+
+    /// Run `names` as one pass in a task of its own; reports come back on `tx`.
+    fn spawn_pass(
+        &mut self,
+        tasks: &mut JoinSet<()>,
+        names: Vec<String>,
+        tx: &Reports,
+        stop_minting: &CancellationToken,
+    ) {
+        let app = self.app();
+        let mut batch = Vec::new();
+        for name in names {
+            let Some(i) = app.jobs.iter().position(|j| j.name == name) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get_mut(&name) else {
+                continue;
+            };
+            slot.next = None;
+            batch.push((
+                i,
+                RunOptions {
+                    early_by: slot.jitter,
+                    ..RunOptions::default()
+                },
+            ));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let tx = tx.clone();
+        let stop = stop_minting.clone();
+        tasks.spawn(async move {
+            let pass = app.rotator.pass().until(stop);
+            let concurrency = app.config.concurrency;
+            let mut runs = futures::stream::iter(batch)
+                .map(|(i, opts)| {
+                    let job = &app.jobs[i];
+                    let pass = &pass;
+                    async move { (job.name.clone(), pass.rotate_token(job, opts).await) }
+                })
+                .buffer_unordered(concurrency);
+            while let Some(done) = runs.next().await {
+                let _ = tx.send(done);
+            }
+        });
+    }
+
+    /// Read every store once (no rotation) to fill in expiries: the start of a daemon whose
+    /// timers are off.
+    async fn read_all(&mut self) {
+        let app = self.app();
+        let rows = rotator::status(&app.jobs, app.config.concurrency).await;
+        for row in rows {
+            if let Some(slot) = self.slots.get_mut(&row.name) {
+                slot.expiry = row
+                    .expiry
+                    .as_deref()
+                    .and_then(|e| crate::core::document::parse_time(e).ok());
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        self.notifier.send(&["RELOADING=1"]);
+        let loaded = match &self.reload_from {
+            Some(p) => config::load(Some(p)),
+            None => config::load(None),
+        };
+        match loaded {
+            Ok(c) => {
+                let tokens = c.tokens.len();
+                self.install(c);
+                info!(tokens, "configuration reloaded");
+            }
+            Err(e) => error!(error = %e, "configuration reload failed; keeping the running one"),
+        }
+        self.notifier.send(&["READY=1"]);
+    }
+
+    fn install(&mut self, config: Config) {
+        let app = Arc::new(App::observed(config, self.shared.metrics.clone()));
+        *self
+            .shared
+            .app
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+        self.sync_slots(Utc::now());
+    }
+
+    async fn run(&mut self) -> u8 {
+        let (mut term, mut int, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                error!("cannot install signal handlers");
+                return 1;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, TokenReport)>();
+        let mut tasks = JoinSet::new();
+        let stop_minting = CancellationToken::new();
+        let mut last_ping = None::<tokio::time::Instant>;
+        self.sync_slots(Utc::now());
+        if !self.app().config.daemon.schedule {
+            self.read_all().await;
+        }
+        let mut next_poll = Utc::now();
+        self.publish();
+        loop {
+            let now = Utc::now();
+            self.shared
+                .heartbeat_ms
+                .store(now.timestamp_millis(), Ordering::Relaxed);
+            if let Some(w) = self.watchdog
+                && last_ping.is_none_or(|t: tokio::time::Instant| t.elapsed() >= w / 2)
+            {
+                self.notifier.send(&["WATCHDOG=1"]);
+                last_ping = Some(tokio::time::Instant::now());
+            }
+            let d = self.app().config.daemon.clone();
+            if d.schedule {
+                let polling = now >= next_poll;
+                if polling {
+                    next_poll = now + chrono::Duration::from_std(d.poll_every).unwrap_or_default();
+                }
+                let due: Vec<String> = self
+                    .slots
+                    .iter()
+                    // A poll re-reads every idle token, except those backing off a failure:
+                    // their retry time stands, so Deepvue is not called more often.
+                    .filter(|(_, s)| {
+                        s.next
+                            .is_some_and(|n| n <= now || (polling && s.failures == 0))
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !due.is_empty() {
+                    self.spawn_pass(&mut tasks, due, &tx, &stop_minting);
+                    self.publish();
+                }
+            }
+            // Sleep until the next thing to do, in bounded steps against the wall clock.
+            let wake = self
+                .slots
+                .values()
+                .filter_map(|s| s.next)
+                .chain(d.schedule.then_some(next_poll))
+                .min();
+            let until = wake.map_or(self.step, |w| {
+                (w - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(self.step)
+            });
+            tokio::select! {
+                () = tokio::time::sleep(until) => {}
+                Some((name, report)) = rx.recv() => {
+                    self.finished(&name, &report);
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        self.shutdown(tasks, rx, stop_minting).await
+    }
+
+    fn finished(&mut self, name: &str, report: &TokenReport) {
+        let app = self.app();
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if let Some(outcome) = slot.record(report, Utc::now(), &app.config.daemon) {
+            self.shared.metrics.rotation(name, outcome);
+        }
+        self.publish();
+    }
+
+    async fn shutdown(
+        &mut self,
+        mut tasks: JoinSet<()>,
+        mut rx: mpsc::UnboundedReceiver<(String, TokenReport)>,
+        stop_minting: CancellationToken,
+    ) -> u8 {
+        self.notifier.send(&["STOPPING=1"]);
+        let timeout = self.app().config.daemon.shutdown_timeout;
+        info!(
+            in_flight = tasks.len(),
+            "shutting down: no new rotations; waiting for the ones in flight"
+        );
+        let grace = tokio::time::sleep(timeout);
+        tokio::pin!(grace);
+        let mut minting = true;
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some((name, report)) = rx.recv() => self.finished(&name, &report),
+                Some(_) = tasks.join_next() => {}
+                () = &mut grace, if minting => {
+                    // Stop authorize calls still waiting; a token already minted is still
+                    // written before its task ends.
+                    warn!(timeout = %humantime::format_duration(timeout), "shutdown timeout: stopping the rotations still minting");
+                    stop_minting.cancel();
+                    minting = false;
+                }
+            }
+        }
+        while let Ok((name, report)) = rx.try_recv() {
+            self.finished(&name, &report);
+        }
+        0
+    }
+}
