@@ -1311,3 +1311,56 @@ async fn plain_http_to_a_non_loopback_vault_is_refused() {
     );
     assert_eq!(env.calls(), 0);
 }
+
+/// Without maintenance (a long-running process that does not run it), a login method whose
+/// token expired logs in again once when Vault refuses it, and the call succeeds.
+#[tokio::test]
+async fn an_expired_login_token_is_replaced_on_first_refusal() {
+    let bao = OpenBao::start().await;
+    bao.policy("rotator", POLICY).await;
+    let (role_id, secret_id) = bao
+        .approle(
+            "rotator",
+            json!({"token_policies": ["rotator"], "token_ttl": "2s", "token_max_ttl": "2s"}),
+        )
+        .await;
+    put_due(&bao, "kept").await;
+    let sid = secret_file(bao.dir.path(), "sid", &secret_id);
+    let clients = VaultClients::new(&VaultSection {
+        address: Some(bao.addr.clone()),
+        namespace: None,
+        ca_file: Some(bao.ca.clone()),
+        auth: VaultAuth::Approle(AppRoleAuth {
+            role_id: AuthValue::Inline(role_id.into()),
+            secret_id: AuthValue::Ref(SecretRef {
+                env: None,
+                file: Some(sid),
+                credential: None,
+            }),
+            mount: None,
+        }),
+    });
+    let store = VaultStoreConfig {
+        path: TOKEN.into(),
+        mount: None,
+        keep_versions: None,
+    }
+    .build(clients);
+    for _ in 0..2 {
+        let got = store.read_current().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.map(|s| s.version.0), Some("1".to_string()));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let audited = bao.audited();
+    let logins = audited
+        .iter()
+        .filter(|a| a.path == "auth/approle/login")
+        .count();
+    assert_eq!(logins, 2, "{audited:?}");
+    let refused = bao.audited_errors();
+    assert_eq!(
+        refused.len(),
+        1,
+        "one refusal of the expired token: {refused:?}"
+    );
+}
