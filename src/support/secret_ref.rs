@@ -155,6 +155,22 @@ impl SecretRef {
 /// secrets that way), owned by this user or root, readable and writable by its owner only, at
 /// most [`MAX_SECRET_FILE`]. The bytes are zeroised when dropped.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    read_checked(path, false)
+}
+
+/// Read a platform-issued token file (a Kubernetes service-account or projected token) under
+/// the same rules as [`read_secret_file`], except that a file **owned by root** may be
+/// readable by group and others: the kubelet mounts these short-lived, audience-bound tokens
+/// read-only with mode 0644 (0640 with an `fsGroup`), which no pod can change. Writable by
+/// group or others is still refused.
+pub fn read_token_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    read_checked(path, true)
+}
+
+fn read_checked(
+    path: &Path,
+    root_owned_may_be_readable: bool,
+) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let io = |source| SecretError::Io {
         path: path.to_path_buf(),
@@ -188,7 +204,7 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> 
             path.display()
         )));
     }
-    if mode & 0o044 != 0 {
+    if mode & 0o044 != 0 && !(root_owned_may_be_readable && owner == 0) {
         return Err(unsafe_file(format!(
             "the file is readable by group or others (mode {mode:o}); run `chmod 600 {}`",
             path.display()

@@ -250,3 +250,4 @@ conformance!(
     aws_store_conforms_when_it_creates_the_secret,
     crate::aws::AwsFixture::start(true)
 );
+conformance!(vault_store_conforms, crate::vault::VaultFixture::start());

@@ -22,7 +22,7 @@ fn short_lived() -> Behavior {
 }
 
 /// A daemon process with its port, killed on drop.
-struct Daemon {
+pub struct Daemon {
     child: tokio::process::Child,
     port: u16,
     log: PathBuf,
@@ -34,7 +34,7 @@ impl Daemon {
         Daemon::spawn(env, cmd, port, extra_env).await
     }
 
-    async fn spawn(
+    pub async fn spawn(
         env: &Env,
         mut cmd: tokio::process::Command,
         port: u16,
@@ -89,7 +89,7 @@ impl Daemon {
         (status, r.text().await.unwrap_or_default())
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -102,7 +102,7 @@ impl Daemon {
         assert!(ok, "kill -{sig} {pid}");
     }
 
-    async fn stop(mut self) -> i32 {
+    pub async fn stop(mut self) -> i32 {
         self.signal("TERM");
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await

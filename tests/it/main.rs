@@ -12,6 +12,8 @@ mod hostile;
 mod lambda;
 mod layout;
 mod moto;
+mod openbao;
 mod receiver;
 mod redaction;
 mod support;
+mod vault;

@@ -238,8 +238,13 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         slots: BTreeMap::new(),
         watchdog,
         step,
+        upkeep: None,
     };
+    daemon.start_upkeep();
     let code = daemon.run().await;
+    if let Some(task) = daemon.upkeep.take() {
+        task.abort();
+    }
     stop_http.cancel();
     match server.await {
         Ok(Ok(())) => {}
@@ -257,6 +262,8 @@ struct Daemon {
     slots: BTreeMap<String, Slot>,
     watchdog: Option<Duration>,
     step: Duration,
+    /// Keeps the app's backend credentials fresh (a Vault token's renewal and re-login).
+    upkeep: Option<tokio::task::JoinHandle<()>>,
 }
 
 type Reports = mpsc::UnboundedSender<(String, TokenReport)>;
@@ -424,7 +431,17 @@ impl Daemon {
             .app
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+        self.start_upkeep();
         self.sync_slots(Utc::now());
+    }
+
+    /// Run the current app's credential upkeep beside the loop (replacing the previous app's).
+    fn start_upkeep(&mut self) {
+        if let Some(old) = self.upkeep.take() {
+            old.abort();
+        }
+        let app = self.app();
+        self.upkeep = Some(tokio::spawn(async move { app.clients.maintain().await }));
     }
 
     async fn run(&mut self) -> u8 {
