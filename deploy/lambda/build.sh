@@ -3,6 +3,9 @@
 #
 #   deploy/lambda/build.sh            # x86_64 -> target/lambda/deepvue-rotator/bootstrap.zip
 #   ARCH=arm64 deploy/lambda/build.sh # Graviton
+#   LEAN=1 deploy/lambda/build.sh     # only the aws backend and the Lambda mode (smaller, faster
+#                                     # cold start); the file/env backends stay, the daemon,
+#                                     # simulator, vault and gcp go
 #
 # Needs cargo-lambda (PyPI `cargo-lambda`, which brings zig for the glibc-compatible link):
 # found as $CARGO_LAMBDA, in .tools/venv (installed by ./scripts/test.sh), or on PATH.
@@ -28,7 +31,11 @@ case "${ARCH:-x86_64}" in
   *) echo "build.sh: ARCH must be x86_64 or arm64" >&2; exit 1 ;;
 esac
 
-"$CL" lambda build --release "$arch_flag" --output-format zip --bin deepvue-rotator
+features=()
+if [ -n "${LEAN:-}" ]; then
+  features=(--no-default-features --features lambda)
+fi
+"$CL" lambda build --release "$arch_flag" --output-format zip --bin deepvue-rotator "${features[@]}"
 zip=target/lambda/deepvue-rotator/bootstrap.zip
 ls -l "$zip"
 echo "deploy with: runtime provided.al2023, handler bootstrap, architecture ${ARCH:-x86_64}, zip $zip"

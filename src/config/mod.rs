@@ -408,8 +408,9 @@ impl Config {
                 "rotation.concurrency must be between 1 and 1024 (got {concurrency})"
             )));
         }
-        // A runner may hold the rotation lock for a whole authorize retry budget; waiting less
-        // than that would fail a run that should simply find the token fresh.
+        // A runner may hold the rotation lock for a whole authorize retry budget, then deliver
+        // its alerts (a sink may take ~50 s: 3 attempts of 10 s plus waits) still holding it;
+        // waiting less than that would fail a run that should simply find the token fresh.
         let longest_hold = deepvue
             .retry
             .deadline
@@ -417,7 +418,7 @@ impl Config {
         let lock_timeout = positive(
             "rotation.lock_timeout",
             r.lock_timeout,
-            longest_hold.saturating_add(Duration::from_secs(30)),
+            longest_hold.saturating_add(Duration::from_secs(90)),
             MAX_LOCK_TIMEOUT,
         )?;
         if lock_timeout <= longest_hold {

@@ -15,6 +15,8 @@ use tracing::{debug, warn};
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::core::credentials::Credentials;
 use crate::core::document::{
     EXPIRY_SLACK, TOKEN_LIFETIME, TokenDocument, check_access_token, check_token_type, format_time,
@@ -117,6 +119,12 @@ pub enum MintError {
     /// The client could not be built from the configuration.
     #[error("Deepvue client configuration: {0}")]
     Config(String),
+    /// The process is shutting down: no further attempt was made (none was in flight).
+    #[error("shutting down: stopped after {attempts} failed attempt(s); nothing minted")]
+    Stopped {
+        /// Attempts made (all failed).
+        attempts: u32,
+    },
     /// The TLS client could not be set up (trust store, CA file).
     #[error("Deepvue client configuration: {0}")]
     Setup(#[from] crate::support::tls::TlsError),
@@ -136,7 +144,7 @@ impl MintError {
         match self {
             MintError::Rejected { .. } => ErrorKind::CredentialsRejected,
             MintError::Forbidden { .. } => ErrorKind::Forbidden,
-            MintError::Exhausted { .. } => ErrorKind::Transient,
+            MintError::Exhausted { .. } | MintError::Stopped { .. } => ErrorKind::Transient,
             MintError::Tls { .. } | MintError::Unexpected(_) => ErrorKind::Permanent,
             MintError::Config(_) | MintError::Setup(_) => ErrorKind::Config,
         }
@@ -233,12 +241,21 @@ impl DeepvueClient {
         &self.host
     }
 
-    /// Mint a token: retries transient failures, validates the answer.
-    pub async fn authorize(&self, creds: &Credentials) -> Result<Minted, MintError> {
+    /// Mint a token: retries transient failures, validates the answer. When `stop` is
+    /// cancelled no further attempt starts (the one in flight finishes: a token Deepvue issued
+    /// is never dropped).
+    pub async fn authorize(
+        &self,
+        creds: &Credentials,
+        stop: Option<&CancellationToken>,
+    ) -> Result<Minted, MintError> {
         let deadline = instant_after(self.retry.deadline);
         let max = self.retry.max_attempts;
         let mut attempt = 0;
         loop {
+            if stop.is_some_and(CancellationToken::is_cancelled) {
+                return Err(MintError::Stopped { attempts: attempt });
+            }
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_try = self.request_timeout.min(remaining);
@@ -291,7 +308,13 @@ impl DeepvueClient {
                 error = %why,
                 "authorize failed; retrying"
             );
-            tokio::time::sleep(wait).await;
+            match stop {
+                Some(stop) => tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return Err(MintError::Stopped { attempts: attempt }),
+                },
+                None => tokio::time::sleep(wait).await,
+            }
         }
     }
 

@@ -143,6 +143,19 @@ impl Rotator {
     }
 }
 
+/// Why a pass told to stop did not mint.
+const STOPPED: &str = "shutting down: stopped before minting; nothing minted";
+
+/// One token's run, before its diagnosis and alerts.
+struct Run {
+    report: TokenReport,
+    /// Held until the run state is recorded.
+    lock: Option<RotationLock>,
+    /// Whether to alert and record (false for a run that could not lock a token that turned
+    /// out not to be due: the lock holder records).
+    record: bool,
+}
+
 /// One pass over some tokens.
 pub struct Pass<'r> {
     rotator: &'r Rotator,
@@ -200,13 +213,15 @@ impl Pass<'_> {
     /// and holds it for the whole run, the alerts and the recorded run state included, so
     /// concurrent runs neither lose alert state nor send one alert twice. A token that is not
     /// due never takes it. When the lock cannot be taken (held past `lock_timeout`, a read-only
-    /// filesystem), the run fails with the time left from the unlocked read.
+    /// filesystem), the store is read again without it: a token the holder has meanwhile made
+    /// fresh is no failure (a warning, nothing recorded — the holder records); one still due
+    /// fails with its real time left.
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
         let span = token_span(job);
         async {
-            let (report, lock) = self.rotate_inner(job, opts).await;
-            let report = self.finish(job, report, opts.dry_run, true).await;
-            drop(lock);
+            let run = self.rotate_inner(job, opts).await;
+            let report = self.finish(job, run.report, opts.dry_run, run.record).await;
+            drop(run.lock);
             report
         }
         .instrument(span)
@@ -250,20 +265,24 @@ impl Pass<'_> {
 
     /// Decide from an unlocked read; a due token then takes the store's lock and decides again
     /// under it. Returns the lock, to be held until the run state is recorded.
-    async fn rotate_inner(
-        &self,
-        job: &Job,
-        opts: RunOptions,
-    ) -> (TokenReport, Option<RotationLock>) {
+    async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> Run {
         let mut report = job.report();
+        let done = |report, lock| Run {
+            report,
+            lock,
+            record: true,
+        };
         let (mut stored, mut reason) = match self.read_and_decide(job, opts, &mut report).await {
             Ok(Some(due)) => due,
-            Ok(None) => return (report, None),
-            Err((kind, message)) => return (fail(report, kind, message), None),
+            Ok(None) => return done(report, None),
+            Err((kind, message)) => return done(fail(report, kind, message), None),
         };
         if opts.dry_run {
             report.outcome = Outcome::WouldRotate;
-            return (report, None);
+            return done(report, None);
+        }
+        if self.stopping() {
+            return done(fail(report, ErrorKind::Transient, STOPPED.into()), None);
         }
         let lock = match job.store.lock().await {
             Ok(l) => l,
@@ -272,22 +291,45 @@ impl Pass<'_> {
             Err(e) if e.kind == ErrorKind::Conflict => {
                 info!(error = %e, "another runner is rotating this token; nothing to do");
                 report.outcome = Outcome::RotatedByAnotherRunner;
-                return (report, None);
+                return done(report, None);
             }
-            // The report already shows what the unlocked read found (time left, severity).
-            Err(e) => return (fail(report, e.kind, e.to_string()), None),
+            // The holder may have rotated while this run waited: read again, unlocked.
+            Err(e) => {
+                let note = format!(
+                    "could not take the rotation lock ({e}); reported from an unlocked read"
+                );
+                return match self.read_and_decide(job, opts, &mut report).await {
+                    Ok(None) => {
+                        warn!(error = %e, "rotation lock busy; the stored token is not due");
+                        report.warnings.push(note);
+                        Run {
+                            report,
+                            lock: None,
+                            record: false,
+                        }
+                    }
+                    Ok(Some(_)) | Err(_) => done(fail(report, e.kind, e.to_string()), None),
+                };
+            }
         };
         if lock.is_some() {
             // Decide again from what is stored *now*: a runner that waited sees the token the
             // winner wrote.
             (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
                 Ok(Some(due)) => due,
-                Ok(None) => return (report, lock),
-                Err((kind, message)) => return (fail(report, kind, message), lock),
+                Ok(None) => return done(report, lock),
+                Err((kind, message)) => return done(fail(report, kind, message), lock),
             };
         }
         let report = self.mint_and_write(job, report, stored, reason).await;
-        (report, lock)
+        done(report, lock)
+    }
+
+    /// Whether this pass was told to stop minting.
+    fn stopping(&self) -> bool {
+        self.shutdown
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Mint, validate and write a due token (under its lock, when the store has one).
@@ -310,16 +352,12 @@ impl Pass<'_> {
             Ok(c) => c,
             Err(e) => return fail(report, e.kind(), e.to_string()),
         };
-        let minted = match &self.shutdown {
-            None => client.authorize(&creds).await,
-            Some(stop) => tokio::select! {
-                biased;
-                r = client.authorize(&creds) => r,
-                () = stop.cancelled() => {
-                    return fail(report, ErrorKind::Transient, "shutting down: nothing minted".into());
-                }
-            },
-        };
+        if self.stopping() {
+            return fail(report, ErrorKind::Transient, STOPPED.into());
+        }
+        // A stop lets the attempt in flight finish (Deepvue may already have issued a token:
+        // it is written), and only prevents further attempts.
+        let minted = client.authorize(&creds, self.shutdown.as_ref()).await;
         let doc = match minted {
             Ok(m) => {
                 report.warnings.extend(m.warnings);

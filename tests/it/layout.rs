@@ -6,6 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// Inside `modes/`, the only backend a mode may name is its platform's (module path prefix →
+/// the `crate::backends::…` it may use).
+const MODE_BACKENDS: &[(&str, &str)] = &[("lambda", "aws"), ("daemon", "gcp")];
+
 /// What each top-level module of `src/` may import.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("support", &[]),
@@ -136,6 +140,23 @@ fn layers_import_only_what_their_rule_allows() {
                     ));
                 }
                 continue;
+            }
+            if top == "modes" && *dep == "backends" {
+                let mode = parts.get(1).map(String::as_str).unwrap_or_default();
+                let backend = path.get(1).map(String::as_str).unwrap_or_default();
+                let allowed = MODE_BACKENDS
+                    .iter()
+                    .any(|(m, b)| *m == mode && (backend == *b || backend.is_empty()));
+                // The registry types (`backends::StoreConfig`, …) are fine; a backend's own
+                // module only for the mode of its platform.
+                let registry = backend.chars().next().is_some_and(char::is_uppercase);
+                if !allowed && !registry {
+                    violations.push(format!(
+                        "src/{} imports crate::backends::{backend}: only a platform's own mode \
+                         may name its backend",
+                        rel.display()
+                    ));
+                }
             }
             edges.entry(top.clone()).or_default().insert(dep.clone());
             if !allowed[top.as_str()].contains(dep.as_str()) {

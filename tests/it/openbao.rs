@@ -280,13 +280,23 @@ impl OpenBao {
 
     /// Unseal with the key the dev server printed.
     pub async fn unseal(&self) {
-        let banner = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        let key = banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Unseal Key:"))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("no unseal key in the dev banner:\n{banner}"))
-            .to_string();
+        // The banner can trail the listener by a moment on a busy machine: wait for it.
+        let started = std::time::Instant::now();
+        let key = loop {
+            let banner = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+            if let Some(k) = banner
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Unseal Key:"))
+                .map(str::trim)
+            {
+                break k.to_string();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "no unseal key in the dev banner:\n{banner}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         self.ok("PUT", "sys/unseal", Some(json!({ "key": key })))
             .await;
     }

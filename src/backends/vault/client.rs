@@ -37,6 +37,8 @@ pub(super) const ENV_CACERT: &str = "VAULT_CACERT";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest lease planned for; a longer one is renewed as if it were this long.
+const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Largest answer body read (KV values are small; a token document is < 1 KiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -523,7 +525,14 @@ impl VaultClient {
             return None;
         }
         let fraction = 2.0 / 3.0 - rand::random::<f64>() * 0.1;
-        let at = s.since + lease.mul_f64(fraction);
+        // A server-supplied lease can be anything: a year is plenty, and no arithmetic on it
+        // may overflow.
+        let lease = lease.min(MAX_LEASE);
+        let wait = Duration::try_from_secs_f64(lease.as_secs_f64() * fraction).unwrap_or(lease);
+        let at = s
+            .since
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + MAX_LEASE);
         let denied = self.renew_denied.load(std::sync::atomic::Ordering::Relaxed);
         if !s.renewable || s.capped || denied {
             return self.method.can_login().then_some((at, Action::Relogin));

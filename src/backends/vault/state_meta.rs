@@ -6,79 +6,35 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-
-use crate::core::state::RunState;
+use crate::core::state::{RunState, StateChunks};
 
 /// `custom_metadata` keys holding the run state start with this.
 pub const STATE_KEY_PREFIX: &str = "deepvue-rotator.state.";
-/// The header key: `<chunks>.<digest>`.
-const STATE_HEADER: &str = "deepvue-rotator.state.n";
-/// At most this many chunks (Vault allows 64 keys per path; leave most to the operator).
-const MAX_CHUNKS: usize = 16;
-/// Values are at most 512 characters.
-const CHUNK: usize = 512;
+/// Values are at most 512 characters; Vault allows 64 keys per path: leave most to the
+/// operator.
+const CHUNKS: StateChunks = StateChunks {
+    prefix: STATE_KEY_PREFIX,
+    chunk: 512,
+    max_chunks: 16,
+    cuts: &[1000, 300],
+};
 
 /// The state as `custom_metadata` entries.
 pub(super) fn encode(state: &RunState) -> Result<Vec<(String, String)>, String> {
-    let mut s = state.clone();
-    for limit in [usize::MAX, 1000, 300, 0] {
-        let cut = |v: &mut Option<String>| {
-            if let Some(t) = v
-                && t.len() > limit
-            {
-                *t = crate::support::text::truncate(t, limit);
-            }
-        };
-        cut(&mut s.last_error);
-        cut(&mut s.last_alert_error);
-        let json = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(json);
-        if b64.len() <= CHUNK * MAX_CHUNKS {
-            let mut out: Vec<(String, String)> = b64
-                .as_bytes()
-                .chunks(CHUNK)
-                .enumerate()
-                .map(|(i, c)| {
-                    (
-                        format!("{STATE_KEY_PREFIX}{i}"),
-                        String::from_utf8_lossy(c).into_owned(),
-                    )
-                })
-                .collect();
-            out.push((
-                STATE_HEADER.to_string(),
-                format!("{}.{}", out.len(), digest(&b64)),
-            ));
-            return Ok(out);
-        }
-    }
-    Err("the run state does not fit in the path's custom_metadata".into())
+    CHUNKS
+        .encode(state)
+        .map_err(|_| "the run state does not fit in the path's custom_metadata".to_string())
 }
 
 /// Whether `custom_metadata` marks kept state (the header key is there).
 pub(super) fn marked(meta: &BTreeMap<String, String>) -> bool {
-    meta.contains_key(STATE_HEADER)
+    meta.contains_key(&CHUNKS.header())
 }
 
 /// The state from `custom_metadata`; a torn or foreign state (count or digest mismatch) reads
 /// as none.
 pub(super) fn decode(meta: &BTreeMap<String, String>) -> Option<RunState> {
-    let (count, sum) = meta.get(STATE_HEADER)?.split_once('.')?;
-    let count: usize = count.parse().ok()?;
-    let joined: String = (0..count)
-        .map(|i| {
-            meta.get(&format!("{STATE_KEY_PREFIX}{i}"))
-                .map(String::as_str)
-        })
-        .collect::<Option<String>>()?;
-    if digest(&joined) != sum {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(joined)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    CHUNKS.decode(|k| meta.get(k).map(String::as_str))
 }
 
 /// `meta` with every state key replaced by `state_keys` (the operator's keys untouched).
@@ -88,16 +44,11 @@ pub(super) fn merged(
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = meta
         .iter()
-        .filter(|(k, _)| !k.starts_with(STATE_KEY_PREFIX))
+        .filter(|(k, _)| !CHUNKS.owns(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     out.extend(state_keys.iter().cloned());
     out
-}
-
-fn digest(s: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    d.as_ref()[..6].iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -114,11 +65,11 @@ mod tests {
             ..RunState::default()
         };
         let pairs = encode(&state).unwrap_or_default();
-        assert!(pairs.len() >= 2 && pairs.len() <= MAX_CHUNKS + 1);
+        assert!(pairs.len() >= 2 && pairs.len() <= CHUNKS.max_chunks + 1);
         assert!(
             pairs
                 .iter()
-                .all(|(k, v)| v.len() <= CHUNK && k.len() <= 128)
+                .all(|(k, v)| v.len() <= CHUNKS.chunk && k.len() <= 128)
         );
         let mut meta = BTreeMap::from([("team".to_string(), "payments".to_string())]);
         meta = merged(&meta, &pairs);

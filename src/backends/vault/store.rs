@@ -468,8 +468,11 @@ impl TokenStore for VaultStore {
         };
         // No answer (or a 5xx): the version may have landed. The version it would have
         // created tells: ours (same write id), another runner's, or none.
-        match self.read(Some(expected + 1)).await {
-            Ok(Some(r)) if r.version == expected + 1 => {
+        let Some(next) = expected.checked_add(1) else {
+            return Err(self.wrap(lost));
+        };
+        match self.read(Some(next)).await {
+            Ok(Some(r)) if r.version == next => {
                 if r.write_id.as_deref() == Some(id.as_str()) {
                     info!(
                         version = r.version,

@@ -8,12 +8,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
 
-use crate::backends::env::EnvCredentials;
-use crate::core::credentials::CredentialSource;
 use crate::core::error::EXIT_CONFIG;
 use crate::simulator::{Behavior, Malformed, Reply, SimOptions, Simulator};
 use crate::support::net::parse_ip_or_net;
 use crate::support::output::{diag, stdout};
+use crate::support::secret_ref::SecretRef;
 use crate::support::signals::wait_for_shutdown;
 
 #[derive(clap::Args, Debug)]
@@ -53,9 +52,16 @@ pub struct SimulateArgs {
 /// `simulate`: serve until SIGINT / SIGTERM.
 pub async fn run(args: SimulateArgs) -> u8 {
     let credentials = if args.require_credentials {
-        match EnvCredentials::default_vars().load().await {
-            Ok(c) => Some((c.client_id.expose_secret().to_string(), c.client_secret)),
-            Err(e) => {
+        let var = |name: &str| {
+            SecretRef {
+                env: Some(name.to_string()),
+                ..SecretRef::default()
+            }
+            .resolve()
+        };
+        match (var("DEEPVUE_CLIENT_ID"), var("DEEPVUE_CLIENT_SECRET")) {
+            (Ok(id), Ok(secret)) => Some((id.expose_secret().to_string(), secret)),
+            (Err(e), _) | (_, Err(e)) => {
                 diag(&format!("error: --require-credentials: {e}"));
                 return EXIT_CONFIG;
             }

@@ -73,11 +73,21 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// The same JSON array as `status --json`: read live from the stores, never a token.
+/// The same JSON array as `status --json`, never a token: read from the stores, at most once
+/// per [`STATUS_TTL`](super::STATUS_TTL) however often it is asked (an unauthenticated caller
+/// cannot multiply billable store reads).
 async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let mut cached = s.status.lock().await;
+    if let Some((at, rows)) = cached.as_ref()
+        && at.elapsed() < super::STATUS_TTL
+    {
+        return Json(rows.as_ref().clone()).into_response();
+    }
     let app = s.app();
     let rows = rotator::status(&app.jobs, app.config.concurrency).await;
-    Json(rows).into_response()
+    let rows = Arc::new(serde_json::to_value(rows).unwrap_or_default());
+    *cached = Some((tokio::time::Instant::now(), rows.clone()));
+    Json(rows.as_ref().clone()).into_response()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {

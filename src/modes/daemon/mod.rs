@@ -15,8 +15,9 @@
 //!   waiting for Deepvue), `STATUS=`, `RELOADING=1`, `STOPPING=1`, and watchdog pings at half
 //!   the interval from the scheduler loop itself, so a stuck loop is killed.
 //! - **Signals**: SIGTERM/SIGINT stop scheduling, let in-flight rotations finish for
-//!   `shutdown_timeout`, then stop minting (a minted token is still written) and exit 0. SIGHUP
-//!   reloads and validates the config; on error the old one keeps running.
+//!   `shutdown_timeout`, then start no new authorize attempt (one already sent finishes and its
+//!   token is written) and exit 0. SIGHUP reloads and validates the config; on error the old
+//!   one keeps running.
 
 mod http;
 mod metrics;
@@ -68,7 +69,13 @@ pub(crate) struct Shared {
     heartbeat_ms: AtomicI64,
     stale_after: Duration,
     metrics: Arc<Metrics>,
+    /// The last `/status` answer and when it was read: however often it is asked, the stores
+    /// are read at most once per [`STATUS_TTL`].
+    status: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<serde_json::Value>)>>,
 }
+
+/// How long a `/status` answer is reused.
+pub(crate) const STATUS_TTL: Duration = Duration::from_secs(5);
 
 impl Shared {
     fn app(&self) -> Arc<App> {
@@ -94,8 +101,9 @@ struct Slot {
     /// This cycle's jitter: how much earlier than `renew_before` it is treated as due.
     jitter: Duration,
     expiry: Option<DateTime<Utc>>,
-    /// The next attempt; `None` while a rotation is in flight.
+    /// The next attempt; `None` while a rotation is in flight, or with the timers off.
     next: Option<DateTime<Utc>>,
+    in_flight: bool,
     failures: u32,
     failing: Option<String>,
 }
@@ -109,6 +117,7 @@ impl Slot {
             jitter: Duration::ZERO,
             expiry: None,
             next: Some(now),
+            in_flight: false,
             failures: 0,
             failing: None,
         }
@@ -130,10 +139,18 @@ impl Slot {
         now: DateTime<Utc>,
         d: &config::daemon::DaemonConfig,
     ) -> Option<&'static str> {
-        self.expiry = report
+        self.in_flight = false;
+        let expiry = report
             .expiry
             .as_deref()
             .and_then(|e| crate::core::document::parse_time(e).ok());
+        // A run that could not even read the store says nothing about the token: keep what
+        // was known.
+        let read = report.version.is_some() || expiry.is_some();
+        let changed = expiry != self.expiry;
+        if read || report.outcome != Outcome::Failed {
+            self.expiry = expiry;
+        }
         let at = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
         match report.outcome {
             Outcome::Failed => {
@@ -157,7 +174,11 @@ impl Slot {
             outcome => {
                 self.failures = 0;
                 self.failing = None;
-                self.pick_jitter();
+                // A new jitter per token lifetime, not per poll: re-drawing it at every poll
+                // would push rotations towards the early end of the window.
+                if changed {
+                    self.pick_jitter();
+                }
                 let planned = self
                     .expiry
                     .map(|e| schedule::next_rotation(e, self.renew_before, self.jitter));
@@ -212,6 +233,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         heartbeat_ms: AtomicI64::new(Utc::now().timestamp_millis()),
         stale_after: step * 4 + Duration::from_secs(10),
         metrics: metrics.clone(),
+        status: tokio::sync::Mutex::new(None),
     });
     let stop_http = CancellationToken::new();
     let server = {
@@ -239,6 +261,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         watchdog,
         step,
         upkeep: None,
+        passes: std::collections::HashMap::new(),
     };
     daemon.start_upkeep();
     let code = daemon.run().await;
@@ -264,6 +287,8 @@ struct Daemon {
     step: Duration,
     /// Keeps the app's backend credentials fresh (a Vault token's renewal and re-login).
     upkeep: Option<tokio::task::JoinHandle<()>>,
+    /// The tokens each pass task runs, to retry them if the task dies.
+    passes: std::collections::HashMap<tokio::task::Id, Vec<String>>,
 }
 
 type Reports = mpsc::UnboundedSender<(String, TokenReport)>;
@@ -274,9 +299,16 @@ impl Daemon {
     }
 
     /// Match the slots to the app's tokens: new ones start now, removed ones go.
-    fn sync_slots(&mut self, now: DateTime<Utc>) {
+    fn sync_slots(&mut self, now: DateTime<Utc>, schedule_was: Option<bool>) {
         let app = self.app();
         let jitter = app.config.daemon.jitter;
+        let schedule = app.config.daemon.schedule;
+        if schedule_was.is_some_and(|was| was != schedule) {
+            // Timers switched on or off by a reload: idle tokens start now, or wait.
+            for slot in self.slots.values_mut().filter(|s| !s.in_flight) {
+                slot.next = schedule.then_some(now);
+            }
+        }
         let names: Vec<&str> = app.config.tokens.iter().map(|t| t.name.as_str()).collect();
         let gone: Vec<String> = self
             .slots
@@ -363,6 +395,7 @@ impl Daemon {
                 continue;
             };
             slot.next = None;
+            slot.in_flight = true;
             batch.push((
                 i,
                 RunOptions {
@@ -376,7 +409,11 @@ impl Daemon {
         }
         let tx = tx.clone();
         let stop = stop_minting.clone();
-        tasks.spawn(async move {
+        let names = batch
+            .iter()
+            .map(|(i, _)| app.jobs[*i].name.clone())
+            .collect();
+        let handle = tasks.spawn(async move {
             let pass = app.rotator.pass().until(stop);
             let concurrency = app.config.concurrency;
             let mut runs = futures::stream::iter(batch)
@@ -390,6 +427,30 @@ impl Daemon {
                 let _ = tx.send(done);
             }
         });
+        self.passes.insert(handle.id(), names);
+    }
+
+    /// A pass task ended; if it died (a panic), its tokens that never reported are retried.
+    fn pass_ended(&mut self, ended: Result<tokio::task::Id, tokio::task::JoinError>) {
+        let (id, died) = match ended {
+            Ok(id) => (id, None),
+            Err(e) => (e.id(), Some(e.to_string())),
+        };
+        let names = self.passes.remove(&id).unwrap_or_default();
+        let Some(why) = died else { return };
+        error!(error = %why, "a rotation task failed; its tokens are retried");
+        let retry = self.app().config.daemon.retry_initial;
+        let now = Utc::now();
+        for name in names {
+            if let Some(slot) = self.slots.get_mut(&name)
+                && slot.in_flight
+            {
+                slot.in_flight = false;
+                slot.failing = Some(format!("the rotation task failed: {why}"));
+                slot.next = Some(now + chrono::Duration::from_std(retry).unwrap_or_default());
+            }
+        }
+        self.publish();
     }
 
     /// Read every store once (no rotation) to fill in expiries: the start of a daemon whose
@@ -425,14 +486,18 @@ impl Daemon {
     }
 
     fn install(&mut self, config: Config) {
+        let schedule_was = self.app().config.daemon.schedule;
         let app = Arc::new(App::observed(config, self.shared.metrics.clone()));
         *self
             .shared
             .app
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = app;
+        if let Ok(mut cached) = self.shared.status.try_lock() {
+            *cached = None;
+        }
         self.start_upkeep();
-        self.sync_slots(Utc::now());
+        self.sync_slots(Utc::now(), Some(schedule_was));
     }
 
     /// Run the current app's credential upkeep beside the loop (replacing the previous app's).
@@ -460,7 +525,7 @@ impl Daemon {
         let mut tasks = JoinSet::new();
         let stop_minting = CancellationToken::new();
         let mut last_ping = None::<tokio::time::Instant>;
-        self.sync_slots(Utc::now());
+        self.sync_slots(Utc::now(), None);
         if !self.app().config.daemon.schedule {
             self.read_all().await;
         }
@@ -504,7 +569,8 @@ impl Daemon {
                 .slots
                 .values()
                 .filter_map(|s| s.next)
-                .chain(d.schedule.then_some(next_poll))
+                .chain(std::iter::once(next_poll))
+                .filter(|_| d.schedule)
                 .min();
             let until = wake.map_or(self.step, |w| {
                 (w - Utc::now())
@@ -517,7 +583,9 @@ impl Daemon {
                 Some((name, report)) = rx.recv() => {
                     self.finished(&name, &report);
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    self.pass_ended(ended.map(|(id, ())| id));
+                }
                 _ = hup.recv() => self.reload(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -555,7 +623,9 @@ impl Daemon {
         while !tasks.is_empty() {
             tokio::select! {
                 Some((name, report)) = rx.recv() => self.finished(&name, &report),
-                Some(_) = tasks.join_next() => {}
+                Some(ended) = tasks.join_next_with_id() => {
+                    self.pass_ended(ended.map(|(id, ())| id));
+                }
                 () = &mut grace, if minting => {
                     // Stop authorize calls still waiting; a token already minted is still
                     // written before its task ends.

@@ -247,7 +247,7 @@ impl Rotation<'_> {
             .map_err(|e| self.fail("createSecret", e.kind(), &e))?;
         // Repairs to the answer (a clamped expiry) were logged by the client.
         let doc = client
-            .authorize(&creds)
+            .authorize(&creds, None)
             .await
             .map_err(|e| self.fail("createSecret", e.kind(), &e))?
             .doc;
