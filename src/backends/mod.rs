@@ -14,6 +14,8 @@
 pub mod aws;
 pub mod env;
 pub mod file;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -39,6 +41,9 @@ pub enum CredentialsConfig {
     /// HashiCorp Vault / OpenBao KV v2 data with the two fields. (registry)
     #[cfg(feature = "vault")]
     Vault(vault::VaultCredentialsConfig),
+    /// A GCP Secret Manager secret whose payload is that JSON. (registry)
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::GcpCredentialsConfig),
 }
 
 /// Where a token document is written: `store = { backend = "…", … }`.
@@ -53,6 +58,9 @@ pub enum StoreConfig {
     /// A HashiCorp Vault / OpenBao KV v2 path; each rotation is a new version. (registry)
     #[cfg(feature = "vault")]
     Vault(vault::VaultStoreConfig),
+    /// A GCP Secret Manager secret; each rotation is a new version. (registry)
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::GcpStoreConfig),
 }
 
 /// The backends' own top-level tables.
@@ -67,11 +75,15 @@ pub struct Sections {
     #[cfg(feature = "vault")]
     #[serde(default)]
     pub vault: vault::VaultSection,
+    /// `[gcp]`: project, endpoint, anonymous for every Secret Manager client. (registry)
+    #[cfg(feature = "gcp")]
+    #[serde(default)]
+    pub gcp: gcp::GcpSection,
 }
 
 /// Top-level table names that belong to a backend, compiled in or not: the config loader
 /// hands exactly these to [`Sections`]. (registry)
-pub const SECTION_NAMES: &[&str] = &["aws", "vault"];
+pub const SECTION_NAMES: &[&str] = &["aws", "gcp", "vault"];
 
 /// The Cargo feature that provides a backend or section this binary was built without.
 pub fn missing_feature(name: &str) -> Option<&'static str> {
@@ -80,6 +92,8 @@ pub fn missing_feature(name: &str) -> Option<&'static str> {
         "aws" => Some("aws"),
         #[cfg(not(feature = "vault"))]
         "vault" => Some("vault"),
+        #[cfg(not(feature = "gcp"))]
+        "gcp" => Some("gcp"),
         _ => None,
     }
 }
@@ -91,6 +105,8 @@ impl Sections {
         self.aws.validate()?;
         #[cfg(feature = "vault")]
         self.vault.validate()?;
+        #[cfg(feature = "gcp")]
+        self.gcp.validate()?;
         Ok(())
     }
 
@@ -103,6 +119,8 @@ impl Sections {
         notes.extend(self.aws.endpoint_note());
         #[cfg(feature = "vault")]
         notes.extend(self.vault.endpoint_note());
+        #[cfg(feature = "gcp")]
+        notes.extend(self.gcp.endpoint_note());
         notes
     }
 }
@@ -117,18 +135,23 @@ pub struct Clients {
     /// The Vault client (one login per process). (registry)
     #[cfg(feature = "vault")]
     pub vault: std::sync::Arc<vault::VaultClients>,
+    /// The GCP Secret Manager client. (registry)
+    #[cfg(feature = "gcp")]
+    pub gcp: std::sync::Arc<gcp::GcpClients>,
 }
 
 impl Clients {
     /// Clients for these sections (nothing is built yet).
     pub fn new(sections: &Sections) -> Self {
-        #[cfg(not(any(feature = "aws", feature = "vault")))]
+        #[cfg(not(any(feature = "aws", feature = "gcp", feature = "vault")))]
         let _ = sections;
         Clients {
             #[cfg(feature = "aws")]
             aws: aws::AwsClients::new(&sections.aws),
             #[cfg(feature = "vault")]
             vault: vault::VaultClients::new(&sections.vault),
+            #[cfg(feature = "gcp")]
+            gcp: gcp::GcpClients::new(&sections.gcp),
         }
     }
 
@@ -161,6 +184,8 @@ impl CredentialsConfig {
             CredentialsConfig::Aws(c) => c.validate(at),
             #[cfg(feature = "vault")]
             CredentialsConfig::Vault(c) => c.validate(at),
+            #[cfg(feature = "gcp")]
+            CredentialsConfig::Gcp(c) => c.validate(at),
         }
     }
 
@@ -173,6 +198,8 @@ impl CredentialsConfig {
             CredentialsConfig::Aws(c) => Some(("aws", c.identity())),
             #[cfg(feature = "vault")]
             CredentialsConfig::Vault(c) => Some(("vault", c.identity())),
+            #[cfg(feature = "gcp")]
+            CredentialsConfig::Gcp(c) => Some(("gcp", c.identity())),
         }
     }
 
@@ -186,6 +213,8 @@ impl CredentialsConfig {
             CredentialsConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
             #[cfg(feature = "vault")]
             CredentialsConfig::Vault(c) => Box::new(c.build(ctx.clients.vault.clone())),
+            #[cfg(feature = "gcp")]
+            CredentialsConfig::Gcp(c) => Box::new(c.build(ctx.clients.gcp.clone())),
         }
     }
 }
@@ -199,6 +228,8 @@ impl StoreConfig {
             StoreConfig::Aws(c) => c.validate(at),
             #[cfg(feature = "vault")]
             StoreConfig::Vault(c) => c.validate(at),
+            #[cfg(feature = "gcp")]
+            StoreConfig::Gcp(c) => c.validate(at),
         }
     }
 
@@ -211,6 +242,8 @@ impl StoreConfig {
             StoreConfig::Aws(c) => ("aws", c.identity()),
             #[cfg(feature = "vault")]
             StoreConfig::Vault(c) => ("vault", c.identity()),
+            #[cfg(feature = "gcp")]
+            StoreConfig::Gcp(c) => ("gcp", c.identity()),
         }
     }
 
@@ -222,6 +255,21 @@ impl StoreConfig {
             StoreConfig::Aws(c) => Box::new(c.build(ctx.clients.aws.clone())),
             #[cfg(feature = "vault")]
             StoreConfig::Vault(c) => Box::new(c.build(ctx.clients.vault.clone())),
+            #[cfg(feature = "gcp")]
+            StoreConfig::Gcp(c) => Box::new(c.build(ctx.clients.gcp.clone(), ctx.lock_timeout)),
+        }
+    }
+
+    /// Whether a Secret Manager notification's `secretId` (`projects/<NUMBER>/secrets/<id>`)
+    /// names this store's secret (Pub/Sub push). Other backends never match.
+    pub fn is_gcp_secret(&self, notified: &str) -> bool {
+        match self {
+            #[cfg(feature = "gcp")]
+            StoreConfig::Gcp(c) => c.is_secret(notified),
+            _ => {
+                let _ = notified;
+                false
+            }
         }
     }
 }

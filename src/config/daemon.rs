@@ -1,6 +1,7 @@
 //! `[daemon]`: the long-running mode's schedule, listener and shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +22,32 @@ pub(super) struct RawDaemon {
     shutdown_timeout: Option<Dur>,
     retry_initial: Option<Dur>,
     retry_max: Option<Dur>,
+    pubsub: Option<RawPubsub>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPubsub {
+    audience: String,
+    service_account: String,
+    jwks_url: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+/// Google's OIDC signing keys (JWKS).
+pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+/// `[daemon.pubsub]`: the Pub/Sub push endpoint `POST /pubsub`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubsubConfig {
+    /// The `aud` every push token must carry (the subscription's OIDC audience).
+    pub audience: String,
+    /// The push service account: the token's `email` (with `email_verified`).
+    pub service_account: String,
+    /// Where the signing keys are (default Google's JWKS).
+    pub jwks_url: String,
+    /// Extra trust anchor (PEM) for `jwks_url`, on top of the OS roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[daemon]`, validated.
@@ -43,6 +70,50 @@ pub struct DaemonConfig {
     pub retry_initial: Duration,
     /// Largest retry delay (default 15m), shrunk near expiry.
     pub retry_max: Duration,
+    /// `[daemon.pubsub]`: serve `POST /pubsub` (Secret Manager `SECRET_ROTATE` pushes).
+    pub pubsub: Option<PubsubConfig>,
+}
+
+impl RawPubsub {
+    fn validate(self, origin: &str) -> Result<PubsubConfig, ConfigError> {
+        let err = |m: String| ConfigError::new(origin, m);
+        let audience = self.audience.trim().to_string();
+        if audience.is_empty() {
+            return Err(err(
+                "daemon.pubsub.audience is empty: set the push subscription's OIDC audience \
+                 (e.g. https://SERVICE-URL/pubsub)"
+                    .into(),
+            ));
+        }
+        let sa = self.service_account.trim().to_string();
+        let at = sa.split_once('@');
+        if at.is_none_or(|(user, domain)| user.is_empty() || !domain.contains('.')) {
+            return Err(err(format!(
+                "daemon.pubsub.service_account `{sa}` is not a service account email (e.g. \
+                 push@my-project.iam.gserviceaccount.com)"
+            )));
+        }
+        let jwks_url = crate::support::url::https_url(
+            "daemon.pubsub.jwks_url",
+            self.jwks_url.as_deref().unwrap_or(GOOGLE_JWKS_URL),
+        )
+        .map_err(|p| ConfigError::from_problem(origin, p))?
+        .to_string();
+        if let Some(ca) = &self.ca_file
+            && !ca.is_file()
+        {
+            return Err(err(format!(
+                "daemon.pubsub.ca_file `{}` does not exist or is not a file",
+                ca.display()
+            )));
+        }
+        Ok(PubsubConfig {
+            audience,
+            service_account: sa,
+            jwks_url,
+            ca_file: self.ca_file,
+        })
+    }
 }
 
 impl RawDaemon {
@@ -131,6 +202,7 @@ impl RawDaemon {
             )?,
             retry_initial,
             retry_max,
+            pubsub: self.pubsub.map(|p| p.validate(origin)).transpose()?,
         })
     }
 }

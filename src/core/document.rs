@@ -118,6 +118,20 @@ impl TokenDocument {
         SecretString::from(String::from_utf8_lossy(&buf).as_ref())
     }
 
+    /// [`Self::to_json`] plus a `write_id` field: a store without idempotency keys (GCP Secret
+    /// Manager) marks its write with it, so a retry after a lost answer can recognise its own
+    /// version. Readers ignore the extra field.
+    pub fn to_json_with_write_id(&self, write_id: &str) -> SecretString {
+        let value = serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "token_type": self.token_type,
+            "expiry": format_time(self.expiry),
+            "issued_at": format_time(self.issued_at),
+            "write_id": write_id,
+        });
+        SecretString::from(value.to_string())
+    }
+
     /// Parse a stored document. Unknown fields are ignored; errors never echo content.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DocumentError> {
         let raw: RawDocument = serde_json::from_slice(bytes).map_err(|e| {
@@ -206,6 +220,21 @@ mod tests {
             .as_ref()
             .map(|d| (d.access_token.expose_secret().to_string(), d.expiry));
         assert_eq!(back, Ok(("tok-123".to_string(), doc.expiry)));
+    }
+
+    #[test]
+    fn write_id_is_one_extra_field_readers_ignore() {
+        let doc = TokenDocument {
+            access_token: SecretString::from("tok-123"),
+            token_type: "bearer".into(),
+            expiry: Utc::now(),
+            issued_at: Utc::now(),
+        };
+        let json = doc.to_json_with_write_id("w-1");
+        let v: serde_json::Value = serde_json::from_str(json.expose_secret()).unwrap_or_default();
+        assert_eq!(v["write_id"], "w-1");
+        let back = TokenDocument::from_json(json.expose_secret().as_bytes());
+        assert!(back.is_ok());
     }
 
     #[test]

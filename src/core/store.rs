@@ -10,7 +10,10 @@
 //!   [`TokenStore::read_version`].
 //! - [`TokenStore::lock`] optionally serialises whole rotations between processes (the file
 //!   store does, so concurrent runs on one host mint once); backends without one rely on the
-//!   conditional write.
+//!   conditional write. The engine calls [`TokenStore::lock_from`] with the version it decided
+//!   from (a lease-based store records it, so a runner that has seen a newer version knows the
+//!   lease is spent) and hands the lock back with [`RotationLock::release`] when the rotation
+//!   ends.
 //! - A store object holds no per-run state: everything a run learns travels in the values these
 //!   methods return, so one store may serve two concurrent passes.
 
@@ -191,6 +194,7 @@ impl StoreError {
 
 /// Held while a rotation runs; dropping it releases the lock.
 pub struct RotationLock {
+    release: Option<futures::future::BoxFuture<'static, ()>>,
     _guard: Box<dyn Send + Sync>,
 }
 
@@ -198,7 +202,28 @@ impl RotationLock {
     /// Wrap whatever releases the lock on drop.
     pub fn new(guard: impl Send + Sync + 'static) -> Self {
         RotationLock {
+            release: None,
             _guard: Box::new(guard),
+        }
+    }
+
+    /// A lock whose release needs I/O (a lease kept in the store): [`Self::release`] runs
+    /// `release`, then drops `guard`. Dropped without `release()`, only `guard` runs.
+    pub fn with_release(
+        guard: impl Send + Sync + 'static,
+        release: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        RotationLock {
+            release: Some(Box::pin(release)),
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// Release now, waiting for the store when releasing needs a call. Never fails: a lock
+    /// that cannot be released expires (a lease) or dies with the process (a flock).
+    pub async fn release(mut self) {
+        if let Some(r) = self.release.take() {
+            r.await;
         }
     }
 }
@@ -220,6 +245,15 @@ pub trait TokenStore: Send + Sync {
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError>;
     /// Serialise rotations of this token across processes, when the backend can.
     async fn lock(&self) -> Result<Option<RotationLock>, StoreError>;
+    /// [`Self::lock`] for a rotation decided from `current` (what `read_current` returned);
+    /// a lease-based store records it. Default: `lock()`.
+    async fn lock_from(
+        &self,
+        current: Option<&Version>,
+    ) -> Result<Option<RotationLock>, StoreError> {
+        let _ = current;
+        self.lock().await
+    }
     /// Prove the store is reachable and writable without changing the token.
     async fn check(&self) -> Result<(), StoreError>;
     /// The last recorded run state.

@@ -72,6 +72,15 @@ impl TokenStore for ObservedStore {
         r
     }
 
+    async fn lock_from(
+        &self,
+        current: Option<&Version>,
+    ) -> Result<Option<RotationLock>, StoreError> {
+        let r = self.inner.lock_from(current).await;
+        self.count("lock", &r);
+        r
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         let r = self.inner.check().await;
         self.count("check", &r);

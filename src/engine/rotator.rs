@@ -1,5 +1,6 @@
-//! The rotator: per token, lock → read → decide → load credentials → mint → validate →
-//! conditional write → report, then egress diagnosis, alerts and the recorded run state.
+//! The rotator: per token, read → decide → (a due token) lock from the version read → read →
+//! decide → load credentials → mint → validate → conditional write → release the lock →
+//! report, then egress diagnosis, alerts and the recorded run state.
 //!
 //! [`Rotator`] holds what lives as long as the process (the Deepvue client with its trust store
 //! and connection pool, the alert sinks); a [`Pass`] holds what one pass over the tokens learns
@@ -221,7 +222,10 @@ impl Pass<'_> {
         async {
             let run = self.rotate_inner(job, opts).await;
             let report = self.finish(job, run.report, opts.dry_run, run.record).await;
-            drop(run.lock);
+            // Hand the lock back, waiting for the store when that takes a call (a lease).
+            if let Some(lock) = run.lock {
+                lock.release().await;
+            }
             report
         }
         .instrument(span)
@@ -284,14 +288,23 @@ impl Pass<'_> {
         if self.stopping() {
             return done(fail(report, ErrorKind::Transient, STOPPED.into()), None);
         }
-        let lock = match job.store.lock().await {
+        let lock = match job
+            .store
+            .lock_from(stored.as_ref().map(|s| &s.version))
+            .await
+        {
             Ok(l) => l,
             // Someone else holds the rotation right now (a live lease): their write is the
             // rotation; this run writes nothing.
+            // Nothing is recorded either: the holder records its own outcome (and alerts).
             Err(e) if e.kind == ErrorKind::Conflict => {
                 info!(error = %e, "another runner is rotating this token; nothing to do");
                 report.outcome = Outcome::RotatedByAnotherRunner;
-                return done(report, None);
+                return Run {
+                    report,
+                    lock: None,
+                    record: false,
+                };
             }
             // The holder may have rotated while this run waited: read again, unlocked.
             Err(e) => {
@@ -577,6 +590,7 @@ impl Pass<'_> {
     }
 }
 
+/// Mark a report failed with this class and message (prefixed with the token name).
 fn fail(mut r: TokenReport, kind: ErrorKind, message: String) -> TokenReport {
     r.outcome = Outcome::Failed;
     r.error = Some(ReportError {

@@ -251,3 +251,4 @@ conformance!(
     crate::aws::AwsFixture::start(true)
 );
 conformance!(vault_store_conforms, crate::vault::VaultFixture::start());
+conformance!(gcp_store_conforms, crate::gcp::GcpFixture::start());

@@ -1,5 +1,6 @@
-//! The daemon's HTTP endpoints: `/healthz`, `/readyz`, `/status`, `/metrics`. None mutates
-//! anything or prints a secret; bodies are size-capped; anything else is a 4xx.
+//! The daemon's HTTP endpoints: `/healthz`, `/readyz`, `/status`, `/metrics`, and `POST
+//! /pubsub` (with `[daemon.pubsub]`; `pubsub.rs`), the only one that acts, and only on a
+//! verified push. None prints a secret; bodies are size-capped; anything else is a 4xx.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::Utc;
 use serde_json::json;
 
@@ -25,6 +26,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/pubsub", post(super::pubsub::push))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)

@@ -10,7 +10,11 @@
 //! - **Long-lived clients**: one `App` (Deepvue client with its connection pool and trust
 //!   store, SDK clients) until a reload; each batch of due tokens is one `Pass`, so the egress
 //!   probe is fresh per pass.
-//! - **HTTP** (`http.rs`): `/healthz`, `/readyz`, `/status`, `/metrics` (`metrics.rs`).
+//! - **HTTP** (`http.rs`): `/healthz`, `/readyz`, `/status`, `/metrics` (`metrics.rs`), and
+//!   with `[daemon.pubsub]` the Pub/Sub push endpoint `POST /pubsub` (`pubsub.rs`: Secret
+//!   Manager `SECRET_ROTATE`, OIDC verified in the app). A pushed rotation runs through the
+//!   same `Rotator`, never while the scheduler runs that token (and vice versa), and its report
+//!   goes to the scheduler like any other.
 //! - **systemd** (`systemd.rs`): `READY=1` once the config is valid and the listener bound (not
 //!   waiting for Deepvue), `STATUS=`, `RELOADING=1`, `STOPPING=1`, and watchdog pings at half
 //!   the interval from the scheduler loop itself, so a stuck loop is killed.
@@ -21,13 +25,14 @@
 
 mod http;
 mod metrics;
+mod pubsub;
 mod schedule;
 mod systemd;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,12 +77,71 @@ pub(crate) struct Shared {
     /// The last `/status` answer and when it was read: however often it is asked, the stores
     /// are read at most once per [`STATUS_TTL`].
     status: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<serde_json::Value>)>>,
+    /// The `[daemon.pubsub]` verifier of the running config (its key cache survives reloads
+    /// that keep the same settings).
+    verifier: RwLock<Option<Arc<pubsub::Verifier>>>,
+    /// Tokens being rotated right now (by the scheduler or a push): never two at once.
+    busy: Mutex<HashSet<String>>,
+    /// Where finished runs go: the scheduler loop records them.
+    reports: Reports,
+}
+
+/// A token marked busy until dropped.
+pub(crate) struct Claim {
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.shared
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.name);
+    }
 }
 
 /// How long a `/status` answer is reused.
 pub(crate) const STATUS_TTL: Duration = Duration::from_secs(5);
 
 impl Shared {
+    /// Mark `name` busy, unless it already is.
+    fn claim(self: &Arc<Self>, name: &str) -> Option<Claim> {
+        let fresh = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string());
+        fresh.then(|| Claim {
+            shared: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    fn verifier(&self) -> Option<Arc<pubsub::Verifier>> {
+        self.verifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keep the verifier when the settings are unchanged, else build one for the new ones.
+    fn set_pubsub(&self, cfg: Option<&config::daemon::PubsubConfig>) {
+        let mut v = self
+            .verifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.as_ref().map(|x| x.config()) != cfg {
+            *v = cfg.map(|c| Arc::new(pubsub::Verifier::new(c.clone())));
+        }
+    }
+
+    /// Hand a finished run (from a push) to the scheduler loop.
+    fn finished(&self, name: &str, report: TokenReport) {
+        let _ = self.reports.send((name.to_string(), report));
+    }
+
     fn app(&self) -> Arc<App> {
         self.app
             .read()
@@ -222,11 +286,13 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::new());
+    let pubsub = config.daemon.pubsub.clone();
     let app = Arc::new(App::observed(config, metrics.clone()));
     let watchdog = systemd::watchdog_interval();
     let step = watchdog.map_or(MAX_STEP, |w| {
         (w / 2).clamp(Duration::from_millis(10), MAX_STEP)
     });
+    let (tx, rx) = mpsc::unbounded_channel::<(String, TokenReport)>();
     let shared = Arc::new(Shared {
         app: RwLock::new(app.clone()),
         views: RwLock::new(Vec::new()),
@@ -234,7 +300,11 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         stale_after: step * 4 + Duration::from_secs(10),
         metrics: metrics.clone(),
         status: tokio::sync::Mutex::new(None),
+        verifier: RwLock::new(None),
+        busy: Mutex::new(HashSet::new()),
+        reports: tx.clone(),
     });
+    shared.set_pubsub(pubsub.as_ref());
     let stop_http = CancellationToken::new();
     let server = {
         let router = http::router(shared.clone());
@@ -250,6 +320,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         listen = %listen,
         tokens = app.jobs.len(),
         schedule = app.config.daemon.schedule,
+        pubsub = app.config.daemon.pubsub.is_some(),
         "deepvue-rotator daemon ready"
     );
     notifier.send(&["READY=1"]);
@@ -264,7 +335,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         passes: std::collections::HashMap::new(),
     };
     daemon.start_upkeep();
-    let code = daemon.run().await;
+    let code = daemon.run(tx, rx).await;
     if let Some(task) = daemon.upkeep.take() {
         task.abort();
     }
@@ -394,14 +465,19 @@ impl Daemon {
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
+            // In flight either way: a push that holds it reports back when done.
             slot.next = None;
             slot.in_flight = true;
+            let Some(claim) = self.shared.claim(&name) else {
+                continue;
+            };
             batch.push((
                 i,
                 RunOptions {
                     early_by: slot.jitter,
                     ..RunOptions::default()
                 },
+                claim,
             ));
         }
         if batch.is_empty() {
@@ -411,20 +487,21 @@ impl Daemon {
         let stop = stop_minting.clone();
         let names = batch
             .iter()
-            .map(|(i, _)| app.jobs[*i].name.clone())
+            .map(|(i, _, _)| app.jobs[*i].name.clone())
             .collect();
         let handle = tasks.spawn(async move {
             let pass = app.rotator.pass().until(stop);
             let concurrency = app.config.concurrency;
             let mut runs = futures::stream::iter(batch)
-                .map(|(i, opts)| {
+                .map(|(i, opts, claim)| {
                     let job = &app.jobs[i];
                     let pass = &pass;
-                    async move { (job.name.clone(), pass.rotate_token(job, opts).await) }
+                    async move { (job.name.clone(), pass.rotate_token(job, opts).await, claim) }
                 })
                 .buffer_unordered(concurrency);
-            while let Some(done) = runs.next().await {
-                let _ = tx.send(done);
+            while let Some((name, report, claim)) = runs.next().await {
+                let _ = tx.send((name, report));
+                drop(claim);
             }
         });
         self.passes.insert(handle.id(), names);
@@ -488,6 +565,7 @@ impl Daemon {
     fn install(&mut self, config: Config) {
         let schedule_was = self.app().config.daemon.schedule;
         let app = Arc::new(App::observed(config, self.shared.metrics.clone()));
+        self.shared.set_pubsub(app.config.daemon.pubsub.as_ref());
         *self
             .shared
             .app
@@ -509,7 +587,11 @@ impl Daemon {
         self.upkeep = Some(tokio::spawn(async move { app.clients.maintain().await }));
     }
 
-    async fn run(&mut self) -> u8 {
+    async fn run(
+        &mut self,
+        tx: Reports,
+        mut rx: mpsc::UnboundedReceiver<(String, TokenReport)>,
+    ) -> u8 {
         let (mut term, mut int, mut hup) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -521,7 +603,6 @@ impl Daemon {
                 return 1;
             }
         };
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, TokenReport)>();
         let mut tasks = JoinSet::new();
         let stop_minting = CancellationToken::new();
         let mut last_ping = None::<tokio::time::Instant>;
@@ -601,6 +682,10 @@ impl Daemon {
         };
         if let Some(outcome) = slot.record(report, Utc::now(), &app.config.daemon) {
             self.shared.metrics.rotation(name, outcome);
+        }
+        if !app.config.daemon.schedule {
+            // Only requests rotate: no timer for this token.
+            slot.next = None;
         }
         self.publish();
     }

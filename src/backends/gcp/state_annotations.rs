@@ -1,0 +1,101 @@
+//! Run state in annotations on the token secret: base64 JSON in chunks
+//! `deepvue-rotator.state.N` plus a header `deepvue-rotator.state.n` holding the chunk count
+//! and a digest, so a torn or hand-edited state reads as "no state", never as garbage.
+//!
+//! Annotations (keys plus values) must stay under 16 KiB per secret, shared with the user's
+//! own annotations and the lease: the state takes at most [`STATE_MAX_BYTES`], its long
+//! messages are cut until it fits, and [`fits`] checks the whole map before a write.
+
+use std::collections::HashMap;
+
+use crate::core::state::{RunState, StateChunks};
+
+/// Annotation keys holding the run state start with this.
+pub const STATE_ANNOTATION_PREFIX: &str = "deepvue-rotator.state.";
+/// Annotation values have no own limit, but the map does: chunks keep each value modest, and
+/// at most 6 KiB of state leaves room for the user's annotations and the lease.
+const CHUNKS: StateChunks = StateChunks {
+    prefix: STATE_ANNOTATION_PREFIX,
+    chunk: 2048,
+    max_chunks: 3,
+    cuts: &[1200, 300],
+};
+/// At most this much state (base64).
+#[cfg(test)]
+const STATE_MAX_BYTES: usize = CHUNKS.chunk * CHUNKS.max_chunks;
+/// Secret Manager's limit on all annotation keys plus values of one secret.
+pub const ANNOTATIONS_MAX_BYTES: usize = 16 * 1024;
+
+/// Whether annotations fit Secret Manager's limit (keys plus values under 16 KiB).
+pub fn fits(annotations: &HashMap<String, String>) -> bool {
+    annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>()
+        < ANNOTATIONS_MAX_BYTES
+}
+
+/// The state as annotation pairs (header included).
+pub(super) fn encode(state: &RunState) -> Result<Vec<(String, String)>, String> {
+    CHUNKS
+        .encode(state)
+        .map_err(|_| "the run state does not fit in the secret's annotations".to_string())
+}
+
+/// The state from annotations. A torn or foreign state (count or digest mismatch) reads as
+/// none.
+pub(super) fn decode(annotations: &HashMap<String, String>) -> Option<RunState> {
+    CHUNKS.decode(|k| annotations.get(k).map(String::as_str))
+}
+
+/// `annotations` with the state replaced by `pairs` (none: removed); everything else kept.
+pub(super) fn replace(
+    annotations: &HashMap<String, String>,
+    pairs: &[(String, String)],
+) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| !CHUNKS.owns(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(pairs.iter().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_chunking_is_capped_and_torn_states_read_as_none() {
+        let state = RunState {
+            last_run_at: Some("2026-11-28T12:00:00Z".into()),
+            last_outcome: Some("failed".into()),
+            last_error: Some("x".repeat(20_000)),
+            consecutive_failures: 3,
+            ..RunState::default()
+        };
+        let pairs = encode(&state).unwrap_or_default();
+        assert!(pairs.len() >= 2);
+        let total: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(total < STATE_MAX_BYTES + 400, "{total}");
+        let mut ann = HashMap::new();
+        ann.insert("team".to_string(), "payments".to_string());
+        let with = replace(&ann, &pairs);
+        assert!(fits(&with));
+        let back = decode(&with).unwrap_or_default();
+        assert_eq!(back.consecutive_failures, 3);
+        assert!(back.last_error.map_or(0, |e| e.len()) <= 1300);
+        // Torn: a chunk from another write.
+        let mut torn = with.clone();
+        torn.insert(format!("{STATE_ANNOTATION_PREFIX}0"), "AAAA".into());
+        assert!(decode(&torn).is_none());
+        // Removing keeps the user's annotation.
+        let gone = replace(&with, &[]);
+        assert_eq!(gone.len(), 1);
+        assert!(decode(&gone).is_none());
+        let mut big = HashMap::new();
+        big.insert("k".to_string(), "v".repeat(16 * 1024));
+        assert!(!fits(&big));
+    }
+}

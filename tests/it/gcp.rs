@@ -1,0 +1,1093 @@
+//! The `gcp` backend (credentials and token store) through the real binary, plus the store
+//! conformance suite.
+//!
+//! **Where they run.** Against the Secret Manager fake (`gcp_fake.rs`) on 127.0.0.1, or — when
+//! `DEEPVUE_ROTATOR_TEST_GCP_PROJECT` is set (with Application Default Credentials) — against
+//! real Secret Manager in that project, with secrets named `deepvue-it-<random>-…` that the
+//! tests delete at the end. Call counts are asserted on the fake only (Secret Manager has no
+//! request log to read); checks that need an injected fault (a lost answer, a corrupted
+//! checksum, a required service-account key) always use the fake, and say so on stderr.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use deepvue_rotator::backends::gcp::{
+    GcpClients, GcpSection, GcpStore, LEASE_ANNOTATION, STATE_ANNOTATION_PREFIX,
+};
+use deepvue_rotator::core::document::TokenDocument;
+use deepvue_rotator::core::store::TokenStore;
+use google_cloud_secretmanager_v1::client::SecretManagerService;
+use google_cloud_secretmanager_v1::model::secret_version::State;
+use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload, replication};
+use secrecy::ExposeSecret;
+
+use crate::gcp_fake::{Fault, GcpFake};
+use crate::support::{CLIENT_ID, CLIENT_SECRET, Env, Output, run};
+
+pub const REAL_PROJECT_VAR: &str = "DEEPVUE_ROTATOR_TEST_GCP_PROJECT";
+const FAKE_PROJECT: &str = "it-project";
+
+/// The Secret Manager under test: the fake, or a real project.
+pub struct Gcp {
+    pub fake: Option<GcpFake>,
+    pub project: String,
+    pub client: SecretManagerService,
+    prefix: String,
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl Gcp {
+    /// Real Secret Manager when `DEEPVUE_ROTATOR_TEST_GCP_PROJECT` is set, else the fake.
+    pub async fn start() -> Gcp {
+        match std::env::var(REAL_PROJECT_VAR)
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            Some(project) => Self::real(project).await,
+            None => Self::fake().await,
+        }
+    }
+
+    /// Always the fake (checks that inject faults).
+    pub async fn fake() -> Gcp {
+        let fake = GcpFake::start().await;
+        let client = SecretManagerService::builder()
+            .with_endpoint(fake.endpoint.clone())
+            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("test client for the fake: {e}"));
+        Gcp {
+            fake: Some(fake),
+            project: FAKE_PROJECT.into(),
+            client,
+            prefix: "deepvue-it".into(),
+            created: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn real(project: String) -> Gcp {
+        deepvue_rotator::support::tls::install_default_provider();
+        let creds = google_cloud_auth::credentials::Builder::default()
+            .build()
+            .unwrap_or_else(|e| panic!("{REAL_PROJECT_VAR} is set but ADC does not load: {e}"));
+        let client = SecretManagerService::builder()
+            .with_credentials(creds)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("Secret Manager client: {e}"));
+        let r: u32 = rand::random();
+        Gcp {
+            fake: None,
+            project,
+            client,
+            prefix: format!("deepvue-it-{r:08x}"),
+            created: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn is_fake(&self) -> bool {
+        self.fake.is_some()
+    }
+
+    /// A secret id unique to this run.
+    pub fn id(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    pub fn name(&self, id: &str) -> String {
+        format!("projects/{}/secrets/{id}", self.project)
+    }
+
+    /// `[gcp]` for the binary.
+    pub fn section(&self) -> String {
+        match &self.fake {
+            Some(f) => format!(
+                "[gcp]\nproject = \"{}\"\nendpoint_url = \"{}\"\nanonymous = true\n\n",
+                self.project, f.endpoint
+            ),
+            None => format!("[gcp]\nproject = \"{}\"\n\n", self.project),
+        }
+    }
+
+    pub fn gcp_section(&self) -> GcpSection {
+        GcpSection {
+            project: Some(self.project.clone()),
+            endpoint_url: self.fake.as_ref().map(|f| f.endpoint.clone()),
+            anonymous: self.is_fake(),
+        }
+    }
+
+    pub async fn create(&self, id: &str, destroy_ttl_secs: Option<i64>) {
+        let mut secret = Secret::new()
+            .set_replication(Replication::new().set_automatic(replication::Automatic::default()));
+        if let Some(t) = destroy_ttl_secs {
+            secret = secret.set_version_destroy_ttl(google_cloud_wkt::Duration::clamp(t, 0));
+        }
+        self.client
+            .create_secret()
+            .set_parent(format!("projects/{}", self.project))
+            .set_secret_id(id)
+            .set_secret(secret)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+        self.created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id.to_string());
+    }
+
+    pub async fn add(&self, id: &str, data: &[u8]) -> u64 {
+        let v = self
+            .client
+            .add_secret_version()
+            .set_parent(self.name(id))
+            .set_payload(
+                SecretPayload::new()
+                    .set_data(bytes::Bytes::copy_from_slice(data))
+                    .set_data_crc32c(i64::from(crate::gcp_fake::crc32c(data))),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("add to {id}: {e}"));
+        number(&v.name)
+    }
+
+    /// Version number → state, newest first.
+    pub async fn versions(&self, id: &str) -> Vec<(u64, State, bool)> {
+        let page = self
+            .client
+            .list_secret_versions()
+            .set_parent(self.name(id))
+            .set_page_size(1000)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("list {id}: {e}"));
+        let mut out: Vec<(u64, State, bool)> = page
+            .versions
+            .iter()
+            .map(|v| {
+                (
+                    number(&v.name),
+                    v.state.clone(),
+                    v.scheduled_destroy_time.is_some(),
+                )
+            })
+            .collect();
+        out.sort_by_key(|v| std::cmp::Reverse(v.0));
+        out
+    }
+
+    pub async fn document(&self, id: &str, version: &str) -> TokenDocument {
+        let r = self
+            .client
+            .access_secret_version()
+            .set_name(format!("{}/versions/{version}", self.name(id)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("access {id}/{version}: {e}"));
+        let data = r.payload.map(|p| p.data.to_vec()).unwrap_or_default();
+        TokenDocument::from_json(&data)
+            .unwrap_or_else(|e| panic!("{id}/{version} is not a token document: {e}"))
+    }
+
+    pub async fn secret(&self, id: &str) -> Secret {
+        self.client
+            .get_secret()
+            .set_name(self.name(id))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {id}: {e}"))
+    }
+
+    /// Calls per RPC on the fake; `None` on real Secret Manager.
+    pub fn calls(&self) -> Option<BTreeMap<String, u64>> {
+        self.fake.as_ref().map(GcpFake::calls)
+    }
+
+    pub fn total(&self) -> Option<u64> {
+        self.fake.as_ref().map(GcpFake::total_calls)
+    }
+
+    /// Delete what this run created (real Secret Manager; the fake just goes away).
+    pub async fn cleanup(&self) {
+        if self.is_fake() {
+            return;
+        }
+        let ids = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for id in ids {
+            let _ = self
+                .client
+                .delete_secret()
+                .set_name(self.name(&id))
+                .send()
+                .await;
+        }
+    }
+
+    /// The credentials secret (`{client_id, client_secret, note}`) and an empty token secret.
+    pub async fn provision(&self) -> (String, String) {
+        let (creds, token) = (self.id("credentials"), self.id("token"));
+        self.create(&creds, None).await;
+        self.add(
+            &creds,
+            format!(
+                r#"{{"client_id":"{CLIENT_ID}","client_secret":"{CLIENT_SECRET}","note":"x"}}"#
+            )
+            .as_bytes(),
+        )
+        .await;
+        self.create(&token, None).await;
+        (creds, token)
+    }
+
+    /// The binary with nothing from the host's Google setup (the fake), or with it (real).
+    pub fn command(&self, env: &Env, config: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = env.command(config, args);
+        cmd.env_remove("DEEPVUE_CLIENT_ID")
+            .env_remove("DEEPVUE_CLIENT_SECRET");
+        if self.is_fake() {
+            for v in [
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "GOOGLE_CLOUD_PROJECT",
+                "GOOGLE_CLOUD_QUOTA_PROJECT",
+                "GCE_METADATA_HOST",
+                "GOOGLE_CLOUD_RUST_LOGGING",
+            ] {
+                cmd.env_remove(v);
+            }
+        }
+        cmd
+    }
+}
+
+pub fn number(name: &str) -> u64 {
+    name.rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn token_block(name: &str, creds: &str, token: &str, store_extra: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"{name}\"\ncredentials = {{ backend = \"gcp\", secret_id = \"{creds}\" }}\nstore = {{ backend = \"gcp\", secret_id = \"{token}\"{store_extra} }}\n"
+    )
+}
+
+/// The issue's config example, values filled in (plus the simulator's `[deepvue]`).
+fn config(env: &Env, gcp: &Gcp, creds: &str, token: &str, extra: &str) -> PathBuf {
+    env.write_config(&format!(
+        "{}{}{}{}",
+        env.deepvue_section(""),
+        gcp.section(),
+        extra,
+        token_block("prod", creds, token, ", keep_versions = 5")
+    ))
+}
+
+/// Replace the current token with one that is due (`hours_left` of validity).
+pub async fn put_due(gcp: &Gcp, id: &str, access_token: &str, hours_left: i64) -> u64 {
+    let now = chrono::Utc::now();
+    let due = serde_json::json!({
+        "access_token": access_token,
+        "token_type": "bearer",
+        "issued_at": deepvue_rotator::core::document::format_time(now - chrono::Duration::hours(24 - hours_left)),
+        "expiry": deepvue_rotator::core::document::format_time(now + chrono::Duration::hours(hours_left)),
+    });
+    gcp.add(id, due.to_string().as_bytes()).await
+}
+
+fn outcome(out: &Output) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v[0]["outcome"].as_str().unwrap_or_default().to_string()
+}
+
+fn delta(before: &Option<BTreeMap<String, u64>>, after: &Option<BTreeMap<String, u64>>) -> String {
+    let (Some(b), Some(a)) = (before, after) else {
+        return "(real Secret Manager: not counted)".into();
+    };
+    a.iter()
+        .filter_map(|(k, v)| {
+            let d = v - b.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{k}={d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn count(c: &Option<BTreeMap<String, u64>>, rpc: &str) -> u64 {
+    c.as_ref()
+        .and_then(|m| m.get(rpc).copied())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn first_mint_no_op_and_forced_rotation_keep_the_previous_version() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    assert_eq!(env.calls(), 1);
+    let v = gcp.versions(&token).await;
+    assert_eq!(v.len(), 1, "{v:?}");
+    let first = gcp.document(&token, "latest").await;
+    assert!(first.expires_in(chrono::Utc::now()) > chrono::Duration::hours(23));
+
+    // A no-op: one AccessSecretVersion, nothing else; no authorize call.
+    let before = gcp.calls();
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "fresh", "{out}");
+    let after = gcp.calls();
+    if gcp.is_fake() {
+        assert_eq!(
+            delta(&before, &after),
+            "AccessSecretVersion=1",
+            "a no-op is one call"
+        );
+    }
+    assert_eq!(env.calls(), 1);
+
+    // Forced: a new version; the previous one is still enabled and readable.
+    let before = gcp.calls();
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--force", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    let after = gcp.calls();
+    if gcp.is_fake() {
+        // Token secret: read, lease (get + update), re-read, add = 5; plus the credentials
+        // read. No GC list while the newest version is within keep_versions.
+        assert_eq!(
+            delta(&before, &after),
+            "AccessSecretVersion=3 AddSecretVersion=1 GetSecret=1 UpdateSecret=1",
+            "{out}"
+        );
+    }
+    let v = gcp.versions(&token).await;
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v.iter().all(|(_, s, _)| *s == State::Enabled), "{v:?}");
+    let prev = gcp.document(&token, &v[1].0.to_string()).await;
+    let cur = gcp.document(&token, "latest").await;
+    assert_eq!(
+        prev.access_token.expose_secret(),
+        first.access_token.expose_secret()
+    );
+    assert_ne!(
+        cur.access_token.expose_secret(),
+        prev.access_token.expose_secret()
+    );
+
+    // status and read work on the gcp store.
+    let out = run(gcp.command(&env, &cfg, &["status"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = run(gcp.command(&env, &cfg, &["read", "prod"])).await;
+    assert_eq!(out.stdout.trim(), cur.access_token.expose_secret(), "{out}");
+    let out = run(gcp.command(&env, &cfg, &["check", "--json"])).await;
+    assert!(
+        out.stdout.contains("\"stores\"") && !out.all().contains(CLIENT_SECRET),
+        "{out}"
+    );
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn six_concurrent_runners_add_exactly_one_version() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let due_version = put_due(&gcp, &token, "old-token-aaaa", 1).await;
+    let before = gcp.versions(&token).await.len();
+    let minted = env.calls();
+
+    let runs = (0..6).map(|_| run(gcp.command(&env, &cfg, &["rotate", "--json"])));
+    let outs: Vec<Output> = futures::future::join_all(runs).await;
+    let mut rotated = 0;
+    for out in &outs {
+        assert_eq!(out.code, 0, "every runner exits 0: {out}");
+        match outcome(out).as_str() {
+            "rotated" => rotated += 1,
+            "rotated_by_another_runner" | "fresh" => {}
+            other => panic!("unexpected outcome {other:?}: {out}"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one runner rotates");
+    let after = gcp.versions(&token).await;
+    assert_eq!(after.len(), before + 1, "one new version: {after:?}");
+    assert_eq!(after[1].0, due_version, "{after:?}");
+    assert_eq!(env.calls(), minted + 1, "losers never mint");
+    let cur = gcp.document(&token, "latest").await;
+    assert_ne!(cur.access_token.expose_secret(), "old-token-aaaa");
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_killed_holder_expires_and_the_next_run_rotates() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    // Leases live lock_timeout (4 s here); minting takes 3 s, so the holder is killed mid-mint.
+    let extra = "[rotation]\nlock_timeout = \"4s\"\n\n";
+    let cfg = env.write_config(&format!(
+        "{}{}{}{}",
+        env.deepvue_section(
+            "request_timeout = \"3500ms\"\nretry_deadline = \"100ms\"\nmax_attempts = 1"
+        ),
+        gcp.section(),
+        extra,
+        token_block("prod", &creds, &token, "")
+    ));
+    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
+        latency_ms: 3000,
+        ..Default::default()
+    });
+    let mut holder = gcp
+        .command(&env, &cfg, &["rotate"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let started = Instant::now();
+    loop {
+        let s = gcp.secret(&token).await;
+        if s.annotations.contains_key(LEASE_ANNOTATION) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the holder took no lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.kill().await.unwrap_or_else(|e| panic!("kill: {e}"));
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
+
+    // While the dead holder's lease lives: another runner, nothing written.
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated_by_another_runner", "{out}");
+    assert!(gcp.versions(&token).await.is_empty());
+
+    // Once it expires, the next run rotates.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    assert_eq!(gcp.versions(&token).await.len(), 1);
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn version_gc_destroys_beyond_keep_versions_and_honours_version_destroy_ttl() {
+    for ttl in [None, Some(86_400)] {
+        let env = Env::new().await;
+        let gcp = Gcp::start().await;
+        let (creds, _) = gcp.provision().await;
+        let token = gcp.id(if ttl.is_some() {
+            "ttl-token"
+        } else {
+            "gc-token"
+        });
+        gcp.create(&token, ttl).await;
+        let cfg = env.write_config(&format!(
+            "{}{}{}",
+            env.deepvue_section(""),
+            gcp.section(),
+            token_block("prod", &creds, &token, ", keep_versions = 3")
+        ));
+        // A disabled old version is billed too: GC destroys it like an enabled one.
+        for i in 0..4 {
+            put_due(&gcp, &token, &format!("old-{i}"), 30).await;
+        }
+        gcp.client
+            .disable_secret_version()
+            .set_name(format!("{}/versions/1", gcp.name(&token)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("disable: {e}"));
+        let out = run(gcp.command(&env, &cfg, &["rotate", "--force"])).await;
+        assert_eq!(out.code, 0, "{out}");
+        let v = gcp.versions(&token).await;
+        assert_eq!(v.len(), 5, "{v:?}");
+        let live: Vec<u64> = v
+            .iter()
+            .filter(|(_, s, sched)| *s == State::Enabled && !sched)
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(live, vec![5, 4, 3], "the newest keep_versions stay: {v:?}");
+        for (n, state, scheduled) in v.iter().filter(|x| x.0 <= 2) {
+            match ttl {
+                None => assert_eq!(*state, State::Destroyed, "version {n}: {v:?}"),
+                Some(_) => assert!(
+                    *state == State::Disabled && *scheduled,
+                    "version {n} is scheduled for destruction: {v:?}"
+                ),
+            }
+        }
+        if ttl.is_some() {
+            assert!(
+                out.stderr.contains("scheduled for destruction"),
+                "the schedule is reported: {out}"
+            );
+        } else {
+            assert!(out.stderr.contains("destroyed old versions"), "{out}");
+        }
+        // The next rotation destroys one more (and leaves scheduled ones alone).
+        let out = run(gcp.command(&env, &cfg, &["rotate", "--force"])).await;
+        assert_eq!(out.code, 0, "{out}");
+        let v = gcp.versions(&token).await;
+        let live: Vec<u64> = v
+            .iter()
+            .filter(|(_, s, sched)| *s == State::Enabled && !sched)
+            .map(|x| x.0)
+            .collect();
+        assert_eq!(live, vec![6, 5, 4], "{v:?}");
+        gcp.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_makes_the_token_due_and_says_why() {
+    eprintln!("a_checksum_mismatch…: needs a corrupted stored checksum, so it runs on the fake");
+    let env = Env::new().await;
+    let gcp = Gcp::fake().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    assert_eq!(run(gcp.command(&env, &cfg, &["rotate"])).await.code, 0);
+    if let Some(f) = &gcp.fake {
+        f.corrupt_checksum(&gcp.project, &token, 1);
+    }
+    let out = run(gcp.command(&env, &cfg, &["status", "--json"])).await;
+    assert!(
+        out.stdout.contains("dataCrc32c") && out.stdout.contains("\"due\": true"),
+        "{out}"
+    );
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "a corrupt document is due: {out}");
+    assert!(
+        out.stdout.contains("dataCrc32c"),
+        "the reason says why: {out}"
+    );
+    assert_eq!(gcp.versions(&token).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_lost_add_answer_is_found_by_its_write_id_not_added_twice() {
+    eprintln!("a_lost_add_answer…: needs an injected lost answer, so it runs on the fake");
+    let env = Env::new().await;
+    let gcp = Gcp::fake().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    if let Some(f) = &gcp.fake {
+        f.inject("AddSecretVersion", Fault::LoseAnswer);
+    }
+    let adds = count(&gcp.calls(), "AddSecretVersion");
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    assert_eq!(gcp.versions(&token).await.len(), 1, "one version, not two");
+    assert_eq!(
+        count(&gcp.calls(), "AddSecretVersion") - adds,
+        1,
+        "added once"
+    );
+    assert!(out.stderr.contains("whose add answer was lost"), "{out}");
+
+    // An add that never landed is tried once more.
+    if let Some(f) = &gcp.fake {
+        f.inject("AddSecretVersion", Fault::Unavailable);
+    }
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--force", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(gcp.versions(&token).await.len(), 2);
+}
+
+#[tokio::test]
+async fn malformed_credentials_and_a_missing_secret_are_config_errors_naming_them() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let token = gcp.id("token");
+    gcp.create(&token, None).await;
+    let cases = [
+        (
+            "no-secret-field",
+            Some(format!(r#"{{"client_id":"{CLIENT_ID}"}}"#)),
+            "field `client_secret` is missing",
+        ),
+        (
+            "empty-id",
+            Some(format!(
+                r#"{{"client_id":"","client_secret":"{CLIENT_SECRET}"}}"#
+            )),
+            "field `client_id` is empty",
+        ),
+        (
+            "not-json",
+            Some(format!("client_secret={CLIENT_SECRET}")),
+            "not a JSON object",
+        ),
+        ("absent", None, "does not exist"),
+    ];
+    for (name, value, expect) in cases {
+        let secret = gcp.id(&format!("creds-{name}"));
+        if let Some(v) = &value {
+            gcp.create(&secret, None).await;
+            gcp.add(&secret, v.as_bytes()).await;
+        }
+        let cfg = config(&env, &gcp, &secret, &token, "");
+        let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+        assert_eq!(out.code, 2, "{name}: config error: {out}");
+        assert!(
+            out.stdout.contains(expect) && out.stdout.contains(&secret),
+            "{name}: names the secret and the field: {out}"
+        );
+        assert!(!out.all().contains(CLIENT_SECRET), "{name}: {out}");
+        assert_eq!(env.calls(), 0, "{name}: nothing minted");
+    }
+    assert!(gcp.versions(&token).await.is_empty());
+
+    // The token secret itself missing: exit 2 naming it, nothing minted.
+    let creds = gcp.id("creds-ok");
+    gcp.create(&creds, None).await;
+    gcp.add(
+        &creds,
+        format!(r#"{{"client_id":"{CLIENT_ID}","client_secret":"{CLIENT_SECRET}"}}"#).as_bytes(),
+    )
+    .await;
+    let missing = gcp.id("no-such-token");
+    let cfg = config(&env, &gcp, &creds, &missing, "");
+    let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stdout.contains(&missing) && out.stdout.contains("does not exist"),
+        "{out}"
+    );
+    assert_eq!(env.calls(), 0);
+
+    // Custom key names.
+    let custom = gcp.id("creds-custom");
+    gcp.create(&custom, None).await;
+    gcp.add(
+        &custom,
+        format!(r#"{{"id":"{CLIENT_ID}","key":"{CLIENT_SECRET}"}}"#).as_bytes(),
+    )
+    .await;
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"gcp\", secret_id = \"{custom}\", client_id_key = \"id\", client_secret_key = \"key\" }}\nstore = {{ backend = \"gcp\", secret_id = \"projects/{}/secrets/{token}\" }}\n",
+        env.deepvue_section(""),
+        gcp.section(),
+        gcp.project,
+    ));
+    let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 1);
+    gcp.cleanup().await;
+}
+
+/// A 2048-bit RSA key from `openssl genpkey` (ring cannot generate RSA keys), PKCS#8 PEM, made
+/// once per test run.
+pub fn rsa_key_pem() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "openssl is needed to generate the test RSA key (apt-get install openssl): {e}"
+                )
+            });
+        assert!(out.status.success(), "openssl genpkey failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
+/// The key pair of [`rsa_key_pem`] and its public (n, e).
+pub fn rsa_key() -> (ring::signature::RsaKeyPair, Vec<u8>, Vec<u8>) {
+    let pem = rsa_key_pem();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+        .unwrap_or_else(|e| panic!("PEM: {e}"));
+    let kp = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap_or_else(|e| panic!("key: {e}"));
+    let c: ring::rsa::PublicKeyComponents<Vec<u8>> = kp.public().into();
+    (kp, c.n, c.e)
+}
+
+#[tokio::test]
+async fn adc_with_a_service_account_key_signs_its_own_jwts() {
+    eprintln!(
+        "adc_with_a_service_account_key…: the fake verifies the key's JWTs, so it runs on the fake"
+    );
+    let env = Env::new().await;
+    let gcp = Gcp::fake().await;
+    let (creds, token) = gcp.provision().await;
+    let email = "rotator@it-project.iam.gserviceaccount.com";
+    let (_, n, e) = rsa_key();
+    let fake = gcp.fake.as_ref().unwrap_or_else(|| unreachable!());
+    fake.require_service_account(n, e, email);
+    // token_uri points at a local endpoint; google-cloud-auth signs a JWT itself for service
+    // account keys (it never calls token_uri), which the fake verifies with the public half.
+    let key_file = env.path("sa.json");
+    std::fs::write(
+        &key_file,
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": gcp.project,
+            "private_key_id": "it-key-1",
+            "private_key": rsa_key_pem(),
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": format!("{}/token", fake.endpoint),
+        })
+        .to_string(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // No [gcp] project, no anonymous: the project comes from the key file.
+    let cfg = env.write_config(&format!(
+        "{}[gcp]\nendpoint_url = \"{}\"\n\n{}",
+        env.deepvue_section(""),
+        fake.endpoint,
+        token_block("prod", &creds, &token, "")
+    ));
+    let mut cmd = gcp.command(&env, &cfg, &["rotate", "--json"]);
+    cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &key_file);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    let (ok, rejected) = fake.auth_counts();
+    assert!(
+        ok >= 5 && rejected == 0,
+        "verified {ok}, rejected {rejected}"
+    );
+    assert!(
+        !gcp.calls().unwrap_or_default().contains_key("OAuthToken"),
+        "token_uri is never called"
+    );
+
+    // A key the fake does not know: 401 UNAUTHENTICATED, a config error, nothing minted.
+    let other = env.path("other.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key_file).unwrap_or_default()).unwrap_or_default();
+    v["client_email"] = serde_json::json!("someone-else@it-project.iam.gserviceaccount.com");
+    std::fs::write(&other, v.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let minted = env.calls();
+    let mut cmd = gcp.command(&env, &cfg, &["rotate", "--force"]);
+    cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &other);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("not authenticated"), "{out}");
+    assert_eq!(env.calls(), minted);
+}
+
+#[tokio::test]
+async fn alert_state_lives_in_annotations_and_a_healthy_no_op_with_sinks_is_two_calls() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let rx =
+        crate::receiver::Receiver::start(&[("/v2/enqueue", 202, "{\"status\":\"success\"}")]).await;
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let alerting = format!(
+        "[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"pagerduty\"\nrouting_key = {{ env = \"IT_PD_KEY\" }}\nurl = \"{}\"\n\n",
+        rx_ca.display(),
+        rx.url("/v2/enqueue")
+    );
+    let cfg = config(&env, &gcp, &creds, &token, &alerting);
+    let cmd = |args: &[&str]| {
+        let mut c = gcp.command(&env, &cfg, args);
+        c.env("IT_PD_KEY", "R0UT1NGKEY0000000000000000000002");
+        c
+    };
+    assert_eq!(run(cmd(&["rotate"])).await.code, 0);
+    let before = gcp.total();
+    let out = run(cmd(&["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    if let (Some(b), Some(a)) = (before, gcp.total()) {
+        assert_eq!(a - b, 2, "no-op with sinks: access + the state read");
+    }
+    env.sim
+        .set_behavior(crate::support::allow_only("203.0.113.0/24"));
+    for _ in 0..2 {
+        let out = run(cmd(&["rotate", "--force"])).await;
+        assert_eq!(out.code, 3, "{out}");
+    }
+    assert_eq!(rx.posts("/v2/enqueue").len(), 1, "one alert for two runs");
+    let s = gcp.secret(&token).await;
+    assert!(
+        !s.annotations.contains_key(LEASE_ANNOTATION),
+        "a run that wrote no version clears its lease, after recording its state: {:?}",
+        s.annotations
+    );
+    assert!(
+        s.annotations
+            .keys()
+            .any(|k| k.starts_with(STATE_ANNOTATION_PREFIX)),
+        "{:?}",
+        s.annotations
+    );
+    let out = run(cmd(&["status"])).await;
+    assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let pd = rx.posts("/v2/enqueue");
+    assert_eq!(pd.len(), 2, "one resolve");
+    assert_eq!(pd[1].json()["event_action"], "resolve");
+    let s = gcp.secret(&token).await;
+    assert!(
+        !s.annotations
+            .keys()
+            .any(|k| k.starts_with(STATE_ANNOTATION_PREFIX)),
+        "state gone once nothing is open: {:?}",
+        s.annotations
+    );
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn trace_logs_of_gcp_runs_never_show_secrets() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    let mut outs = Vec::new();
+    for format in ["text", "json", "gcp"] {
+        let mut cmd = gcp.command(&env, &cfg, &["--log-format", format, "rotate", "--force"]);
+        cmd.env("RUST_LOG", "trace");
+        outs.push(run(cmd).await);
+    }
+    let mut tokens = Vec::new();
+    for (n, _, _) in gcp.versions(&token).await {
+        let doc = gcp.document(&token, &n.to_string()).await;
+        tokens.push(doc.access_token.expose_secret().to_string());
+    }
+    assert_eq!(tokens.len(), 3);
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out}");
+        assert!(
+            out.stderr.contains("TRACE")
+                || out.stderr.contains("\"TRACE\"")
+                || out.stderr.contains("DEBUG"),
+            "{out}"
+        );
+        for s in tokens.iter().map(String::as_str).chain([CLIENT_SECRET]) {
+            assert!(
+                !out.all().contains(s),
+                "a secret ({} chars) appears in trace output",
+                s.len()
+            );
+        }
+    }
+    gcp.cleanup().await;
+}
+
+/// Fresh GCP stores (each on its own secret) on one Secret Manager.
+pub struct GcpFixture {
+    gcp: Gcp,
+    clients: std::sync::Arc<GcpClients>,
+    counter: std::sync::atomic::AtomicU32,
+}
+
+impl GcpFixture {
+    pub async fn start() -> GcpFixture {
+        let gcp = Gcp::start().await;
+        let clients = GcpClients::new(&gcp.gcp_section());
+        GcpFixture {
+            gcp,
+            clients,
+            counter: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::conformance::Fixture for GcpFixture {
+    async fn store(&self) -> Box<dyn TokenStore> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = self.gcp.id(&format!("conformance-{n}"));
+        self.gcp.create(&id, None).await;
+        Box::new(GcpStore::new(
+            self.clients.clone(),
+            id,
+            5,
+            Duration::from_secs(120),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_cloud_run_job_logs_cloud_logging_json_with_its_execution_in_every_record() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    let mut cmd = gcp.command(&env, &cfg, &["rotate"]);
+    cmd.env("CLOUD_RUN_JOB", "deepvue-rotator")
+        .env("CLOUD_RUN_EXECUTION", "deepvue-rotator-x7k2p")
+        .env("CLOUD_RUN_TASK_INDEX", "0")
+        .env("CLOUD_RUN_TASK_ATTEMPT", "1")
+        .env("RUST_LOG", "info");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(lines.len() >= 2, "{out}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            matches!(
+                v["severity"].as_str(),
+                Some("INFO" | "WARNING" | "ERROR" | "DEBUG")
+            ),
+            "{line}"
+        );
+        assert!(v["message"].is_string(), "{line}");
+        assert_eq!(v["CLOUD_RUN_EXECUTION"], "deepvue-rotator-x7k2p", "{line}");
+        assert_eq!(v["CLOUD_RUN_TASK_ATTEMPT"], "1", "{line}");
+    }
+    let rotated = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("\"rotated\""))
+        .unwrap_or_default();
+    assert!(
+        rotated.contains("\"token\":\"prod\"") && rotated.contains("\"backend\":\"gcp\""),
+        "span fields are in the record: {rotated}"
+    );
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_disabled_latest_version_makes_the_token_due_not_an_error() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    assert_eq!(run(gcp.command(&env, &cfg, &["rotate"])).await.code, 0);
+    gcp.client
+        .disable_secret_version()
+        .set_name(format!("{}/versions/latest", gcp.name(&token)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("disable: {e}"));
+    let out = run(gcp.command(&env, &cfg, &["status", "--json"])).await;
+    assert!(
+        out.stdout.contains("\"due\": true") && out.stdout.contains("not readable"),
+        "{out}"
+    );
+    let out = run(gcp.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(outcome(&out), "rotated", "{out}");
+    let v = gcp.versions(&token).await;
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0].1, State::Enabled, "{v:?}");
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn credentials_by_version_alias_and_the_16_kib_annotation_cap() {
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (_, token) = gcp.provision().await;
+    // Version 1 holds the credentials, version 2 something else; the alias names version 1.
+    let creds = gcp.id("creds-aliased");
+    gcp.create(&creds, None).await;
+    let good = gcp
+        .add(
+            &creds,
+            format!(r#"{{"client_id":"{CLIENT_ID}","client_secret":"{CLIENT_SECRET}"}}"#)
+                .as_bytes(),
+        )
+        .await;
+    gcp.add(&creds, b"not the credentials").await;
+    gcp.client
+        .update_secret()
+        .set_secret(
+            Secret::new()
+                .set_name(gcp.name(&creds))
+                .set_version_aliases([("pinned", good as i64)]),
+        )
+        .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["version_aliases"]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("alias: {e}"));
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"gcp\", secret_id = \"{creds}\", version = \"pinned\" }}\nstore = {{ backend = \"gcp\", secret_id = \"{token}\" }}\n",
+        env.deepvue_section(""),
+        gcp.section(),
+    ));
+    let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(env.calls(), 1);
+
+    // The user's own annotations leave no room for the state: refused before the call.
+    let big = "x".repeat(15 * 1024 + 800);
+    let s = gcp.secret(&token).await;
+    let mut annotations = s.annotations.clone();
+    annotations.insert("team-notes".to_string(), big);
+    gcp.client
+        .update_secret()
+        .set_secret(
+            Secret::new()
+                .set_name(gcp.name(&token))
+                .set_etag(s.etag.clone())
+                .set_annotations(annotations),
+        )
+        .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["annotations"]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("annotate: {e}"));
+    let store = GcpStore::new(
+        GcpClients::new(&gcp.gcp_section()),
+        token.clone(),
+        5,
+        Duration::from_secs(60),
+    );
+    let state = deepvue_rotator::core::state::RunState {
+        last_outcome: Some("failed".into()),
+        last_error: Some("forbidden: token `prod`: Deepvue answered 403".into()),
+        consecutive_failures: 1,
+        ..Default::default()
+    };
+    let read = store
+        .read_state()
+        .await
+        .unwrap_or_else(|e| panic!("read_state: {e}"));
+    let err = store
+        .write_state(&state, &read)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("16 KiB"), "{err}");
+    gcp.cleanup().await;
+}
