@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Daemon benchmarks for deepvue-rotator (see BENCHMARKS.md).
 
-- Idle daemon, 1 token and 1,000 tokens (file stores, fresh tokens after the first pass):
-  resident memory (VmRSS), CPU over an idle window (utime+stime from /proc), and wake-ups per
-  minute (context switches of all its threads, voluntary + involuntary).
+- Idle daemon, 1 token and 1,000 tokens (file stores, fresh tokens after the first pass,
+  `poll_every` 5m): resident memory (VmRSS), CPU over an idle window (utime+stime from /proc),
+  and wake-ups per minute (context switches of all its threads, voluntary + involuntary,
+  sampled every second; the sampler's own reads of /proc do not wake the daemon).
 - Churn: 100 tokens whose simulator-issued tokens expire 70 s after issue with renew_before
   69 s, so each token rotates about once a second; RSS after 1,000 and after 10,000 rotations.
 - `/metrics` scrape latency with 1,000 tokens (median of 50 GETs from this process).
@@ -70,14 +71,34 @@ def cpu_secs(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def switches(pid):
-    total = 0
+def thread_switches(pid):
+    """Context switches (voluntary + involuntary) of each live thread, by thread id."""
+    out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
-    return total
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                out[tid] = sum(int(line.split()[1]) for line in f
+                               if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        except OSError:
+            pass  # the thread ended between listing and reading
+    return out
+
+
+class Switches:
+    """Wake-ups of a process over a window. Per-thread counters vanish when a thread ends (the
+    runtime's blocking-pool threads come and go), so each thread is sampled every second and
+    counted from its first to its last sample: a thread that ends loses under a second."""
+
+    def __init__(self, pid):
+        self.pid, self.seen = pid, {}
+
+    def sample(self):
+        for tid, n in thread_switches(self.pid).items():
+            first, _ = self.seen.get(tid, (n, n))
+            self.seen[tid] = (first, n)
+
+    def total(self):
+        return sum(last - first for first, last in self.seen.values())
 
 
 def get(port, path):
@@ -108,15 +129,21 @@ def main():
             time.sleep(5)
             idle.append((n, p, port))
         # Both idle daemons are watched over the same window.
-        start = {n: (cpu_secs(p.pid), switches(p.pid)) for n, p, _ in idle}
+        start = {n: cpu_secs(p.pid) for n, p, _ in idle}
+        sw = {n: Switches(p.pid) for n, p, _ in idle}
         t0 = time.time()
-        time.sleep(IDLE)
+        while time.time() - t0 < IDLE:
+            for s in sw.values():
+                s.sample()
+            time.sleep(1)
+        for s in sw.values():
+            s.sample()
         wall = time.time() - t0
         for n, p, port in idle:
-            cpu = cpu_secs(p.pid) - start[n][0]
-            sw = switches(p.pid) - start[n][1]
+            cpu = cpu_secs(p.pid) - start[n]
+            sw_n = sw[n].total()
             rows.append((f"idle daemon, {n} token(s)", f"{rss_kib(p.pid) / 1024:.1f} MiB",
-                         f"{100 * cpu / wall:.3f} % over {wall / 60:.0f} min", f"{60 * sw / wall:.1f}"))
+                         f"{100 * cpu / wall:.3f} % over {wall / 60:.0f} min", f"{60 * sw_n / wall:.1f}"))
         # /metrics with 1,000 tokens.
         port = idle[1][2]
         times = []

@@ -29,3 +29,18 @@ if ! out=$("$HADOLINT" deploy/cloudrun/Dockerfile 2>&1); then
   exit 1
 fi
 echo "test-deploy.sh: deploy/cloudrun/Dockerfile: hadolint clean ($("$HADOLINT" --version | head -1))"
+# No image can be built here, but its build stage must at least load the manifest from what the
+# Dockerfile copies (a declared example whose file is not copied makes cargo refuse it): copy
+# exactly the build stage's COPY sources into an empty directory and let cargo resolve there.
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+copies=$(awk '/^FROM /{stage++} stage==1 && /^COPY / && !/--from/ {for (i = 2; i < NF; i++) print $i}' deploy/cloudrun/Dockerfile)
+for path in $copies; do
+  cp -R "$path" "$ctx/"
+done
+if ! out=$(cd "$ctx" && cargo fetch --locked --quiet 2>&1); then
+  echo "$out" >&2
+  echo "test-deploy.sh: cargo cannot load the manifest from what deploy/cloudrun/Dockerfile copies ($(echo $copies))" >&2
+  exit 1
+fi
+echo "test-deploy.sh: deploy/cloudrun/Dockerfile: the build stage's files ($(echo $copies)) load as a locked package"

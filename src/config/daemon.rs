@@ -22,6 +22,7 @@ pub(super) struct RawDaemon {
     shutdown_timeout: Option<Dur>,
     retry_initial: Option<Dur>,
     retry_max: Option<Dur>,
+    status_endpoints: Option<bool>,
     pubsub: Option<RawPubsub>,
 }
 
@@ -70,6 +71,10 @@ pub struct DaemonConfig {
     pub retry_initial: Duration,
     /// Largest retry delay (default 15m), shrunk near expiry.
     pub retry_max: Duration,
+    /// Serve `/status` and `/metrics` (default true). `false`: both answer 404, for a listener
+    /// anyone can reach (a Cloud Run service that must take Pub/Sub pushes from the internet);
+    /// `/healthz` and `/readyz` tell only "ok" or which token is not ready.
+    pub status_endpoints: bool,
     /// `[daemon.pubsub]`: serve `POST /pubsub` (Secret Manager `SECRET_ROTATE` pushes).
     pub pubsub: Option<PubsubConfig>,
 }
@@ -202,6 +207,7 @@ impl RawDaemon {
             )?,
             retry_initial,
             retry_max,
+            status_endpoints: self.status_endpoints.unwrap_or(true),
             pubsub: self.pubsub.map(|p| p.validate(origin)).transpose()?,
         })
     }

@@ -235,6 +235,8 @@ impl Simulator {
                 let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
+                // Answers go out at once (no Nagle wait for the client's delayed ACK, ~40 ms).
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 tokio::spawn(async move {

@@ -157,26 +157,34 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
     std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
     let port = free_port();
     let cfg = env.write_config(&format!(
-        "{}{}[daemon]\nlisten = \"127.0.0.1:{port}\"\nschedule = false\n\n[daemon.pubsub]\naudience = \"{AUDIENCE}\"\nservice_account = \"{PUSH_SA}\"\njwks_url = \"{}\"\nca_file = \"{}\"\n\n{}",
+        "{}{}[rotation]\nmin_interval = \"1s\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nschedule = false\n\n[daemon.pubsub]\naudience = \"{AUDIENCE}\"\nservice_account = \"{PUSH_SA}\"\njwks_url = \"{}\"\nca_file = \"{}\"\n\n{}",
         env.deepvue_section(""),
         gcp.section(),
         rx.url("/oauth2/v3/certs"),
         rx_ca.display(),
         token_block("prod", &creds, &token_secret, ", keep_versions = 5")
     ));
-    // A fresh token first: the push must rotate it anyway (forced).
+    // A token that is already due (1 h left, renew_before 12 h): a daemon that schedules would
+    // mint at once; this one waits for a push, which rotates anyway (forced).
+    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
+        token_ttl_secs: 3600,
+        ..Default::default()
+    });
     let out = crate::support::run(gcp.command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
     // Documents keep whole seconds: publish the notification in a later second than that mint.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let d = Daemon::start(&gcp, &env, &cfg, port, "trace").await;
     let notified = format!("projects/123456789012/secrets/{token_secret}");
     let versions = async || gcp.versions(&token_secret).await.len();
     assert_eq!(versions().await, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         env.calls(),
         1,
-        "schedule = false: the daemon does not mint by itself"
+        "schedule = false: the daemon does not mint a due token by itself"
     );
 
     // Refused, nothing done: no token, wrong audience / issuer / email / unverified email,

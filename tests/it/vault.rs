@@ -468,6 +468,34 @@ async fn malformed_credentials_exit_2_naming_the_field_and_mint_nothing() {
 }
 
 #[tokio::test]
+async fn credentials_with_own_key_names_and_a_pinned_version() {
+    let (env, bao) = setup().await;
+    // Version 2 holds the credentials under the operator's key names; version 3 is a newer,
+    // wrong pair that a pinned reader must not pick up.
+    bao.put(CREDS, json!({"id": CLIENT_ID, "secret": CLIENT_SECRET}))
+        .await;
+    bao.put(CREDS, json!({"id": "someone-else", "secret": "not-it"}))
+        .await;
+    let cfg = |version: u64| {
+        env.write_config(&format!(
+            "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"vault\", path = \"{CREDS}\", version = {version}, client_id_key = \"id\", client_secret_key = \"secret\" }}\nstore = {{ backend = \"vault\", path = \"{TOKEN}\" }}\n",
+            env.deepvue_section(""),
+            vault_section(&bao, TOKEN_AUTH),
+        ))
+    };
+    let out = rotate(&env, &cfg(2), &["rotate"]).await;
+    assert_eq!(out.code, 0, "version 2 under its own key names: {out}");
+    assert_eq!(bao.current_version(TOKEN).await, 1);
+    let out = rotate(&env, &cfg(3), &["rotate", "--force"]).await;
+    assert_eq!(
+        out.code, 4,
+        "version 3 is the wrong pair: rejected by Deepvue: {out}"
+    );
+    assert_eq!(bao.current_version(TOKEN).await, 1, "nothing written");
+    assert_eq!(env.calls(), 2);
+}
+
+#[tokio::test]
 async fn vault_down_exits_1_naming_the_address_and_leaves_the_token() {
     let (env, mut bao) = setup().await;
     let cfg = config(&env, &bao, TOKEN_AUTH, "");

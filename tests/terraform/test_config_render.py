@@ -138,9 +138,11 @@ def main():
                 check(tok[0]["store"] == {"backend": "gcp", "secret_id": "deepvue-prod-token", "keep_versions": 5}
                       and doc["gcp"] == {"project": "my-project"}, f"{name}: gcp store/credentials and [gcp] project")
                 if values["push"]:
-                    check(doc["daemon"] == {"schedule": False, "pubsub": {"audience": values["audience"],
-                                                                          "service_account": values["push_service_account"]}},
-                          f"{name}: [daemon] schedule = false, [daemon.pubsub] audience + service_account")
+                    check(doc["daemon"] == {"schedule": False, "status_endpoints": False,
+                                            "pubsub": {"audience": values["audience"],
+                                                       "service_account": values["push_service_account"]}},
+                          f"{name}: [daemon] schedule = false, status_endpoints = false, "
+                          "[daemon.pubsub] audience + service_account")
                 else:
                     check("daemon" not in doc, f"{name}: no [daemon] in job mode")
             if module == "vault":

@@ -19,6 +19,12 @@ use crate::engine::rotator;
 /// Largest request body accepted (no endpoint here takes one; a push endpoint may).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// `/status` and `/metrics` with `[daemon] status_endpoints = false`.
+fn hidden(s: &Shared) -> Option<Response> {
+    (!s.app().config.daemon.status_endpoints)
+        .then(|| (StatusCode::NOT_FOUND, "not found\n").into_response())
+}
+
 /// The router over the daemon's shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -51,6 +57,8 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
 /// each token that is not.
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let now = Utc::now();
+    // The error itself (secret ids, egress IPs) only where `/status` is served too.
+    let detail = hidden(&s).is_none();
     let problems: Vec<serde_json::Value> = s
         .views()
         .iter()
@@ -58,7 +66,8 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
             let problem = match (&v.expiry, &v.failing) {
                 (None, _) => "no usable token is stored".to_string(),
                 (Some(e), _) if *e <= now => "the stored token has expired".to_string(),
-                (_, Some(why)) => format!("rotation is failing: {why}"),
+                (_, Some(why)) if detail => format!("rotation is failing: {why}"),
+                (_, Some(_)) => "rotation is failing".to_string(),
                 _ => return None,
             };
             Some(json!({ "token": v.name, "problem": problem }))
@@ -79,6 +88,9 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 /// per [`STATUS_TTL`](super::STATUS_TTL) however often it is asked (an unauthenticated caller
 /// cannot multiply billable store reads).
 async fn status(State(s): State<Arc<Shared>>) -> Response {
+    if let Some(r) = hidden(&s) {
+        return r;
+    }
     let mut cached = s.status.lock().await;
     if let Some((at, rows)) = cached.as_ref()
         && at.elapsed() < super::STATUS_TTL
@@ -93,6 +105,9 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    if let Some(r) = hidden(&s) {
+        return r;
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -58,6 +58,10 @@ pub struct DaemonArgs {}
 
 /// The longest the loop sleeps before looking at the wall clock again.
 const MAX_STEP: Duration = Duration::from_secs(15);
+/// While reports stream in (a poll over many tokens), the views, `/readyz` and the systemd
+/// status are rebuilt at most this often: each rebuild is O(tokens), so once per report would
+/// make a pass O(tokens²).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// What the HTTP side reads of one token.
 #[derive(Clone, Debug)]
@@ -310,6 +314,11 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         let router = http::router(shared.clone());
         let stop = stop_http.clone();
         tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Answers go out at once (no Nagle wait for the scraper's delayed ACK).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
@@ -333,6 +342,8 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         step,
         upkeep: None,
         passes: std::collections::HashMap::new(),
+        dirty: false,
+        published: tokio::time::Instant::now(),
     };
     daemon.start_upkeep();
     let code = daemon.run(tx, rx).await;
@@ -360,6 +371,9 @@ struct Daemon {
     upkeep: Option<tokio::task::JoinHandle<()>>,
     /// The tokens each pass task runs, to retry them if the task dies.
     passes: std::collections::HashMap<tokio::task::Id, Vec<String>>,
+    /// Reports arrived since the views were last published, and when that was.
+    dirty: bool,
+    published: tokio::time::Instant,
 }
 
 type Reports = mpsc::UnboundedSender<(String, TokenReport)>;
@@ -410,7 +424,9 @@ impl Daemon {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.dirty = false;
+        self.published = tokio::time::Instant::now();
         let views: Vec<TokenView> = self
             .slots
             .iter()
@@ -653,12 +669,15 @@ impl Daemon {
                 .chain(std::iter::once(next_poll))
                 .filter(|_| d.schedule)
                 .min();
-            let until = wake.map_or(self.step, |w| {
+            let mut until = wake.map_or(self.step, |w| {
                 (w - Utc::now())
                     .to_std()
                     .unwrap_or(Duration::ZERO)
                     .min(self.step)
             });
+            if self.dirty {
+                until = until.min(PUBLISH_EVERY.saturating_sub(self.published.elapsed()));
+            }
             tokio::select! {
                 () = tokio::time::sleep(until) => {}
                 Some((name, report)) = rx.recv() => {
@@ -670,6 +689,9 @@ impl Daemon {
                 _ = hup.recv() => self.reload(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+            }
+            if self.dirty && (tasks.is_empty() || self.published.elapsed() >= PUBLISH_EVERY) {
+                self.publish();
             }
         }
         self.shutdown(tasks, rx, stop_minting).await
@@ -687,7 +709,13 @@ impl Daemon {
             // Only requests rotate: no timer for this token.
             slot.next = None;
         }
-        self.publish();
+        // This token's gauges now; the views of all of them with the next publish.
+        self.shared.metrics.token(
+            name,
+            slot.expiry.map(|e| e.timestamp()),
+            slot.next.map(|n| n.timestamp()),
+        );
+        self.dirty = true;
     }
 
     async fn shutdown(

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Paired A/B of two release binaries (see BENCHMARKS.md, "Before and after the layout").
+
+Runs the same four whole-process scenarios with binary A and binary B in turn (A B A B …), so
+a drift in the shared machine's speed hits both alike, and reports each binary's median wall
+time and peak RSS and the median of the per-pair ratios B/A:
+
+- file store: a no-op `rotate` and a `rotate --force` (one token, the built-in simulator);
+- aws backend against a local moto_server: a no-op `rotate` and a `rotate --force`.
+
+Both binaries must read the same config (every release since the AWS backend does).
+
+Usage: bench/ab.py BIN_A BIN_B MOTO_SERVER [PAIRS]   (PAIRS default 30)
+"""
+import json, os, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from measure import free_port, run  # noqa: E402  (shared timing harness)
+from aws import BASE_ENV  # noqa: E402
+
+A, B = (os.path.abspath(p) for p in sys.argv[1:3])
+PAIRS = int(sys.argv[4]) if len(sys.argv) > 4 else 30
+ENV = dict(BASE_ENV, DEEPVUE_CLIENT_ID="bench-id", DEEPVUE_CLIENT_SECRET="bench-secret")
+
+
+def pairs(args, n):
+    out = {A: ([], []), B: ([], [])}
+    for _ in range(n):
+        for binary in (A, B):
+            w, r, code = run(args, env=ENV, binary=binary)
+            if code != 0:
+                sys.exit(f"{binary} {args} exited {code}")
+            out[binary][0].append(w)
+            out[binary][1].append(r)
+    ratio = statistics.median(b / a for a, b in zip(out[A][0], out[B][0]))
+    return out, ratio
+
+
+def row(name, args, n):
+    out, ratio = pairs(args, n)
+    med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    print(f"| {name} | {n} | {med(out[A][0]):.1f} ms | {med(out[B][0]):.1f} ms | {ratio:.2f} "
+          f"| {max(out[A][1])/1024:.1f} MiB | {max(out[B][1])/1024:.1f} MiB |")
+
+
+def main():
+    import aws  # the moto wrapper
+    aws.MOTO = sys.argv[3]
+    tmp = tempfile.mkdtemp(prefix="deepvue-bench-ab-")
+    port = free_port()
+    ca = f"{tmp}/ca.pem"
+    sim = subprocess.Popen([B, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = aws.Moto(tmp)
+    try:
+        for _ in range(100):
+            if os.path.exists(ca):
+                break
+            time.sleep(0.05)
+        deepvue = f'[deepvue]\nbase_url = "https://127.0.0.1:{port}"\nca_file = "{ca}"\n\n'
+        file_cfg = f"{tmp}/file.toml"
+        with open(file_cfg, "w") as f:
+            f.write(deepvue + '[[tokens]]\nname = "t"\ncredentials = { backend = "env" }\n'
+                    f'store = {{ backend = "file", path = "{tmp}/store/t" }}\n')
+        moto.sm("CreateSecret", {"Name": "bench/creds", "SecretString": json.dumps(
+            {"client_id": "bench-id", "client_secret": "bench-secret"})})
+        moto.sm("CreateSecret", {"Name": "bench/token"})
+        aws_cfg = f"{tmp}/aws.toml"
+        with open(aws_cfg, "w") as f:
+            f.write(deepvue + f'[aws]\nregion = "us-east-1"\nendpoint_url = "{moto.url}"\n\n'
+                    '[[tokens]]\nname = "prod"\n'
+                    'credentials = { backend = "aws", secret_id = "bench/creds" }\n'
+                    'store = { backend = "aws", secret_id = "bench/token" }\n')
+        for cfg in (file_cfg, aws_cfg):
+            if run(["--config", cfg, "rotate"], env=ENV, binary=B)[2] != 0:
+                sys.exit(f"first rotate with {cfg} failed")
+        for name, binary in (("A", A), ("B", B)):
+            print(f"{name}: {binary} ({os.path.getsize(binary)/1e6:.1f} MB)")
+        print(f"\n| scenario | pairs | A median | B median | B/A (median of pairs) | A peak RSS | B peak RSS |")
+        print("|---|---|---|---|---|---|---|")
+        row("file store, no-op `rotate`", ["--config", file_cfg, "rotate"], PAIRS)
+        row("file store, `rotate --force`", ["--config", file_cfg, "rotate", "--force"], PAIRS)
+        row("aws (moto), no-op `rotate`", ["--config", aws_cfg, "rotate"], PAIRS)
+        row("aws (moto), `rotate --force`", ["--config", aws_cfg, "rotate", "--force"], PAIRS)
+    finally:
+        sim.terminate()
+        moto.proc.terminate()
+        sim.wait()
+        moto.proc.wait()
+        subprocess.run(["rm", "-rf", tmp])
+
+
+if __name__ == "__main__":
+    main()
