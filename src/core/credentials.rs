@@ -101,6 +101,17 @@ impl Default for CredentialKeys {
     }
 }
 
+impl CredentialKeys {
+    /// The defaults, with a config's `client_id_key` / `client_secret_key` where given.
+    pub fn named(client_id: Option<&str>, client_secret: Option<&str>) -> Self {
+        let defaults = CredentialKeys::default();
+        CredentialKeys {
+            client_id: client_id.map_or(defaults.client_id, str::to_string),
+            client_secret: client_secret.map_or(defaults.client_secret, str::to_string),
+        }
+    }
+}
+
 /// Parse `{"client_id": "…", "client_secret": "…"}` (key names per `keys`; other keys are
 /// ignored). The two values move straight into `SecretString`s. Errors name the field, never a
 /// value.

@@ -97,6 +97,23 @@ impl StateChunks {
         Err("the run state does not fit in the metadata".into())
     }
 
+    /// `meta` with every key of ours replaced by `pairs` (none: the state removed); the
+    /// owner's keys are kept as they are.
+    pub fn replaced<'a, M>(
+        &self,
+        meta: impl IntoIterator<Item = (&'a String, &'a String)>,
+        pairs: &[(String, String)],
+    ) -> M
+    where
+        M: FromIterator<(String, String)>,
+    {
+        meta.into_iter()
+            .filter(|(k, _)| !self.owns(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(pairs.iter().cloned())
+            .collect()
+    }
+
     /// The state from the metadata `get` reads; a torn or foreign state (count or digest
     /// mismatch) reads as none.
     pub fn decode<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Option<RunState> {

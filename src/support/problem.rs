@@ -47,6 +47,17 @@ impl Problem {
             category: ProblemCategory::InlineSecret,
         }
     }
+
+    /// `{at}.{key} is empty` for the first optional value that is given but blank.
+    pub fn no_blank(at: &str, values: &[(&str, Option<&str>)]) -> Result<(), Problem> {
+        match values
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.trim().is_empty()))
+        {
+            Some((key, _)) => Err(Problem::invalid(format!("{at}.{key} is empty"))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl From<String> for Problem {

@@ -101,16 +101,14 @@ pub struct AwsCredentialsConfig {
 impl AwsCredentialsConfig {
     pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
-        for (k, v) in [
-            ("version_stage", &self.version_stage),
-            ("client_id_key", &self.client_id_key),
-            ("client_secret_key", &self.client_secret_key),
-        ] {
-            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(Problem::invalid(format!("{at}.{k} is empty")));
-            }
-        }
-        Ok(())
+        Problem::no_blank(
+            at,
+            &[
+                ("version_stage", self.version_stage.as_deref()),
+                ("client_id_key", self.client_id_key.as_deref()),
+                ("client_secret_key", self.client_secret_key.as_deref()),
+            ],
+        )
     }
 
     pub(crate) fn identity(&self) -> String {
@@ -118,18 +116,14 @@ impl AwsCredentialsConfig {
     }
 
     pub(crate) fn build(&self, clients: Arc<AwsClients>) -> AwsCredentials {
-        let defaults = CredentialKeys::default();
         AwsCredentials::new(
             clients,
             self.secret_id.clone(),
             self.version_stage.clone(),
-            CredentialKeys {
-                client_id: self.client_id_key.clone().unwrap_or(defaults.client_id),
-                client_secret: self
-                    .client_secret_key
-                    .clone()
-                    .unwrap_or(defaults.client_secret),
-            },
+            CredentialKeys::named(
+                self.client_id_key.as_deref(),
+                self.client_secret_key.as_deref(),
+            ),
         )
     }
 }

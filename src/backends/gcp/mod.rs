@@ -186,15 +186,14 @@ pub struct GcpCredentialsConfig {
 impl GcpCredentialsConfig {
     pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
-        for (k, v) in [
-            ("version", &self.version),
-            ("client_id_key", &self.client_id_key),
-            ("client_secret_key", &self.client_secret_key),
-        ] {
-            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(Problem::invalid(format!("{at}.{k} is empty")));
-            }
-        }
+        Problem::no_blank(
+            at,
+            &[
+                ("version", self.version.as_deref()),
+                ("client_id_key", self.client_id_key.as_deref()),
+                ("client_secret_key", self.client_secret_key.as_deref()),
+            ],
+        )?;
         if let Some(v) = &self.version
             && !v
                 .chars()
@@ -212,18 +211,14 @@ impl GcpCredentialsConfig {
     }
 
     pub(crate) fn build(&self, clients: Arc<GcpClients>) -> GcpCredentials {
-        let defaults = CredentialKeys::default();
         GcpCredentials::new(
             clients,
             self.secret_id.clone(),
             self.version.clone().unwrap_or_else(|| "latest".into()),
-            CredentialKeys {
-                client_id: self.client_id_key.clone().unwrap_or(defaults.client_id),
-                client_secret: self
-                    .client_secret_key
-                    .clone()
-                    .unwrap_or(defaults.client_secret),
-            },
+            CredentialKeys::named(
+                self.client_id_key.as_deref(),
+                self.client_secret_key.as_deref(),
+            ),
         )
     }
 }

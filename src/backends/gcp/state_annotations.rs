@@ -53,13 +53,7 @@ pub(super) fn replace(
     annotations: &HashMap<String, String>,
     pairs: &[(String, String)],
 ) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = annotations
-        .iter()
-        .filter(|(k, _)| !CHUNKS.owns(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    out.extend(pairs.iter().cloned());
-    out
+    CHUNKS.replaced(annotations, pairs)
 }
 
 #[cfg(test)]

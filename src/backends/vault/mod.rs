@@ -388,15 +388,13 @@ impl VaultCredentialsConfig {
                 "{at}.version must be at least 1 (leave it out for the latest version)"
             )));
         }
-        for (k, v) in [
-            ("client_id_key", &self.client_id_key),
-            ("client_secret_key", &self.client_secret_key),
-        ] {
-            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(Problem::invalid(format!("{at}.{k} is empty")));
-            }
-        }
-        Ok(())
+        Problem::no_blank(
+            at,
+            &[
+                ("client_id_key", self.client_id_key.as_deref()),
+                ("client_secret_key", self.client_secret_key.as_deref()),
+            ],
+        )
     }
 
     fn mount(&self) -> &str {
@@ -409,19 +407,15 @@ impl VaultCredentialsConfig {
     }
 
     pub(crate) fn build(&self, clients: Arc<VaultClients>) -> VaultCredentials {
-        let defaults = CredentialKeys::default();
         VaultCredentials::new(
             clients,
             self.mount().to_string(),
             self.path.clone(),
             self.version,
-            CredentialKeys {
-                client_id: self.client_id_key.clone().unwrap_or(defaults.client_id),
-                client_secret: self
-                    .client_secret_key
-                    .clone()
-                    .unwrap_or(defaults.client_secret),
-            },
+            CredentialKeys::named(
+                self.client_id_key.as_deref(),
+                self.client_secret_key.as_deref(),
+            ),
         )
     }
 }

@@ -42,13 +42,7 @@ pub(super) fn merged(
     meta: &BTreeMap<String, String>,
     state_keys: &[(String, String)],
 ) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = meta
-        .iter()
-        .filter(|(k, _)| !CHUNKS.owns(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    out.extend(state_keys.iter().cloned());
-    out
+    CHUNKS.replaced(meta, state_keys)
 }
 
 #[cfg(test)]
