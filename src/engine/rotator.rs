@@ -1,6 +1,6 @@
 //! The rotator: per token, read → decide → (a due token) lock from the version read → read →
-//! decide → load credentials → mint → validate → conditional write → release the lock →
-//! report, then egress diagnosis, alerts and the recorded run state.
+//! decide → load credentials → mint → validate → conditional write → report, egress
+//! diagnosis, alerts and the recorded run state → release the lock.
 //!
 //! [`Rotator`] holds what lives as long as the process (the Deepvue client with its trust store
 //! and connection pool, the alert sinks); a [`Pass`] holds what one pass over the tokens learns
