@@ -678,11 +678,18 @@ async fn three_replicas_on_one_aws_store_write_one_version_per_window() {
     assert!(stopped.iter().all(|c| *c == 0), "{stopped:?}");
     let versions = crate::aws::versions(&sm, crate::aws::TOKEN).await.len() as u64;
     let calls = env.calls();
+    // As on the file store: the first version, then one per window of at least 5 s (90 − 80 s
+    // less the waking replica's jitter).
     assert!(
-        (2..=5).contains(&versions),
-        "one version per ~10 s window over 25 s, not one per replica: {versions} ({calls} mints)"
+        (2..=6).contains(&versions),
+        "one version per 5–10 s window over 25 s, not one per replica: {versions} ({calls} mints)"
     );
-    assert!(calls >= versions, "{calls} mints, {versions} versions");
+    // A replica that wakes in the same instant mints for nothing (its write is a lost race):
+    // at most the two others per window, never a version of their own.
+    assert!(
+        (versions..=3 * versions).contains(&calls),
+        "{calls} mints, {versions} versions"
+    );
     // For the record (BENCHMARKS.md): what lost races cost in mints.
     eprintln!("three daemons on one AWS store: {calls} mints, {versions} versions");
     let current = crate::aws::document(&sm, crate::aws::TOKEN, "AWSCURRENT").await;
