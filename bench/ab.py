@@ -12,10 +12,10 @@ Both binaries must read the same config (every release since the AWS backend doe
 
 Usage: bench/ab.py BIN_A BIN_B MOTO_SERVER [PAIRS]   (PAIRS default 30)
 """
-import json, os, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import free_port, run  # noqa: E402  (shared timing harness)
+from measure import config, run, simulator  # noqa: E402  (shared timing harness)
 from aws import BASE_ENV  # noqa: E402
 
 A, B = (os.path.abspath(p) for p in sys.argv[1:3])
@@ -47,21 +47,11 @@ def main():
     import aws  # the moto wrapper
     aws.MOTO = sys.argv[3]
     tmp = tempfile.mkdtemp(prefix="deepvue-bench-ab-")
-    port = free_port()
-    ca = f"{tmp}/ca.pem"
-    sim = subprocess.Popen([B, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
-                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim, port, ca = simulator(B, tmp, ENV)
     moto = aws.Moto(tmp)
     try:
-        for _ in range(100):
-            if os.path.exists(ca):
-                break
-            time.sleep(0.05)
         deepvue = f'[deepvue]\nbase_url = "https://127.0.0.1:{port}"\nca_file = "{ca}"\n\n'
-        file_cfg = f"{tmp}/file.toml"
-        with open(file_cfg, "w") as f:
-            f.write(deepvue + '[[tokens]]\nname = "t"\ncredentials = { backend = "env" }\n'
-                    f'store = {{ backend = "file", path = "{tmp}/store/t" }}\n')
+        file_cfg = config(tmp, f"https://127.0.0.1:{port}", ca, 1)
         moto.sm("CreateSecret", {"Name": "bench/creds", "SecretString": json.dumps(
             {"client_id": "bench-id", "client_secret": "bench-secret"})})
         moto.sm("CreateSecret", {"Name": "bench/token"})
@@ -76,7 +66,7 @@ def main():
                 sys.exit(f"first rotate with {cfg} failed")
         for name, binary in (("A", A), ("B", B)):
             print(f"{name}: {binary} ({os.path.getsize(binary)/1e6:.1f} MB)")
-        print(f"\n| scenario | pairs | A median | B median | B/A (median of pairs) | A peak RSS | B peak RSS |")
+        print("\n| scenario | pairs | A median | B median | B/A (median of pairs) | A peak RSS | B peak RSS |")
         print("|---|---|---|---|---|---|---|")
         row("file store, no-op `rotate`", ["--config", file_cfg, "rotate"], PAIRS)
         row("file store, `rotate --force`", ["--config", file_cfg, "rotate", "--force"], PAIRS)

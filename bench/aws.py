@@ -12,7 +12,7 @@ Usage: bench/aws.py BIN MOTO_SERVER
 import http.server, json, os, socket, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import fmt_ms, free_port, run as run_in  # noqa: E402  (shared timing harness)
+from measure import fmt_ms, free_port, run as run_in, simulator  # noqa: E402  (shared timing harness)
 
 BIN = os.path.abspath(sys.argv[1])
 MOTO = sys.argv[2]
@@ -108,17 +108,10 @@ def lambda_init(env, n):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="deepvue-bench-aws-")
-    port = free_port()
-    ca = f"{tmp}/ca.pem"
     sim_env = dict(BASE_ENV, DEEPVUE_CLIENT_ID="bench-id", DEEPVUE_CLIENT_SECRET="bench-secret")
-    sim = subprocess.Popen([BIN, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
-                           env=sim_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim, port, ca = simulator(BIN, tmp, sim_env)
     moto = Moto(tmp)
     try:
-        for _ in range(100):
-            if os.path.exists(ca):
-                break
-            time.sleep(0.05)
         moto.sm("CreateSecret", {"Name": "bench/creds", "SecretString": json.dumps(
             {"client_id": "bench-id", "client_secret": "bench-secret"})})
         moto.sm("CreateSecret", {"Name": "bench/token"})

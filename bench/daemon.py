@@ -14,7 +14,7 @@ Usage: bench/daemon.py BIN [IDLE_SECONDS]   (IDLE_SECONDS default 600: ten idle 
 import os, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import free_port  # noqa: E402
+from measure import free_port, simulator as start_simulator  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1])
 IDLE = int(sys.argv[2]) if len(sys.argv) > 2 else 600
@@ -34,10 +34,7 @@ def wait_port(port):
 
 
 def simulator(tmp, ttl):
-    port = free_port()
-    p = subprocess.Popen([BIN, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", f"{tmp}/ca.pem",
-                          "--token-ttl", ttl], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
+    p, port, _ = start_simulator(BIN, tmp, ENV, ["--token-ttl", ttl])
     return p, port
 
 

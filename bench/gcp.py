@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import fmt_ms, free_port, run as run_in  # noqa: E402  (shared timing harness)
+from measure import fmt_ms, free_port, run as run_in, simulator  # noqa: E402  (shared timing harness)
 
 BIN = os.path.abspath(sys.argv[1])
 FAKE = os.path.abspath(sys.argv[2])
@@ -195,17 +195,10 @@ def push_latency(tmp, fake, base_toml, n):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="deepvue-bench-gcp-")
-    port = free_port()
-    ca = f"{tmp}/ca.pem"
     sim_env = dict(ENV, DEEPVUE_CLIENT_ID="bench-id", DEEPVUE_CLIENT_SECRET="bench-secret")
-    sim = subprocess.Popen([BIN, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
-                           env=sim_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim, port, ca = simulator(BIN, tmp, sim_env)
     fake = Fake()
     try:
-        for _ in range(100):
-            if os.path.exists(ca):
-                break
-            time.sleep(0.05)
         fake.create("bench-credentials")
         fake.add("bench-credentials", json.dumps({"client_id": "bench-id", "client_secret": "bench-secret"}))
         fake.create("bench-token")

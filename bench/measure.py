@@ -57,6 +57,25 @@ def free_port():
     return port
 
 
+def simulator(binary, tmp, env, extra=()):
+    """Start `binary simulate` on a free loopback port (its CA in TMP/ca.pem); return (process,
+    port, CA path) once it listens and the CA is written."""
+    port = free_port()
+    ca = f"{tmp}/ca.pem"
+    proc = subprocess.Popen([binary, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca, *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(400):
+        if os.path.exists(ca):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return proc, port, ca
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit("the simulator did not start")
+
+
 def config(tmp, base, ca, n, concurrency=8):
     lines = [f'[deepvue]\nbase_url = "{base}"\nca_file = "{ca}"\n', f"[rotation]\nconcurrency = {concurrency}\n"]
     for i in range(n):
@@ -71,15 +90,8 @@ def main():
     if not os.access(TIME, os.X_OK):
         sys.exit("bench needs GNU time at /usr/bin/time (apt-get install time)")
     tmp = tempfile.mkdtemp(prefix="deepvue-bench-")
-    port = free_port()
-    ca = f"{tmp}/ca.pem"
-    sim = subprocess.Popen([BIN, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
-                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim, port, ca = simulator(BIN, tmp, ENV)
     try:
-        for _ in range(100):
-            if os.path.exists(ca):
-                break
-            time.sleep(0.05)
         base = f"https://127.0.0.1:{port}"
         one = config(tmp, base, ca, 1)
         run(["--config", one, "rotate"])  # first mint, so the next runs are no-ops

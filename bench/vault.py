@@ -13,7 +13,7 @@ Usage: bench/vault.py BIN BAO
 import json, os, ssl, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import fmt_ms, free_port, run as run_in  # noqa: E402  (shared timing harness)
+from measure import fmt_ms, free_port, run as run_in, simulator  # noqa: E402  (shared timing harness)
 
 BIN = os.path.abspath(sys.argv[1])
 BAO = sys.argv[2]
@@ -87,17 +87,10 @@ def series(bao, args, env, n):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="deepvue-bench-vault-")
-    port = free_port()
-    ca = f"{tmp}/ca.pem"
     sim_env = dict(BASE_ENV, DEEPVUE_CLIENT_ID="bench-id", DEEPVUE_CLIENT_SECRET="bench-secret")
-    sim = subprocess.Popen([BIN, "simulate", "--listen", f"127.0.0.1:{port}", "--ca-out", ca],
-                           env=sim_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim, port, ca = simulator(BIN, tmp, sim_env)
     bao = Bao(tmp)
     try:
-        for _ in range(100):
-            if os.path.exists(ca):
-                break
-            time.sleep(0.05)
         creds = {"data": {"client_id": "bench-id", "client_secret": "bench-secret"}}
         bao.call("POST", "secret/data/deepvue/prod/credentials", creds)
         bao.call("PUT", "sys/policies/acl/rotator", {"policy": POLICY})
