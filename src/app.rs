@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use crate::backends::{BuildContext, Clients};
 use crate::config::{Config, TokenConfig};
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::observe::{Observer, Unobserved};
 use crate::engine::alerter::Alerter;
-use crate::engine::observed::ObservedStore;
+use crate::engine::observed::observed;
 use crate::engine::rotator::{Job, Rotator};
 use crate::sinks::{self, SinkContext};
 
@@ -48,6 +49,15 @@ impl App {
     /// The same, reporting authorize attempts, store operations and alert deliveries to
     /// `observer` (the daemon's metrics).
     pub fn observed(config: Config, observer: Arc<dyn Observer>) -> App {
+        Self::build(config, observer, Arc::new(SystemClock))
+    }
+
+    /// The same on `clock` (a clock a test moves).
+    pub fn on_clock(config: Config, clock: Arc<dyn Clock>) -> App {
+        Self::build(config, Arc::new(Unobserved), clock)
+    }
+
+    fn build(config: Config, observer: Arc<dyn Observer>, clock: Arc<dyn Clock>) -> App {
         let clients = Clients::new(&config.backends);
         let ctx = BuildContext {
             clients: &clients,
@@ -58,7 +68,7 @@ impl App {
             .iter()
             .map(|t| {
                 let mut j = job(t, &ctx);
-                j.store = Box::new(ObservedStore::new(j.store, observer.clone()));
+                j.store = observed(j.store, observer.clone());
                 j
             })
             .collect();
@@ -75,7 +85,8 @@ impl App {
             config.settings(),
             Alerter::new(sinks, observer.clone()),
             observer,
-        );
+        )
+        .with_clock(clock);
         App {
             config: Arc::new(config),
             clients,

@@ -4,9 +4,26 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use super::{Backend, BuildContext, CredentialsEntry, NoSection, NoStore};
 use crate::core::credentials::{CredentialSource, Credentials, CredentialsError, Custody};
 use crate::core::error::ErrorKind;
 use crate::support::problem::Problem;
+
+/// The `env` backend: credentials only.
+pub struct Env;
+
+impl Backend for Env {
+    type Section = NoSection;
+    type Clients = ();
+    type Credentials = EnvCredentialsConfig;
+    type Store = NoStore;
+
+    fn clients(_: &NoSection) -> Arc<()> {
+        Arc::new(())
+    }
+}
 
 /// Default environment variable for the client id.
 pub const DEFAULT_ID_VAR: &str = "DEEPVUE_CLIENT_ID";
@@ -23,8 +40,8 @@ pub struct EnvCredentialsConfig {
     pub client_secret_var: Option<String>,
 }
 
-impl EnvCredentialsConfig {
-    pub(super) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl CredentialsEntry for EnvCredentialsConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         for (k, v) in [
             ("client_id_var", &self.client_id_var),
             ("client_secret_var", &self.client_secret_var),
@@ -40,15 +57,15 @@ impl EnvCredentialsConfig {
         Ok(())
     }
 
-    pub(super) fn build(&self) -> EnvCredentials {
-        EnvCredentials::new(
+    fn build(&self, _: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        Box::new(EnvCredentials::new(
             self.client_id_var
                 .clone()
                 .unwrap_or_else(|| DEFAULT_ID_VAR.into()),
             self.client_secret_var
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SECRET_VAR.into()),
-        )
+        ))
     }
 }
 

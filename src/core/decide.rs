@@ -29,6 +29,8 @@ pub enum DueReason {
     Expiring(chrono::Duration),
     /// `--force`.
     Forced,
+    /// A platform asked for it (its own rotation protocol, a push).
+    Requested(String),
 }
 
 impl std::fmt::Display for DueReason {
@@ -43,6 +45,7 @@ impl std::fmt::Display for DueReason {
                 write!(f, "stored token expires in {}", format_duration(*left))
             }
             DueReason::Forced => f.write_str("forced"),
+            DueReason::Requested(by) => f.write_str(by),
         }
     }
 }

@@ -1,47 +1,17 @@
-//! What a run reports, per token: the outcome, the failure, the `status` row, and how both
-//! read for humans (the CLI lines, the Lambda error message).
+//! The serialized views of a run: [`TokenReport`] (made once from a
+//! [`super::result::RunResult`], for `rotate --json`, the CLI lines and the Lambda error
+//! message), the `status` row, and how both read for humans.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::alert::{Action, AlertOutcome};
-use super::document::{TokenDocument, describe_left, format_time};
+use super::document::{describe_left, format_time};
 use super::egress::EgressReport;
 use super::error::ErrorKind;
-use super::store::{StateMark, Version};
+use super::result::{Outcome, OutcomeKind, RunResult};
+use super::store::Version;
 use crate::support::text::{escape_control, format_duration, truncate};
-
-/// What happened to one token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Not due; nothing done.
-    Fresh,
-    /// Due but minted less than `min_interval` ago; nothing done.
-    Throttled,
-    /// `--dry-run`: would have rotated.
-    WouldRotate,
-    /// A new version was written.
-    Rotated,
-    /// Another runner wrote first; this run wrote nothing.
-    RotatedByAnotherRunner,
-    /// Nothing written; see `error`.
-    Failed,
-}
-
-impl Outcome {
-    /// Stable lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Fresh => "fresh",
-            Outcome::Throttled => "throttled",
-            Outcome::WouldRotate => "would_rotate",
-            Outcome::Rotated => "rotated",
-            Outcome::RotatedByAnotherRunner => "rotated_by_another_runner",
-            Outcome::Failed => "failed",
-        }
-    }
-}
 
 /// A classified failure in a report.
 #[derive(Clone, Debug, Serialize)]
@@ -54,7 +24,7 @@ pub struct ReportError {
     pub deepvue_detail: Option<String>,
 }
 
-/// The result of one token's run.
+/// The serialized view of one token's [`RunResult`].
 #[derive(Clone, Debug, Serialize)]
 pub struct TokenReport {
     /// Token name.
@@ -64,8 +34,8 @@ pub struct TokenReport {
     /// Store secret id.
     pub secret_id: String,
     /// What happened.
-    pub outcome: Outcome,
-    /// Why it was due, when it was.
+    pub outcome: OutcomeKind,
+    /// Why it was due (or throttled), when it was.
     pub reason: Option<String>,
     /// The current version after the run.
     pub version: Option<Version>,
@@ -85,36 +55,40 @@ pub struct TokenReport {
     /// lifetime that was clamped, a rotation lock that could not be taken (the report then
     /// comes from an unlocked read).
     pub warnings: Vec<String>,
-    /// What the store read showed about kept run state (decides whether to read it).
-    #[serde(skip)]
-    pub state_mark: StateMark,
 }
 
 impl TokenReport {
-    /// A blank report (outcome `failed` until something sets it).
-    pub fn new(name: &str, backend: &'static str, secret_id: String) -> Self {
+    /// The view of `r`, with time left counted from `now`.
+    pub fn of(r: &RunResult, now: DateTime<Utc>) -> Self {
+        let reason = match &r.outcome {
+            Outcome::Throttled { min_interval } => Some(format!(
+                "due, but minted less than min_interval ({}) ago",
+                humantime::format_duration(*min_interval)
+            )),
+            _ => r.due.as_ref().map(ToString::to_string),
+        };
         TokenReport {
-            name: name.to_string(),
-            backend,
-            secret_id,
-            outcome: Outcome::Failed,
-            reason: None,
-            version: None,
-            previous_version: None,
-            expiry: None,
-            expires_in_secs: None,
-            error: None,
-            egress: None,
-            alerts: Vec::new(),
-            warnings: Vec::new(),
-            state_mark: StateMark::Unknown,
+            name: r.token.name.clone(),
+            backend: r.token.backend,
+            secret_id: r.token.secret_id.clone(),
+            outcome: r.outcome.kind(),
+            reason,
+            version: r.version().cloned(),
+            previous_version: match &r.outcome {
+                Outcome::Rotated { previous } => previous.clone(),
+                _ => None,
+            },
+            expiry: r.expiry().map(format_time),
+            expires_in_secs: r.expires_in(now).map(|d| d.num_seconds()),
+            error: r.failure().map(|f| ReportError {
+                kind: f.kind,
+                message: f.message.clone(),
+                deepvue_detail: f.deepvue_detail.clone(),
+            }),
+            egress: r.egress.clone(),
+            alerts: r.alerts.clone(),
+            warnings: r.warnings.clone(),
         }
-    }
-
-    /// Show a document's expiry (and time left at `now`) in the report.
-    pub fn show(&mut self, doc: &TokenDocument, now: DateTime<Utc>) {
-        self.expiry = Some(format_time(doc.expiry));
-        self.expires_in_secs = Some(doc.expires_in(now).num_seconds());
     }
 
     /// This token's exit code.
@@ -145,7 +119,7 @@ pub struct StatusRow {
     /// Why it is due.
     pub due_reason: Option<String>,
     /// The last recorded outcome.
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<OutcomeKind>,
     /// When that was.
     pub last_run_at: Option<String>,
     /// The last recorded failure.
@@ -179,7 +153,7 @@ pub fn describe_report(r: &TokenReport) -> String {
         line.push_str(&format!("\n  WARNING {}", escape_control(w)));
     }
     if let Some(e) = &r.egress
-        && r.outcome != Outcome::Failed
+        && r.error.is_none()
         && !e.outside_expected().is_empty()
     {
         line.push_str(&format!(
@@ -214,7 +188,7 @@ fn describe_outcome(
     at: &str,
 ) -> String {
     match r.outcome {
-        Outcome::Rotated => format!(
+        OutcomeKind::Rotated => format!(
             "{}: rotated -> version {}{}; {exp} {at}",
             r.name,
             v(&r.version),
@@ -223,24 +197,24 @@ fn describe_outcome(
                 .map(|p| format!(" (previous {p} kept)"))
                 .unwrap_or_default()
         ),
-        Outcome::RotatedByAnotherRunner => format!(
+        OutcomeKind::RotatedByAnotherRunner => format!(
             "{}: rotated by another runner -> version {}; nothing written by this run; {exp} {at}",
             r.name,
             v(&r.version)
         ),
-        Outcome::Fresh => format!("{}: fresh, version {}; {exp} {at}", r.name, v(&r.version)),
-        Outcome::Throttled => format!(
+        OutcomeKind::Fresh => format!("{}: fresh, version {}; {exp} {at}", r.name, v(&r.version)),
+        OutcomeKind::Throttled => format!(
             "{}: not rotated: {}; version {}; {exp} {at}",
             r.name,
             r.reason.as_deref().unwrap_or("throttled"),
             v(&r.version)
         ),
-        Outcome::WouldRotate => format!(
+        OutcomeKind::WouldRotate => format!(
             "{}: would rotate ({}); dry run, nothing minted or written {at}",
             r.name,
             r.reason.as_deref().unwrap_or("due")
         ),
-        Outcome::Failed => {
+        OutcomeKind::Failed => {
             let (kind, msg) = r
                 .error
                 .as_ref()
@@ -275,8 +249,8 @@ pub fn render_status(rows: &[StatusRow]) -> String {
     );
     for r in rows {
         let last = match (&r.last_outcome, &r.last_run_at) {
-            (Some(o), Some(at)) => escape_control(&format!("{o} at {at}")),
-            (Some(o), None) => escape_control(o),
+            (Some(o), Some(at)) => escape_control(&format!("{} at {at}", o.as_str())),
+            (Some(o), None) => o.as_str().to_string(),
             _ => "-".into(),
         };
         let _ = writeln!(

@@ -1,12 +1,20 @@
-//! Run state: what a store keeps beside a token between runs (no secrets).
+//! Run state: what is kept beside a token between runs (no secrets), and the contract of the
+//! place it is kept ([`StateStore`]).
+//!
+//! The store keeps **bytes** and an opaque etag; what the bytes say ([`RunState`]) and when
+//! they are worth keeping are the engine's business (`engine::record`), so no backend knows
+//! the alerting rules.
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use super::alert::{AlertState, Condition};
+use super::result::OutcomeKind;
+use super::store::StoreError;
 
 /// Non-secret per-token state kept beside the token: the last outcome (for `status`) and the
 /// open alert conditions (for dedup and resolve across runs).
@@ -14,8 +22,8 @@ use super::alert::{AlertState, Condition};
 pub struct RunState {
     /// RFC 3339 time of the last run that changed something or failed.
     pub last_run_at: Option<String>,
-    /// `rotated`, `rotated_by_another_runner` or `failed`.
-    pub last_outcome: Option<String>,
+    /// What that run did.
+    pub last_outcome: Option<OutcomeKind>,
     /// The error class and message when the last outcome was a failure.
     pub last_error: Option<String>,
     /// Failures in a row.
@@ -29,17 +37,92 @@ pub struct RunState {
     pub last_alert_error: Option<String>,
 }
 
+/// Lengths the two free-text messages are cut to, in turn, until a state fits its store.
+const CUTS: &[usize] = &[usize::MAX, 1000, 600, 300, 200, 0];
+
 impl RunState {
-    /// Whether this state is worth keeping where keeping it costs API calls: a failure or an
-    /// open alert. A success with nothing open is "no state".
-    pub fn worth_keeping(&self) -> bool {
-        !self.alerts.is_empty() || self.last_outcome.as_deref() == Some("failed")
+    /// The state as kept bytes (JSON), its messages cut until it fits in `capacity` bytes.
+    pub fn to_bytes(&self, capacity: usize) -> Result<Vec<u8>, String> {
+        let mut s = self.clone();
+        for &limit in CUTS {
+            let cut = |v: &mut Option<String>| {
+                if let Some(t) = v
+                    && t.len() > limit
+                {
+                    *t = crate::support::text::truncate(t, limit);
+                }
+            };
+            cut(&mut s.last_error);
+            cut(&mut s.last_alert_error);
+            let json = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
+            if json.len() <= capacity {
+                return Ok(json);
+            }
+        }
+        Err(format!(
+            "the run state does not fit in the {capacity} bytes its store keeps"
+        ))
+    }
+
+    /// The state from kept bytes; anything unreadable is no state.
+    pub fn from_bytes(bytes: &[u8]) -> Option<RunState> {
+        serde_json::from_slice(bytes).ok()
     }
 }
 
-/// Run state as key/value metadata (AWS tags, Vault `custom_metadata`, GCP annotations):
-/// base64 JSON in chunks `<prefix>0`, `<prefix>1`, … plus a header `<prefix>n` holding the
-/// chunk count and a digest, so a torn update reads as "no state", never as garbage.
+/// How a backend keeps run state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatePolicy {
+    /// Beside the token, cheap to read and write (a local file): every run's outcome is kept,
+    /// for `status`.
+    EveryRun,
+    /// In metadata that costs API calls (tags, annotations): kept only while alerting needs it
+    /// (an open alert, a failure), and read only when the run failed or rotated, egress
+    /// drifted, or the token read hinted that state is kept, so a healthy no-op stays one
+    /// read.
+    AlertsOnly,
+}
+
+/// What a conditional state write needs from the read it follows (the metadata's etag, the
+/// keys it holds). Its content is its backend's own encoding, opaque to everyone else; a
+/// write given an etag it cannot use reads afresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateEtag(pub String);
+
+/// Kept run state as read.
+#[derive(Clone, Debug, Default)]
+pub struct StateRead {
+    /// The kept bytes, if any.
+    pub bytes: Option<Vec<u8>>,
+    /// For the write that follows this read.
+    pub etag: Option<StateEtag>,
+    /// Something is kept that must be rewritten even if the state is unchanged (a marker
+    /// without state, a torn write).
+    pub needs_write: bool,
+}
+
+/// Where a token's run state lives.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// How this backend keeps run state.
+    fn policy(&self) -> StatePolicy;
+    /// The largest state, in bytes, it keeps.
+    fn capacity(&self) -> usize;
+    /// The kept state.
+    async fn read_state(&self) -> Result<StateRead, StoreError>;
+    /// Replace the kept state with `bytes` (`None`: keep none), conditional on `etag` (from
+    /// the `read_state` of this run; `None`: the backend reads what it needs). A stale etag
+    /// reads again and replaces only the state's own keys.
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Kept bytes as key/value metadata (AWS tags, Vault `custom_metadata`, GCP annotations):
+/// base64 in chunks `<prefix>0`, `<prefix>1`, … plus a header `<prefix>n` holding the chunk
+/// count and a digest, so a torn update reads as "nothing kept", never as garbage.
 #[derive(Clone, Copy, Debug)]
 pub struct StateChunks {
     /// Every key starts with this.
@@ -48,8 +131,6 @@ pub struct StateChunks {
     pub chunk: usize,
     /// At most this many chunks (leave the rest of the metadata to its owner).
     pub max_chunks: usize,
-    /// Lengths the two messages are cut to, in turn, until the state fits.
-    pub cuts: &'static [usize],
 }
 
 impl StateChunks {
@@ -63,38 +144,30 @@ impl StateChunks {
         key.starts_with(self.prefix)
     }
 
-    /// The state as key/value pairs, header last. Long messages are cut until it fits.
-    pub fn encode(&self, state: &RunState) -> Result<Vec<(String, String)>, String> {
-        let mut s = state.clone();
-        for &limit in [usize::MAX].iter().chain(self.cuts).chain(&[0]) {
-            let cut = |v: &mut Option<String>| {
-                if let Some(t) = v
-                    && t.len() > limit
-                {
-                    *t = crate::support::text::truncate(t, limit);
-                }
-            };
-            cut(&mut s.last_error);
-            cut(&mut s.last_alert_error);
-            let json = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
-            let b64 = B64.encode(json);
-            if b64.len() <= self.chunk.saturating_mul(self.max_chunks) {
-                let mut out: Vec<(String, String)> = b64
-                    .as_bytes()
-                    .chunks(self.chunk.max(1))
-                    .enumerate()
-                    .map(|(i, c)| {
-                        (
-                            format!("{}{i}", self.prefix),
-                            String::from_utf8_lossy(c).into_owned(),
-                        )
-                    })
-                    .collect();
-                out.push((self.header(), format!("{}.{}", out.len(), digest(&b64))));
-                return Ok(out);
-            }
+    /// The most bytes the chunks hold (base64 takes 4 characters per 3 bytes).
+    pub const fn capacity(&self) -> usize {
+        self.chunk * self.max_chunks / 4 * 3
+    }
+
+    /// `bytes` as key/value pairs, header last.
+    pub fn encode(&self, bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+        let b64 = B64.encode(bytes);
+        if b64.len() > self.chunk.saturating_mul(self.max_chunks) {
+            return Err("the run state does not fit in the metadata".into());
         }
-        Err("the run state does not fit in the metadata".into())
+        let mut out: Vec<(String, String)> = b64
+            .as_bytes()
+            .chunks(self.chunk.max(1))
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    format!("{}{i}", self.prefix),
+                    String::from_utf8_lossy(c).into_owned(),
+                )
+            })
+            .collect();
+        out.push((self.header(), format!("{}.{}", out.len(), digest(&b64))));
+        Ok(out)
     }
 
     /// `meta` with every key of ours replaced by `pairs` (none: the state removed); the
@@ -114,9 +187,9 @@ impl StateChunks {
             .collect()
     }
 
-    /// The state from the metadata `get` reads; a torn or foreign state (count or digest
+    /// The bytes from the metadata `get` reads; a torn or foreign state (count or digest
     /// mismatch) reads as none.
-    pub fn decode<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Option<RunState> {
+    pub fn decode<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Option<Vec<u8>> {
         let header = get(&self.header())?;
         let (count, sum) = header.split_once('.')?;
         let count: usize = count.parse().ok()?;
@@ -129,8 +202,16 @@ impl StateChunks {
         if digest(&joined) != sum {
             return None;
         }
-        let bytes = B64.decode(joined).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        B64.decode(joined).ok()
+    }
+
+    /// A read of metadata: the kept bytes, and whether something of ours is there that does
+    /// not decode (a torn write, keys edited by hand), which the next write must clear.
+    pub fn read<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> (Option<Vec<u8>>, bool) {
+        let marked = get(&self.header()).is_some();
+        let bytes = self.decode(get);
+        let torn = marked && bytes.is_none();
+        (bytes, torn)
     }
 }
 
@@ -147,30 +228,53 @@ mod tests {
         prefix: "x:",
         chunk: 32,
         max_chunks: 8,
-        cuts: &[100],
     };
+
+    fn get<'a>(pairs: &'a [(String, String)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
 
     #[test]
     fn chunks_round_trip_are_capped_and_torn_states_read_as_none() {
         let state = RunState {
-            last_outcome: Some("failed".into()),
+            last_outcome: Some(OutcomeKind::Failed),
             last_error: Some("e".repeat(5000)),
             consecutive_failures: 2,
             ..RunState::default()
         };
-        let pairs = C.encode(&state).unwrap_or_default();
+        let bytes = state.to_bytes(C.capacity()).unwrap_or_default();
+        assert!(bytes.len() <= C.capacity());
+        let pairs = C.encode(&bytes).unwrap_or_default();
         assert!(pairs.len() <= C.max_chunks + 1 && pairs.iter().all(|(_, v)| v.len() <= 32));
-        let get = |pairs: &[(String, String)], k: &str| {
-            pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        };
-        let back = C.decode(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()));
+        let back = C.decode(get(&pairs)).and_then(|b| RunState::from_bytes(&b));
         assert_eq!(back.map(|s| s.consecutive_failures), Some(2));
         let mut torn = pairs.clone();
         torn[0].1 = "AAAA".into();
-        assert!(
-            C.decode(|k| torn.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()))
-                .is_none()
+        assert!(C.decode(get(&torn)).is_none());
+        assert_eq!(C.read(get(&torn)), (None, true), "torn: must be rewritten");
+        assert_eq!(C.read(get(&[])), (None, false));
+        assert!(C.owns("x:3") && !C.owns("team"));
+        assert!(C.encode(&[0u8; 1000]).is_err(), "too large for the chunks");
+    }
+
+    #[test]
+    fn long_messages_are_cut_until_the_state_fits() {
+        let state = RunState {
+            last_outcome: Some(OutcomeKind::Failed),
+            last_error: Some("x".repeat(20_000)),
+            last_alert_error: Some("y".repeat(20_000)),
+            ..RunState::default()
+        };
+        for capacity in [300, 1000, 5000] {
+            let bytes = state.to_bytes(capacity).unwrap_or_default();
+            assert!(!bytes.is_empty() && bytes.len() <= capacity, "{capacity}");
+        }
+        assert!(state.to_bytes(10).is_err());
+        let old = br#"{"last_run_at":"2026-11-28T12:00:00Z","last_outcome":"rotated_by_another_runner","last_error":null}"#;
+        assert_eq!(
+            RunState::from_bytes(old).and_then(|s| s.last_outcome),
+            Some(OutcomeKind::RotatedByAnotherRunner),
+            "state files of earlier releases still read"
         );
-        assert!(get(&pairs, "x:n").is_some() && C.owns("x:3") && !C.owns("team"));
     }
 }

@@ -1,31 +1,28 @@
-//! The token store contract: one trait every backend implements, and the values it trades in.
+//! The token store contract: versions of one token document, and the values a write trades in.
 //!
-//! The contract (executable form: `tests/it/conformance.rs`):
-//! - [`TokenStore::read_current`] returns the current version and its document (or why the
-//!   document is unusable), plus what the read showed about kept run state ([`StateMark`]).
-//! - [`TokenStore::write`] adds a **new version** only if the store still holds what the
-//!   decision was made from: [`WriteMode::Create`] (nothing stored) or
-//!   [`WriteMode::Update`] (that version is current). Otherwise it fails with
-//!   [`ErrorKind::Conflict`] and writes nothing. The previous version stays readable through
-//!   [`TokenStore::read_version`].
-//! - [`TokenStore::lock`] optionally serialises whole rotations between processes (the file
-//!   store does, so concurrent runs on one host mint once); backends without one rely on the
-//!   conditional write. The engine calls [`TokenStore::lock_from`] with the version it decided
-//!   from (a lease-based store records it, so a runner that has seen a newer version knows the
-//!   lease is spent) and hands the lock back with [`RotationLock::release`] when the rotation
-//!   ends.
-//! - A store object holds no per-run state: everything a run learns travels in the values these
-//!   methods return, so one store may serve two concurrent passes.
-
-use std::any::Any;
-use std::sync::Arc;
+//! Three contracts meet at a store, each its own trait, so a backend implements what it can:
+//! - [`TokenStore`] (this module): token **versions**. [`TokenStore::read_current`] returns the
+//!   current version and its document (or why the document is unusable);
+//!   [`TokenStore::write`] adds a **new version** only if the store still holds what the
+//!   decision was made from ([`WriteMode`]), else fails with [`ErrorKind::Conflict`] and writes
+//!   nothing; the previous version stays readable through [`TokenStore::read_version`].
+//! - [`super::lease::Leases`]: a rotation **lease**, a value the pass owns ([`Lease`]) and
+//!   hands back; the file store's flock, the GCP lease annotation. A backend without leases
+//!   relies on its conditional write alone (AWS's derived ClientRequestToken, Vault's `cas`).
+//! - [`super::state::StateStore`]: kept **run state** (bytes and an etag), which the engine
+//!   decides about.
+//!
+//! No store object remembers a run: everything a run learns travels in the values these
+//! methods take and return, so two passes over one token (a timer and a push, an agent's
+//! refresh and a fan-out) are safe by construction. The executable form of the contract is the
+//! shared scenario suite, `tests/it/scenarios.rs`.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::document::{DocumentError, TokenDocument};
 use super::error::ErrorKind;
-use super::state::RunState;
 
 /// An opaque version id (file: a sequence number; AWS: a VersionId; Vault: a KV version; GCP:
 /// a version number).
@@ -39,37 +36,128 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// The condition a write is made under, as object_store's `PutMode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A rotation lease: a value the pass that took it owns, passes to the write it makes under
+/// it, and hands back to [`super::lease::Leases::release`]. It names its holder (a random id,
+/// also the write id of a version added under it), the version it was taken from, and until
+/// when it holds. Whatever keeps it held in this process (a flock's descriptor) lives in the
+/// value and goes with it.
+pub struct Lease {
+    holder: String,
+    base: Option<Version>,
+    until: Option<DateTime<Utc>>,
+    spent: bool,
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl Lease {
+    /// A lease held by `holder` for a decision made from `base`, live until `until` (`None`:
+    /// until released or the process ends).
+    pub fn new(holder: String, base: Option<Version>, until: Option<DateTime<Utc>>) -> Self {
+        Lease {
+            holder,
+            base,
+            until,
+            spent: false,
+            _guard: None,
+        }
+    }
+
+    /// Keep `guard` alive as long as the lease (dropping the lease drops it: a flock).
+    pub fn guarded_by(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
+    }
+
+    /// The holder id.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The version the lease was taken from (`None`: nothing was stored).
+    pub fn base(&self) -> Option<&Version> {
+        self.base.as_ref()
+    }
+
+    /// When it stops holding (`None`: while this process holds it).
+    pub fn until(&self) -> Option<DateTime<Utc>> {
+        self.until
+    }
+
+    /// Whether it still holds at `now` with `margin` to spare (a write must finish in it).
+    pub fn holds(&self, now: DateTime<Utc>, margin: chrono::Duration) -> bool {
+        self.until.is_none_or(|u| u - margin > now)
+    }
+
+    /// Mark that a version was written under it: every later runner sees a newer version than
+    /// its base, so it is spent, and releasing it needs no call.
+    pub fn spend(&mut self) {
+        self.spent = true;
+    }
+
+    /// Whether a version was written under it.
+    pub fn is_spent(&self) -> bool {
+        self.spent
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("holder", &self.holder)
+            .field("base", &self.base)
+            .field("until", &self.until)
+            .field("spent", &self.spent)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The condition a write is made under, as object_store's `PutMode`: it carries everything
+/// the write depends on.
+#[derive(Clone, Copy, Debug)]
 pub enum WriteMode<'a> {
     /// Only if nothing is stored yet.
-    Create,
-    /// Only if this version is still the current one.
-    Update(&'a Version),
+    Create {
+        /// The lease the write is made under, when the pass took one.
+        lease: Option<&'a Lease>,
+    },
+    /// Only if `expected` is still the current version.
+    Update {
+        /// The version the decision was made from.
+        expected: &'a Version,
+        /// The lease the write is made under, when the pass took one.
+        lease: Option<&'a Lease>,
+    },
 }
 
 impl<'a> WriteMode<'a> {
-    /// The mode for a decision made from `current` (`None`: nothing was stored).
-    pub fn from_current(current: Option<&'a Version>) -> Self {
+    /// The mode for a decision made from `current` (`None`: nothing was stored), under `lease`.
+    pub fn from_current(current: Option<&'a Version>, lease: Option<&'a Lease>) -> Self {
         match current {
-            None => WriteMode::Create,
-            Some(v) => WriteMode::Update(v),
+            None => WriteMode::Create { lease },
+            Some(expected) => WriteMode::Update { expected, lease },
         }
     }
 
     /// The version the write expects to replace.
     pub fn expected(self) -> Option<&'a Version> {
         match self {
-            WriteMode::Create => None,
-            WriteMode::Update(v) => Some(v),
+            WriteMode::Create { .. } => None,
+            WriteMode::Update { expected, .. } => Some(expected),
+        }
+    }
+
+    /// The lease the write is made under.
+    pub fn lease(self) -> Option<&'a Lease> {
+        match self {
+            WriteMode::Create { lease } | WriteMode::Update { lease, .. } => lease,
         }
     }
 }
 
-/// What a read showed about run state kept beside the token.
+/// What a read of the current version showed, for free, about kept run state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StateMark {
-    /// The read cannot tell (or the backend keeps state where reading it is cheap).
+pub enum StateHint {
+    /// The read cannot tell.
     #[default]
     Unknown,
     /// The read showed that state is kept (e.g. AWS: a marker label on the current version).
@@ -86,7 +174,7 @@ pub struct Stored {
     /// The document, or why it cannot be used (a broken document makes the token due).
     pub document: Result<TokenDocument, DocumentError>,
     /// What this read showed about kept run state.
-    pub state: StateMark,
+    pub state: StateHint,
 }
 
 impl Stored {
@@ -95,60 +183,9 @@ impl Stored {
         Stored {
             version,
             document,
-            state: StateMark::Unknown,
+            state: StateHint::Unknown,
         }
     }
-}
-
-/// How a backend keeps run state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatePolicy {
-    /// Beside the token, cheap to read and write (a local file): every run's outcome is kept,
-    /// for `status`.
-    EveryRun,
-    /// In metadata that costs API calls (tags, annotations): kept only while alerting needs it
-    /// (an open alert, a failure), and read only when the run failed or rotated, egress
-    /// drifted, or the read marked state as kept ([`StateMark`]), so a healthy no-op stays one
-    /// read.
-    AlertsOnly,
-}
-
-/// Backend-private memory of one `read_state`, handed back to `write_state` of the same run
-/// (AWS: which state tags exist and where the marker sits). Opaque to everyone else.
-#[derive(Clone, Default)]
-pub struct StateBase(Option<Arc<dyn Any + Send + Sync>>);
-
-impl StateBase {
-    /// Wrap a backend's value.
-    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
-        StateBase(Some(Arc::new(value)))
-    }
-
-    /// The backend's value, if this base came from it.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.0.as_deref().and_then(|v| v.downcast_ref::<T>())
-    }
-}
-
-impl std::fmt::Debug for StateBase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "StateBase(..)"
-        } else {
-            "StateBase(none)"
-        })
-    }
-}
-
-/// The run state as read, and what its write will need.
-#[derive(Clone, Debug, Default)]
-pub struct StateRead {
-    /// The state, if any is kept.
-    pub state: Option<RunState>,
-    /// The stored state must be rewritten even if unchanged (e.g. a marker without state).
-    pub needs_write: bool,
-    /// For `write_state`.
-    pub base: StateBase,
 }
 
 /// A store failure. Names the backend and the secret id, never a value.
@@ -159,7 +196,7 @@ pub struct StoreError {
     pub backend: &'static str,
     /// The secret id (path, name, ARN).
     pub secret_id: String,
-    /// Its class; `Conflict` means another runner wrote first.
+    /// Its class; `Conflict` means another runner wrote (or holds the lease) first.
     pub kind: ErrorKind,
     /// What happened.
     pub message: String,
@@ -192,72 +229,27 @@ impl StoreError {
     }
 }
 
-/// Held while a rotation runs; dropping it releases the lock.
-pub struct RotationLock {
-    release: Option<futures::future::BoxFuture<'static, ()>>,
-    _guard: Box<dyn Send + Sync>,
-}
-
-impl RotationLock {
-    /// Wrap whatever releases the lock on drop.
-    pub fn new(guard: impl Send + Sync + 'static) -> Self {
-        RotationLock {
-            release: None,
-            _guard: Box::new(guard),
-        }
-    }
-
-    /// A lock whose release needs I/O (a lease kept in the store): [`Self::release`] runs
-    /// `release`, then drops `guard`. Dropped without `release()`, only `guard` runs.
-    pub fn with_release(
-        guard: impl Send + Sync + 'static,
-        release: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Self {
-        RotationLock {
-            release: Some(Box::pin(release)),
-            _guard: Box::new(guard),
-        }
-    }
-
-    /// Release now, waiting for the store when releasing needs a call. Never fails: a lock
-    /// that cannot be released expires (a lease) or dies with the process (a flock).
-    pub async fn release(mut self) {
-        if let Some(r) = self.release.take() {
-            r.await;
-        }
-    }
-}
-
-/// Where token documents live.
+/// Where token documents live: versions of one document.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     /// Backend name (`file`, `aws`, …).
     fn backend(&self) -> &'static str;
     /// The secret id this store writes (path, name, ARN).
     fn secret_id(&self) -> String;
-    /// How this backend keeps run state.
-    fn state_policy(&self) -> StatePolicy;
+    /// Whether a platform's name for a secret (a rotation event's ARN, a Pub/Sub
+    /// notification's `projects/NUMBER/secrets/ID`) is this store's secret. Default: no
+    /// platform names this store.
+    fn is_named(&self, platform_name: &str) -> bool {
+        let _ = platform_name;
+        false
+    }
     /// The current version, or `None` when nothing was ever written.
     async fn read_current(&self) -> Result<Option<Stored>, StoreError>;
-    /// A specific version, or `None` when it does not exist (any more).
+    /// A specific version, or `None` when it does not exist (any more). An error means the
+    /// store could not answer, never "not found".
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError>;
     /// Add a new version under `mode`; returns the new version.
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError>;
-    /// Serialise rotations of this token across processes, when the backend can.
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError>;
-    /// [`Self::lock`] for a rotation decided from `current` (what `read_current` returned);
-    /// a lease-based store records it. Default: `lock()`.
-    async fn lock_from(
-        &self,
-        current: Option<&Version>,
-    ) -> Result<Option<RotationLock>, StoreError> {
-        let _ = current;
-        self.lock().await
-    }
     /// Prove the store is reachable and writable without changing the token.
     async fn check(&self) -> Result<(), StoreError>;
-    /// The last recorded run state.
-    async fn read_state(&self) -> Result<StateRead, StoreError>;
-    /// Record the run state; `base` is what `read_state` returned in this run (or the default).
-    async fn write_state(&self, state: &RunState, base: &StateRead) -> Result<(), StoreError>;
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::credentials::Credentials;
 use crate::core::document::{
     EXPIRY_SLACK, TOKEN_LIFETIME, TokenDocument, check_access_token, check_token_type, format_time,
@@ -195,6 +196,7 @@ pub struct DeepvueClient {
     request_timeout: Duration,
     retry: RetryPolicy,
     observer: Arc<dyn Observer>,
+    clock: Arc<dyn Clock>,
 }
 
 impl DeepvueClient {
@@ -222,7 +224,15 @@ impl DeepvueClient {
             request_timeout: cfg.request_timeout,
             retry: cfg.retry,
             observer: Arc::new(Unobserved),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Read the time a token was issued (its `issued_at`, and the base of a relative expiry)
+    /// from `clock`.
+    pub fn on_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Report every authorize attempt to `observer`.
@@ -335,7 +345,7 @@ impl DeepvueClient {
                 ("client_secret", creds.client_secret.expose_secret()),
             ]),
         };
-        let sent_at = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
+        let sent_at = chrono::SubsecRound::trunc_subsecs(self.clock.now(), 0);
         let resp = req
             .header(header::ACCEPT, "application/json")
             .send()

@@ -2,11 +2,13 @@
 //! that sequences one rotation per token.
 //!
 //! **Dependency rule:** `engine` depends on `core` and `support` only. It reaches backends and
-//! sinks through the `core` traits (`TokenStore`, `CredentialSource`, `Sink`) and never names
-//! one.
+//! sinks through the `core` traits (`TokenStore`, `Leases`, `StateStore`, `NativeRotation`,
+//! `CredentialSource`, `Sink`) and never names one.
 
 pub mod alerter;
 pub mod deepvue;
 pub mod egress;
 pub mod observed;
+pub mod record;
 pub mod rotator;
+pub mod trigger;

@@ -1,101 +1,117 @@
-//! A `TokenStore` wrapper that reports every operation to an [`Observer`] (the daemon's store
-//! request counters), delegating everything else unchanged.
+//! Store contracts that report every operation to an [`Observer`] (the daemon's store request
+//! counters), delegating everything else unchanged.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::core::document::TokenDocument;
+use crate::core::lease::Leases;
 use crate::core::observe::Observer;
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StatePolicy, StateRead, StoreError, Stored, TokenStore, Version, WriteMode,
-};
+use crate::core::parts::StoreParts;
+use crate::core::state::{StateEtag, StatePolicy, StateRead, StateStore};
+use crate::core::store::{Lease, StoreError, Stored, TokenStore, Version, WriteMode};
 
-/// `inner`, counted.
-pub struct ObservedStore {
-    inner: Box<dyn TokenStore>,
+/// `parts`, each contract counted on `observer`.
+pub fn observed(parts: StoreParts, observer: Arc<dyn Observer>) -> StoreParts {
+    let counter = Counter {
+        backend: parts.tokens.backend(),
+        observer,
+    };
+    StoreParts {
+        tokens: Arc::new(Tokens(parts.tokens, counter.clone())),
+        leases: parts
+            .leases
+            .map(|l| Arc::new(Leased(l, counter.clone())) as Arc<dyn Leases>),
+        state: Arc::new(State(parts.state, counter)),
+        native: parts.native,
+    }
+}
+
+#[derive(Clone)]
+struct Counter {
+    backend: &'static str,
     observer: Arc<dyn Observer>,
 }
 
-impl ObservedStore {
-    /// Count `inner`'s operations on `observer`.
-    pub fn new(inner: Box<dyn TokenStore>, observer: Arc<dyn Observer>) -> Self {
-        ObservedStore { inner, observer }
-    }
-
-    fn count<T>(&self, operation: &'static str, r: &Result<T, StoreError>) {
-        let result = match r {
+impl Counter {
+    fn count<T>(&self, operation: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = match &r {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        self.observer
-            .store_call(self.inner.backend(), operation, result);
+        self.observer.store_call(self.backend, operation, result);
+        r
+    }
+}
+
+struct Tokens(Arc<dyn TokenStore>, Counter);
+struct Leased(Arc<dyn Leases>, Counter);
+struct State(Arc<dyn StateStore>, Counter);
+
+#[async_trait]
+impl TokenStore for Tokens {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    fn secret_id(&self) -> String {
+        self.0.secret_id()
+    }
+
+    fn is_named(&self, platform_name: &str) -> bool {
+        self.0.is_named(platform_name)
+    }
+
+    async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
+        self.1.count("read_current", self.0.read_current().await)
+    }
+
+    async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
+        self.1
+            .count("read_version", self.0.read_version(version).await)
+    }
+
+    async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
+        self.1.count("write", self.0.write(doc, mode).await)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.1.count("check", self.0.check().await)
     }
 }
 
 #[async_trait]
-impl TokenStore for ObservedStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
+impl Leases for Leased {
+    async fn acquire(&self, base: Option<&Version>) -> Result<Lease, StoreError> {
+        self.1.count("lock", self.0.acquire(base).await)
     }
 
-    fn secret_id(&self) -> String {
-        self.inner.secret_id()
+    async fn release(&self, lease: Lease) {
+        self.0.release(lease).await;
+    }
+}
+
+#[async_trait]
+impl StateStore for State {
+    fn policy(&self) -> StatePolicy {
+        self.0.policy()
     }
 
-    fn state_policy(&self) -> StatePolicy {
-        self.inner.state_policy()
-    }
-
-    async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
-        let r = self.inner.read_current().await;
-        self.count("read_current", &r);
-        r
-    }
-
-    async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
-        let r = self.inner.read_version(version).await;
-        self.count("read_version", &r);
-        r
-    }
-
-    async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
-        let r = self.inner.write(doc, mode).await;
-        self.count("write", &r);
-        r
-    }
-
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        let r = self.inner.lock().await;
-        self.count("lock", &r);
-        r
-    }
-
-    async fn lock_from(
-        &self,
-        current: Option<&Version>,
-    ) -> Result<Option<RotationLock>, StoreError> {
-        let r = self.inner.lock_from(current).await;
-        self.count("lock", &r);
-        r
-    }
-
-    async fn check(&self) -> Result<(), StoreError> {
-        let r = self.inner.check().await;
-        self.count("check", &r);
-        r
+    fn capacity(&self) -> usize {
+        self.0.capacity()
     }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
-        let r = self.inner.read_state().await;
-        self.count("read_state", &r);
-        r
+        self.1.count("read_state", self.0.read_state().await)
     }
 
-    async fn write_state(&self, state: &RunState, base: &StateRead) -> Result<(), StoreError> {
-        let r = self.inner.write_state(state, base).await;
-        self.count("write_state", &r);
-        r
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError> {
+        self.1
+            .count("write_state", self.0.write_state(bytes, etag).await)
     }
 }

@@ -1,34 +1,36 @@
-//! The rotator: per token, read → decide → (a due token) lock from the version read → read →
-//! decide → load credentials → mint → validate → conditional write → report, egress
-//! diagnosis, alerts and the recorded run state → release the lock.
+//! The rotator: per token, read → decide → (a due token) take the lease from the version read
+//! → read → decide → mint → conditional write → egress diagnosis, alerts and the recorded run
+//! state → hand the lease back. Every step's result is a typed [`RunResult`].
 //!
 //! [`Rotator`] holds what lives as long as the process (the Deepvue client with its trust store
-//! and connection pool, the alert sinks); a [`Pass`] holds what one pass over the tokens learns
-//! (the egress probe), so a long-running process probes afresh each pass.
+//! and connection pool, the alert sinks, the clock); a [`Pass`] holds what one pass over the
+//! tokens learns (the egress probe), so a long-running process probes afresh each pass. The
+//! lease a run takes is a value it owns; no store object remembers it.
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::alerter::Alerter;
-use super::deepvue::{DeepvueClient, DeepvueConfig, MintError};
+use super::deepvue::{DeepvueClient, DeepvueConfig, MintError, Minted};
 use super::egress::{self, EgressConfig};
-use crate::core::alert::{self, AlertPolicy, Severity};
+use super::record;
+use crate::core::alert::{AlertPolicy, Severity};
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::credentials::CredentialSource;
 use crate::core::decide::{Decision, DuePolicy, DueReason, decide};
 use crate::core::document::format_time;
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
 use crate::core::observe::Observer;
-use crate::core::report::{Outcome, ReportError, StatusRow, TokenReport};
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StateMark, StatePolicy, StateRead, Stored, TokenStore, WriteMode,
-};
+use crate::core::parts::StoreParts;
+use crate::core::report::StatusRow;
+use crate::core::result::{Failure, Held, Outcome, RunResult, TokenRef};
+use crate::core::state::{RunState, StateRead};
+use crate::core::store::{Lease, StateHint, Stored, Version, WriteMode};
 
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,16 +50,29 @@ pub struct Job {
     pub name: String,
     /// When it is due.
     pub policy: DuePolicy,
-    /// Where its document lives.
-    pub store: Box<dyn TokenStore>,
+    /// Where its document (and run state) live.
+    pub store: StoreParts,
     /// Where its credentials come from.
     pub credentials: Box<dyn CredentialSource>,
 }
 
 impl Job {
-    /// A blank report for this job.
-    pub fn report(&self) -> TokenReport {
-        TokenReport::new(&self.name, self.store.backend(), self.store.secret_id())
+    /// Which token, in which store.
+    pub fn token_ref(&self) -> TokenRef {
+        TokenRef {
+            name: self.name.clone(),
+            backend: self.store.tokens.backend(),
+            secret_id: self.store.tokens.secret_id(),
+        }
+    }
+
+    /// A failure of this token: the message names it.
+    pub fn failure(&self, kind: ErrorKind, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            kind,
+            message: format!("token `{}`: {message}", self.name),
+            deepvue_detail: None,
+        }
     }
 }
 
@@ -66,8 +81,8 @@ pub fn token_span(job: &Job) -> tracing::Span {
     info_span!(
         "token",
         token = %job.name,
-        backend = job.store.backend(),
-        secret_id = %job.store.secret_id()
+        backend = job.store.tokens.backend(),
+        secret_id = %job.store.tokens.secret_id()
     )
 }
 
@@ -85,23 +100,36 @@ pub struct Settings {
 }
 
 /// Long-lived state: the Deepvue client is built on first need only (so a no-op run never
-/// loads a trust store) and then reused; the alert sinks.
+/// loads a trust store) and then reused; the alert sinks; the clock.
 pub struct Rotator {
     settings: Settings,
     client: OnceCell<Arc<DeepvueClient>>,
     alerter: Alerter,
     observer: Arc<dyn Observer>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Rotator {
-    /// A rotator with these settings and sinks, counting on `observer`.
+    /// A rotator with these settings and sinks, counting on `observer`, on the system clock.
     pub fn new(settings: Settings, alerter: Alerter, observer: Arc<dyn Observer>) -> Self {
         Rotator {
             settings,
             client: OnceCell::new(),
             alerter,
             observer,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same on `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock every decision reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The settings.
@@ -113,8 +141,12 @@ impl Rotator {
     pub async fn client(&self) -> Result<Arc<DeepvueClient>, MintError> {
         self.client
             .get_or_try_init(|| async {
-                DeepvueClient::new(&self.settings.deepvue)
-                    .map(|c| Arc::new(c.observed_by(self.observer.clone())))
+                DeepvueClient::new(&self.settings.deepvue).map(|c| {
+                    Arc::new(
+                        c.observed_by(self.observer.clone())
+                            .on_clock(self.clock.clone()),
+                    )
+                })
             })
             .await
             .cloned()
@@ -134,13 +166,90 @@ impl Rotator {
         }
     }
 
-    /// One pass over `jobs`, at most `concurrency` at once; reports in input order.
+    /// One pass over `jobs`, at most `concurrency` at once; results in input order.
     pub async fn rotate_all<'j>(
         &self,
         jobs: impl IntoIterator<Item = &'j Job>,
         opts: RunOptions,
-    ) -> Vec<TokenReport> {
+    ) -> Vec<RunResult> {
         self.pass().rotate_all(jobs, opts).await
+    }
+
+    /// Read every token's state without changing anything.
+    pub async fn status<'j>(&self, jobs: impl IntoIterator<Item = &'j Job>) -> Vec<StatusRow> {
+        let now = self.clock.now();
+        futures::stream::iter(std::iter::zip(jobs, std::iter::repeat(now)))
+            .map(status_one)
+            .buffered(self.settings.concurrency)
+            .collect()
+            .await
+    }
+}
+
+/// One `status` row, read at `now`.
+async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> StatusRow {
+    {
+        let t = job.token_ref();
+        let mut row = StatusRow {
+            name: t.name,
+            backend: t.backend,
+            secret_id: t.secret_id,
+            version: None,
+            issued_at: None,
+            expiry: None,
+            expires_in_secs: None,
+            due: false,
+            due_reason: None,
+            last_outcome: None,
+            last_run_at: None,
+            last_error: None,
+            problem: None,
+            active_alerts: Vec::new(),
+            last_alert_error: None,
+        };
+        match job.store.tokens.read_current().await {
+            Ok(stored) => {
+                if let Some(s) = &stored {
+                    row.version = Some(s.version.clone());
+                    if let Ok(d) = &s.document {
+                        row.issued_at = Some(format_time(d.issued_at));
+                        row.expiry = Some(format_time(d.expiry));
+                        row.expires_in_secs = Some(d.expires_in(now).num_seconds());
+                    }
+                }
+                if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.policy, false) {
+                    row.due = true;
+                    row.due_reason = Some(reason.to_string());
+                }
+            }
+            Err(e) => row.problem = Some(e.to_string()),
+        }
+        match job.store.state.read_state().await {
+            Ok(StateRead {
+                bytes: Some(bytes), ..
+            }) => {
+                if let Some(s) = RunState::from_bytes(&bytes) {
+                    row.last_outcome = s.last_outcome;
+                    row.last_run_at = s.last_run_at;
+                    row.last_error = s.last_error;
+                    row.active_alerts = s
+                        .alerts
+                        .iter()
+                        .map(|(c, a)| {
+                            let sev = match a.severity {
+                                Severity::Warning => "warning",
+                                Severity::Critical => "critical",
+                            };
+                            format!("{} ({sev} since {})", c.as_str(), a.since)
+                        })
+                        .collect();
+                    row.last_alert_error = s.last_alert_error;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => row.problem = row.problem.or(Some(e.to_string())),
+        }
+        row
     }
 }
 
@@ -149,12 +258,25 @@ const STOPPED: &str = "shutting down: stopped before minting; nothing minted";
 
 /// One token's run, before its diagnosis and alerts.
 struct Run {
-    report: TokenReport,
+    result: RunResult,
     /// Held until the run state is recorded.
-    lock: Option<RotationLock>,
-    /// Whether to alert and record (false for a run that could not lock a token that turned
-    /// out not to be due: the lock holder records).
+    lease: Option<Lease>,
+    /// What the token read showed about kept state.
+    hint: StateHint,
+    /// Whether to alert and record (false when another runner holds the rotation: the
+    /// holder records).
     record: bool,
+}
+
+impl Run {
+    fn done(result: RunResult, lease: Option<Lease>, hint: StateHint) -> Run {
+        Run {
+            result,
+            lease,
+            hint,
+            record: true,
+        }
+    }
 }
 
 /// One pass over some tokens.
@@ -177,6 +299,10 @@ impl Pass<'_> {
         self.rotator
     }
 
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.rotator.clock.now()
+    }
+
     /// Probe the egress IP once per pass (shared by all its tokens); `None` when probing is
     /// disabled or the Deepvue client cannot be built.
     pub async fn egress(&self) -> Option<EgressReport> {
@@ -195,12 +321,12 @@ impl Pass<'_> {
             .clone()
     }
 
-    /// Every token of `jobs`, at most `concurrency` at once; reports in input order.
+    /// Every token of `jobs`, at most `concurrency` at once; results in input order.
     pub async fn rotate_all<'j>(
         &self,
         jobs: impl IntoIterator<Item = &'j Job>,
         opts: RunOptions,
-    ) -> Vec<TokenReport> {
+    ) -> Vec<RunResult> {
         futures::stream::iter(jobs)
             .map(|job| self.rotate_token(job, opts))
             .buffered(self.rotator.settings.concurrency)
@@ -208,134 +334,152 @@ impl Pass<'_> {
             .await
     }
 
-    /// Rotate one token if due. Never panics; every failure ends in the report.
+    /// Rotate one token if due. Never panics; every failure ends in the result.
     ///
-    /// A due token takes the store's rotation lock (the file store's flock, a lease elsewhere)
-    /// and holds it for the whole run, the alerts and the recorded run state included, so
-    /// concurrent runs neither lose alert state nor send one alert twice. A token that is not
-    /// due never takes it. When the lock cannot be taken (held past `lock_timeout`, a read-only
-    /// filesystem), the store is read again without it: a token the holder has meanwhile made
-    /// fresh is no failure (a warning, nothing recorded — the holder records); one still due
-    /// fails with its real time left.
-    pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> TokenReport {
+    /// A due token takes the store's lease, where it has one (the file store's flock, the GCP
+    /// annotation), and holds it for the whole run, the alerts and the recorded run state
+    /// included, so concurrent runs neither lose alert state nor send one alert twice. A token
+    /// that is not due never takes it. When the lease cannot be had in time (a flock held past
+    /// `lock_timeout`, a read-only filesystem), the store is read again without it: a token
+    /// the holder has meanwhile made fresh is no failure (a warning, nothing recorded — the
+    /// holder records); one still due fails with its real time left.
+    pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> RunResult {
         let span = token_span(job);
         async {
             let run = self.rotate_inner(job, opts).await;
-            let report = self.finish(job, run.report, opts.dry_run, run.record).await;
-            // Hand the lock back, waiting for the store when that takes a call (a lease).
-            if let Some(lock) = run.lock {
-                lock.release().await;
+            let result = self
+                .finish(job, run.result, run.hint, opts.dry_run, run.record)
+                .await;
+            if let (Some(lease), Some(leases)) = (run.lease, &job.store.leases) {
+                leases.release(lease).await;
             }
-            report
+            result
         }
         .instrument(span)
         .await
     }
 
-    /// Finish a report: egress diagnosis (403 or drift), the outcome log line, alerts and the
-    /// recorded state. Used by [`Pass::rotate_token`] and by adapters that run their own
-    /// protocol (the Secrets Manager rotation steps).
-    pub async fn conclude(&self, job: &Job, report: TokenReport, dry_run: bool) -> TokenReport {
-        self.finish(job, report, dry_run, true).await
-    }
-
-    /// [`Pass::conclude`]; `record` false skips alerts and the recorded state.
+    /// Finish a result: egress diagnosis (403 or drift), the outcome log line, and, when
+    /// `record`, alerts and the recorded state.
     async fn finish(
         &self,
         job: &Job,
-        mut report: TokenReport,
+        mut r: RunResult,
+        hint: StateHint,
         dry_run: bool,
         record: bool,
-    ) -> TokenReport {
+    ) -> RunResult {
         if !dry_run {
-            self.diagnose(&mut report).await;
+            self.diagnose(&mut r).await;
         }
-        match (&report.outcome, &report.error) {
-            (Outcome::Failed, Some(e)) => {
-                error!(kind = %e.kind, error = %e.message, "rotation failed")
-            }
-            (Outcome::Rotated, _) => info!(
-                version = %report.version.as_ref().map(|v| v.0.as_str()).unwrap_or("?"),
-                expiry = report.expiry.as_deref().unwrap_or("?"),
+        match &r.outcome {
+            Outcome::Failed(f) => error!(kind = %f.kind, error = %f.message, "rotation failed"),
+            Outcome::Rotated { .. } => info!(
+                version = %r.version().map_or("?", |v| v.0.as_str()),
+                expiry = %r.expiry().map_or_else(|| "?".into(), format_time),
                 "rotated"
             ),
-            (o, _) => info!(outcome = o.as_str(), "no rotation needed"),
+            o => info!(outcome = o.as_str(), "no rotation needed"),
         }
         if !dry_run && record {
-            self.alert_and_record(job, &mut report).await;
+            let now = self.now();
+            record::alert_and_record(
+                job.store.state.as_ref(),
+                &self.rotator.alerter,
+                &self.rotator.settings.alerting,
+                &mut r,
+                hint,
+                now,
+            )
+            .await;
         }
-        report
+        r
     }
 
-    /// Decide from an unlocked read; a due token then takes the store's lock and decides again
-    /// under it. Returns the lock, to be held until the run state is recorded.
+    /// Decide from an unlocked read; a due token then takes the lease and decides again under
+    /// it. Returns the lease, to be held until the run state is recorded.
     async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> Run {
-        let mut report = job.report();
-        let done = |report, lock| Run {
-            report,
-            lock,
-            record: true,
-        };
-        let (mut stored, mut reason) = match self.read_and_decide(job, opts, &mut report).await {
+        let mut r = RunResult::new(job.token_ref(), Outcome::Fresh);
+        let read = self.read_and_decide(job, opts, &mut r).await;
+        let hint = read.hint;
+        let (mut stored, mut reason) = match read.due {
             Ok(Some(due)) => due,
-            Ok(None) => return done(report, None),
-            Err((kind, message)) => return done(fail(report, kind, message), None),
+            Ok(None) => return Run::done(r, None, hint),
+            Err(f) => return Run::done(failed(r, f), None, hint),
         };
         if opts.dry_run {
-            report.outcome = Outcome::WouldRotate;
-            return done(report, None);
+            r.outcome = Outcome::WouldRotate;
+            return Run::done(r, None, hint);
         }
         if self.stopping() {
-            return done(fail(report, ErrorKind::Transient, STOPPED.into()), None);
+            return Run::done(
+                failed(r, job.failure(ErrorKind::Transient, STOPPED)),
+                None,
+                hint,
+            );
         }
-        let lock = match job
-            .store
-            .lock_from(stored.as_ref().map(|s| &s.version))
-            .await
-        {
-            Ok(l) => l,
-            // Someone else holds the rotation right now (a live lease): their write is the
-            // rotation; this run writes nothing.
-            // Nothing is recorded either: the holder records its own outcome (and alerts).
-            Err(e) if e.kind == ErrorKind::Conflict => {
-                info!(error = %e, "another runner is rotating this token; nothing to do");
-                report.outcome = Outcome::RotatedByAnotherRunner;
-                return Run {
-                    report,
-                    lock: None,
-                    record: false,
-                };
-            }
-            // The holder may have rotated while this run waited: read again, unlocked.
-            Err(e) => {
-                let note = format!(
-                    "could not take the rotation lock ({e}); reported from an unlocked read"
-                );
-                return match self.read_and_decide(job, opts, &mut report).await {
-                    Ok(None) => {
-                        warn!(error = %e, "rotation lock busy; the stored token is not due");
-                        report.warnings.push(note);
-                        Run {
-                            report,
-                            lock: None,
-                            record: false,
-                        }
-                    }
-                    Ok(Some(_)) | Err(_) => done(fail(report, e.kind, e.to_string()), None),
-                };
-            }
+        let lease = match &job.store.leases {
+            None => None,
+            Some(leases) => match leases.acquire(stored.as_ref().map(|s| &s.version)).await {
+                Ok(l) => Some(l),
+                // Someone else holds the rotation right now (a live lease): their write is the
+                // rotation; this run writes nothing. Nothing is recorded either: the holder
+                // records its own outcome (and alerts).
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    info!(error = %e, "another runner is rotating this token; nothing to do");
+                    r.outcome = Outcome::RotatedByAnotherRunner;
+                    return Run {
+                        result: r,
+                        lease: None,
+                        hint,
+                        record: false,
+                    };
+                }
+                // The holder may have rotated while this run waited: read again, without it.
+                Err(e) => return self.behind_busy_lease(job, opts, r, hint, e).await,
+            },
         };
-        if lock.is_some() {
+        if lease.is_some() {
             // Decide again from what is stored *now*: a runner that waited sees the token the
             // winner wrote.
-            (stored, reason) = match self.read_and_decide(job, opts, &mut report).await {
+            (stored, reason) = match self.read_and_decide(job, opts, &mut r).await.due {
                 Ok(Some(due)) => due,
-                Ok(None) => return done(report, lock),
-                Err((kind, message)) => return done(fail(report, kind, message), lock),
+                Ok(None) => return Run::done(r, lease, hint),
+                Err(f) => return Run::done(failed(r, f), lease, hint),
             };
         }
-        let report = self.mint_and_write(job, report, stored, reason).await;
-        done(report, lock)
+        let mut lease = lease;
+        let r = self
+            .mint_and_write(job, r, stored, reason, lease.as_mut())
+            .await;
+        Run::done(r, lease, hint)
+    }
+
+    /// The lease could not be had (not because another runner holds it live): report from a
+    /// read without it.
+    async fn behind_busy_lease(
+        &self,
+        job: &Job,
+        opts: RunOptions,
+        mut r: RunResult,
+        hint: StateHint,
+        e: crate::core::store::StoreError,
+    ) -> Run {
+        let note =
+            format!("could not take the rotation lock ({e}); reported from an unlocked read");
+        match self.read_and_decide(job, opts, &mut r).await.due {
+            Ok(None) => {
+                warn!(error = %e, "rotation lock busy; the stored token is not due");
+                r.warnings.push(note);
+                Run {
+                    result: r,
+                    lease: None,
+                    hint,
+                    record: false,
+                }
+            }
+            Ok(Some(_)) | Err(_) => Run::done(failed(r, job.failure(e.kind, &e)), None, hint),
+        }
     }
 
     /// Whether this pass was told to stop minting.
@@ -345,331 +489,173 @@ impl Pass<'_> {
             .is_some_and(CancellationToken::is_cancelled)
     }
 
-    /// Mint, validate and write a due token (under its lock, when the store has one).
-    async fn mint_and_write(
-        &self,
-        job: &Job,
-        mut report: TokenReport,
-        stored: Option<Stored>,
-        reason: DueReason,
-    ) -> TokenReport {
-        let store = job.store.as_ref();
-
-        info!(reason = %reason, "token is due");
-
-        let creds = match job.credentials.load().await {
-            Ok(c) => c,
-            Err(e) => return fail(report, e.kind, e.to_string()),
-        };
-        let client = match self.rotator.client().await {
-            Ok(c) => c,
-            Err(e) => return fail(report, e.kind(), e.to_string()),
-        };
+    /// The one mint path (scheduled passes, pushes, the daemon and native rotation protocols
+    /// all come here): load the credentials, build the Deepvue client, authorize with its
+    /// bounded retries, validate the answer. A stop lets the attempt in flight finish
+    /// (Deepvue may already have issued a token: it is written) and only prevents further
+    /// attempts.
+    pub async fn mint(&self, job: &Job) -> Result<Minted, Failure> {
+        let creds = job
+            .credentials
+            .load()
+            .await
+            .map_err(|e| job.failure(e.kind, &e))?;
+        let client = self
+            .rotator
+            .client()
+            .await
+            .map_err(|e| job.failure(e.kind(), &e))?;
         if self.stopping() {
-            return fail(report, ErrorKind::Transient, STOPPED.into());
+            return Err(job.failure(ErrorKind::Transient, STOPPED));
         }
-        // A stop lets the attempt in flight finish (Deepvue may already have issued a token:
-        // it is written), and only prevents further attempts.
-        let minted = client.authorize(&creds, self.shutdown.as_ref()).await;
-        let doc = match minted {
-            Ok(m) => {
-                report.warnings.extend(m.warnings);
-                m.doc
-            }
-            Err(e) => {
-                let mut report = fail(report, e.kind(), e.to_string());
-                if let Some(err) = report.error.as_mut() {
-                    err.deepvue_detail = e.deepvue_detail().map(str::to_string);
-                }
-                return report;
-            }
-        };
+        let minted = client
+            .authorize(&creds, self.shutdown.as_ref())
+            .await
+            .map_err(|e| {
+                let mut f = job.failure(e.kind(), &e);
+                f.deepvue_detail = e.deepvue_detail().map(str::to_string);
+                f
+            })?;
         drop(creds);
         let renew_before = chrono::Duration::from_std(job.policy.renew_before).unwrap_or_default();
-        if doc.expires_in(Utc::now()) <= renew_before {
+        if minted.doc.expires_in(self.now()) <= renew_before {
             warn!(
-                expiry = %format_time(doc.expiry),
+                expiry = %format_time(minted.doc.expiry),
                 "the new token expires within renew_before; rotation will repeat every min_interval"
             );
         }
+        Ok(minted)
+    }
 
-        let expected = stored.as_ref().map(|s| s.version.clone());
-        match store
-            .write(&doc, WriteMode::from_current(expected.as_ref()))
-            .await
-        {
+    /// Mint, validate and write a due token (under its lease, when the store has one).
+    async fn mint_and_write(
+        &self,
+        job: &Job,
+        mut r: RunResult,
+        stored: Option<Stored>,
+        reason: DueReason,
+        lease: Option<&mut Lease>,
+    ) -> RunResult {
+        info!(reason = %reason, "token is due");
+        let minted = match self.mint(job).await {
+            Ok(m) => m,
+            Err(f) => return failed(r, f),
+        };
+        r.warnings.extend(minted.warnings);
+        let doc = minted.doc;
+        let expected = stored.map(|s| s.version);
+        let store = job.store.tokens.as_ref();
+        let mode = WriteMode::from_current(expected.as_ref(), lease.as_deref());
+        match store.write(&doc, mode).await {
             Ok(v) => {
-                report.outcome = Outcome::Rotated;
-                report.previous_version = expected;
-                report.version = Some(v);
-                report.show(&doc, Utc::now());
-                report
+                if let Some(l) = lease {
+                    l.spend();
+                }
+                r.outcome = Outcome::Rotated { previous: expected };
+                r.current = Some(Held::new(v, Some(&doc)));
+                r
             }
             Err(e) if e.kind == ErrorKind::Conflict => {
                 info!(error = %e, "another runner rotated first; nothing written");
-                report.outcome = Outcome::RotatedByAnotherRunner;
-                if let Ok(Some(Stored {
-                    version, document, ..
-                })) = store.read_current().await
-                {
-                    report.version = Some(version);
-                    if let Ok(d) = document {
-                        report.show(&d, Utc::now());
-                    }
+                r.outcome = Outcome::RotatedByAnotherRunner;
+                if let Ok(Some(s)) = store.read_current().await {
+                    r.current = Some(Held::new(s.version, s.document.as_ref().ok()));
                 }
-                report
+                r
             }
-            Err(e) => fail(report, e.kind, e.to_string()),
+            Err(e) => failed(r, job.failure(e.kind, &e)),
         }
     }
 
-    /// Read the current version and decide. `Ok(None)`: not due (the report says why);
-    /// `Ok(Some(..))`: due, with what was read and why.
-    async fn read_and_decide(
-        &self,
-        job: &Job,
-        opts: RunOptions,
-        report: &mut TokenReport,
-    ) -> Result<Option<(Option<Stored>, DueReason)>, (ErrorKind, String)> {
-        let stored = job
-            .store
-            .read_current()
-            .await
-            .map_err(|e| (e.kind, e.to_string()))?;
-        let now = Utc::now();
-        if let Some(s) = &stored {
-            report.version = Some(s.version.clone());
-            report.state_mark = s.state;
-            if let Ok(doc) = &s.document {
-                report.show(doc, now);
+    /// Read the current version and decide.
+    async fn read_and_decide(&self, job: &Job, opts: RunOptions, r: &mut RunResult) -> Read {
+        let stored = match job.store.tokens.read_current().await {
+            Ok(s) => s,
+            Err(e) => {
+                return Read {
+                    due: Err(job.failure(e.kind, &e)),
+                    hint: StateHint::Unknown,
+                };
             }
-        }
+        };
+        let now = self.now();
+        let hint = stored.as_ref().map_or(StateHint::Unknown, |s| s.state);
+        r.current = stored
+            .as_ref()
+            .map(|s| Held::new(s.version.clone(), s.document.as_ref().ok()));
         let policy = DuePolicy {
             renew_before: job.policy.renew_before.saturating_add(opts.early_by),
             ..job.policy
         };
-        match decide(stored.as_ref(), now, &policy, opts.force) {
+        let due = match decide(stored.as_ref(), now, &policy, opts.force) {
             Decision::Fresh => {
-                report.outcome = Outcome::Fresh;
-                report.reason = None;
+                r.outcome = Outcome::Fresh;
+                r.due = None;
                 Ok(None)
             }
             Decision::Throttled => {
-                report.outcome = Outcome::Throttled;
-                report.reason = Some(format!(
-                    "due, but minted less than min_interval ({}) ago",
-                    humantime::format_duration(job.policy.min_interval)
-                ));
+                r.outcome = Outcome::Throttled {
+                    min_interval: job.policy.min_interval,
+                };
+                r.due = None;
                 Ok(None)
             }
             Decision::Due(reason) => {
-                report.reason = Some(reason.to_string());
+                r.due = Some(reason.clone());
                 Ok(Some((stored, reason)))
             }
-        }
+        };
+        Read { due, hint }
     }
 
     /// Egress diagnosis: on a 403 always (when probing is on), and on every run when
     /// `expected_ips` is set, so drift is seen before Deepvue starts answering 403.
-    async fn diagnose(&self, report: &mut TokenReport) {
-        let forbidden = report
-            .error
-            .as_ref()
-            .is_some_and(|e| e.kind == ErrorKind::Forbidden);
+    async fn diagnose(&self, r: &mut RunResult) {
+        let forbidden = r.failure().is_some_and(|f| f.kind == ErrorKind::Forbidden);
         if !forbidden && self.rotator.settings.egress.expected.is_empty() {
             return;
         }
         let Some(egress) = self.egress().await else {
             return;
         };
-        if forbidden && let Some(e) = report.error.as_mut() {
-            e.message = format!("{}; {}", e.message, egress.summary());
+        if forbidden && let Outcome::Failed(f) = &mut r.outcome {
+            f.message = format!("{}; {}", f.message, egress.summary());
         }
         if !forbidden && !egress.outside_expected().is_empty() {
             warn!(egress = %egress.summary(), "egress drift: Deepvue will answer 403 once this IP is used to rotate");
         }
-        report.egress = Some(egress);
+        r.egress = Some(egress);
     }
 
-    /// Send due alerts and keep the last outcome plus alert state beside the token, for
-    /// `status` and for dedup across runs. Best effort: a failure here is logged and recorded,
-    /// and never changes the run's outcome.
-    async fn alert_and_record(&self, job: &Job, report: &mut TokenReport) {
-        let store = job.store.as_ref();
-        let alerter = &self.rotator.alerter;
-        // Where state costs API calls (AWS tags), keep it only for alerting, and only touch it
-        // when something may need an alert or a resolve: this run failed or rotated (a
-        // rotation is where open alerts resolve, even if another writer moved the version
-        // that carried the flag), egress drifted, or the read showed kept state. A healthy
-        // no-op stays one read.
-        if store.state_policy() == StatePolicy::AlertsOnly {
-            let drift = report
-                .egress
-                .as_ref()
-                .is_some_and(|e| !e.outside_expected().is_empty());
-            let needed = matches!(
-                report.outcome,
-                Outcome::Failed | Outcome::Rotated | Outcome::RotatedByAnotherRunner
-            ) || drift
-                || report.state_mark != StateMark::None;
-            if alerter.is_empty() || !needed {
-                return;
-            }
-        }
-        let read = match store.read_state().await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "cannot read the last run state");
-                StateRead::default()
-            }
+    /// Conclude a run a platform protocol made (a native rotation step): diagnosis, the log
+    /// line, alerts and the recorded state, as [`Pass::rotate_token`] concludes its own.
+    pub async fn conclude(&self, job: &Job, r: RunResult) -> RunResult {
+        self.finish(job, r, StateHint::Unknown, false, true)
+            .instrument(token_span(job))
+            .await
+    }
+
+    /// What the store holds now, for a result a platform protocol made.
+    pub async fn held(&self, job: &Job, version: Option<&Version>) -> Option<Held> {
+        let read = match version {
+            Some(v) => job.store.tokens.read_version(v).await,
+            None => job.store.tokens.read_current().await,
         };
-        let previous = read.state.clone().unwrap_or_default();
-        let now = Utc::now();
-        let cfg = &self.rotator.settings.alerting;
-        let planned = alert::plan(report, report.egress.as_ref(), &previous.alerts, now, cfg);
-        let mut delivered = Vec::new();
-        let mut delivery_errors = Vec::new();
-        for a in planned {
-            let outcome = alerter.deliver(&a).await;
-            delivery_errors.extend(outcome.failed.iter().cloned());
-            report.alerts.push(outcome.clone());
-            delivered.push((a, outcome));
-        }
-        let alerts = alert::next_state(
-            report,
-            report.egress.as_ref(),
-            &previous.alerts,
-            &delivered,
-            now,
-            cfg,
-        );
-        let recovered = previous.last_outcome.as_deref() == Some("failed");
-        let mut state = match report.outcome {
-            // A no-op keeps the last real outcome, unless it shows recovery from a failure.
-            Outcome::Fresh | Outcome::Throttled | Outcome::WouldRotate if !recovered => {
-                previous.clone()
-            }
-            Outcome::Fresh
-            | Outcome::Throttled
-            | Outcome::WouldRotate
-            | Outcome::Rotated
-            | Outcome::RotatedByAnotherRunner => RunState {
-                last_run_at: Some(format_time(now)),
-                last_outcome: Some(report.outcome.as_str().into()),
-                ..RunState::default()
-            },
-            Outcome::Failed => RunState {
-                last_run_at: Some(format_time(now)),
-                last_outcome: Some("failed".into()),
-                last_error: report
-                    .error
-                    .as_ref()
-                    .map(|e| format!("{}: {}", e.kind, e.message)),
-                consecutive_failures: previous.consecutive_failures.saturating_add(1),
-                ..RunState::default()
-            },
-        };
-        state.alerts = alerts;
-        state.last_alert_error = if !delivery_errors.is_empty() {
-            Some(format!(
-                "{}: {}",
-                format_time(now),
-                delivery_errors.join("; ")
-            ))
-        } else if report.alerts.is_empty() {
-            previous.last_alert_error.clone()
-        } else {
-            None
-        };
-        if state == previous && !read.needs_write {
-            return; // nothing new: a no-op run writes nothing
-        }
-        if let Err(e) = store.write_state(&state, &read).await {
-            warn!(error = %e, "cannot record the run state");
-        }
+        read.ok()
+            .flatten()
+            .map(|s| Held::new(s.version, s.document.as_ref().ok()))
     }
 }
 
-/// Mark a report failed with this class and message (prefixed with the token name).
-fn fail(mut r: TokenReport, kind: ErrorKind, message: String) -> TokenReport {
-    r.outcome = Outcome::Failed;
-    r.error = Some(ReportError {
-        kind,
-        message: format!("token `{}`: {message}", r.name),
-        deepvue_detail: None,
-    });
+/// A read and its decision: `Ok(None)` not due (the result says why), `Ok(Some(..))` due,
+/// with what was read and why.
+struct Read {
+    due: Result<Option<(Option<Stored>, DueReason)>, Failure>,
+    hint: StateHint,
+}
+
+/// `r` failed with `f`.
+fn failed(mut r: RunResult, f: Failure) -> RunResult {
+    r.outcome = Outcome::Failed(f);
     r
-}
-
-/// Read every token's state without changing anything.
-pub async fn status<'j>(
-    jobs: impl IntoIterator<Item = &'j Job>,
-    concurrency: usize,
-) -> Vec<StatusRow> {
-    futures::stream::iter(jobs)
-        .map(status_one)
-        .buffered(concurrency)
-        .collect()
-        .await
-}
-
-async fn status_one(job: &Job) -> StatusRow {
-    let store = job.store.as_ref();
-    let mut row = StatusRow {
-        name: job.name.clone(),
-        backend: store.backend(),
-        secret_id: store.secret_id(),
-        version: None,
-        issued_at: None,
-        expiry: None,
-        expires_in_secs: None,
-        due: false,
-        due_reason: None,
-        last_outcome: None,
-        last_run_at: None,
-        last_error: None,
-        problem: None,
-        active_alerts: Vec::new(),
-        last_alert_error: None,
-    };
-    let now = Utc::now();
-    match store.read_current().await {
-        Ok(stored) => {
-            if let Some(s) = &stored {
-                row.version = Some(s.version.clone());
-                if let Ok(d) = &s.document {
-                    row.issued_at = Some(format_time(d.issued_at));
-                    row.expiry = Some(format_time(d.expiry));
-                    row.expires_in_secs = Some(d.expires_in(now).num_seconds());
-                }
-            }
-            if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.policy, false) {
-                row.due = true;
-                row.due_reason = Some(reason.to_string());
-            }
-        }
-        Err(e) => row.problem = Some(e.to_string()),
-    }
-    match store.read_state().await {
-        Ok(StateRead { state: Some(s), .. }) => {
-            row.last_outcome = s.last_outcome;
-            row.last_run_at = s.last_run_at;
-            row.last_error = s.last_error;
-            row.active_alerts = s
-                .alerts
-                .iter()
-                .map(|(c, a)| {
-                    let sev = match a.severity {
-                        Severity::Warning => "warning",
-                        Severity::Critical => "critical",
-                    };
-                    format!("{} ({sev} since {})", c.as_str(), a.since)
-                })
-                .collect();
-            row.last_alert_error = s.last_alert_error;
-        }
-        Ok(_) => {}
-        Err(e) => row.problem = row.problem.or(Some(e.to_string())),
-    }
-    row
 }

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+use crate::core::clock::{Clock, SystemClock};
 use crate::core::document::format_time;
 
 /// One scripted answer.
@@ -120,6 +121,7 @@ struct SimState {
     script: Mutex<VecDeque<Reply>>,
     behavior: Mutex<Behavior>,
     credentials: Option<(String, SecretString)>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Test PKI: a CA and a leaf for `localhost`, `127.0.0.1` and `::1`.
@@ -183,6 +185,9 @@ pub struct SimOptions {
     pub credentials: Option<(String, SecretString)>,
     /// Initial behaviour.
     pub behavior: Behavior,
+    /// The clock expiries are issued from (the system's when `None`; a test's own clock to
+    /// move the rotator and Deepvue through a token's life together).
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// A running simulator; stops when dropped.
@@ -219,6 +224,7 @@ impl Simulator {
             script: Mutex::new(script),
             behavior: Mutex::new(opts.behavior),
             credentials: opts.credentials,
+            clock: opts.clock.unwrap_or_else(|| Arc::new(SystemClock)),
         });
         let app = Router::new()
             .route("/v1/authorize", post(authorize))
@@ -434,7 +440,7 @@ async fn authorize(
             return detail(401, default_detail(401));
         }
     }
-    let now = Utc::now();
+    let now = s.clock.now();
     // Any TTL a caller scripts (`PUT /__simulator/behavior`, `--token-ttl`) is answered, never
     // a panic: out-of-range ones end at the latest time chrono can write.
     let ttl = i64::try_from(behavior.token_ttl_secs)

@@ -1,5 +1,6 @@
-//! The `aws` backend (credentials and token store) against a real `moto_server` on 127.0.0.1,
-//! through the real binary, plus the store conformance suite.
+//! The `aws` backend (credentials and token store) against a real `moto_server` on 127.0.0.1:
+//! the shared scenario suite (provisioned secrets, and secrets the store creates), and what is
+//! Secrets Manager's own (staging labels, derived version ids, tags, call counts).
 
 use std::collections::HashMap;
 
@@ -7,12 +8,12 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 use deepvue_rotator::backends::aws::AwsSection;
 use deepvue_rotator::backends::aws::AwsStore;
+use deepvue_rotator::backends::aws::sm_code;
 use deepvue_rotator::core::document::TokenDocument;
-use deepvue_rotator::core::store::TokenStore;
 use secrecy::ExposeSecret;
 
 use crate::moto::Moto;
-use crate::support::{CLIENT_ID, CLIENT_SECRET, Env, Output, run};
+use crate::support::{CLIENT_ID, CLIENT_SECRET, Env, run};
 
 pub const CREDS: &str = "deepvue/creds";
 pub const TOKEN: &str = "deepvue/token";
@@ -214,153 +215,43 @@ async fn setup() -> (Env, Moto, Client, std::path::PathBuf) {
 }
 
 #[tokio::test]
-async fn rotates_into_secrets_manager_keeping_previous() {
+async fn awscurrent_and_awsprevious_move_under_the_derived_version_id() {
     let (env, moto, sm, cfg) = setup().await;
-
     let out = run(aws_command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("rotated"), "{out}");
-    settle().await;
-    assert_eq!(env.calls(), 1);
-    let v = versions(&sm, TOKEN).await;
-    assert_eq!(v.len(), 1, "{v:?}");
-    let first = stage_of(&v, "AWSCURRENT").unwrap_or_default();
+    let first = stage_of(&versions(&sm, TOKEN).await, "AWSCURRENT").unwrap_or_default();
     let doc = document(&sm, TOKEN, "AWSCURRENT").await;
-    assert!(doc.expires_in(chrono::Utc::now()) > chrono::Duration::hours(23));
-
-    // A no-op run: one Secrets Manager call, no authorize call, no new version.
-    let calls = moto.api_calls();
-    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
-    settle().await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("fresh"), "{out}");
-    assert_eq!(
-        moto.api_calls() - calls,
-        1,
-        "a no-op run is one GetSecretValue"
-    );
-    assert_eq!(env.calls(), 1);
-    assert_eq!(versions(&sm, TOKEN).await.len(), 1);
 
     // Forced: AWSCURRENT moves to the new version, the old one is AWSPREVIOUS and readable.
     // Three calls: read the token, read the credentials, put.
+    settle().await;
     let calls = moto.api_calls();
     let out = run(aws_command(&env, &cfg, &["rotate", "--force"])).await;
     settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(moto.api_calls() - calls, 3, "a rotation is three calls");
     let v = versions(&sm, TOKEN).await;
-    assert_eq!(v.len(), 2, "{v:?}");
     let current = stage_of(&v, "AWSCURRENT").unwrap_or_default();
     assert_ne!(current, first);
     assert_eq!(stage_of(&v, "AWSPREVIOUS").as_deref(), Some(first.as_str()));
     let prev = document(&sm, TOKEN, "AWSPREVIOUS").await;
-    let cur = document(&sm, TOKEN, "AWSCURRENT").await;
     assert_eq!(
         prev.access_token.expose_secret(),
         doc.access_token.expose_secret()
-    );
-    assert_ne!(
-        cur.access_token.expose_secret(),
-        prev.access_token.expose_secret()
     );
     // The version id is the derived request token: stable for (secret, previous version).
     assert_eq!(
         current,
         AwsStore::request_token(Some(&deepvue_rotator::core::store::Version(first)), 0)
     );
-
-    // status and read work on the aws store.
-    let out = run(aws_command(&env, &cfg, &["status"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains(&current), "{out}");
-    let out = run(aws_command(&env, &cfg, &["read", "prod"])).await;
-    assert_eq!(out.stdout.trim(), cur.access_token.expose_secret(), "{out}");
 }
 
 #[tokio::test]
-async fn six_concurrent_runners_leave_one_new_version() {
-    let (env, _moto, sm, cfg) = setup().await;
-    let out = run(aws_command(&env, &cfg, &["rotate"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    // Make it due: a document that expires in one hour.
-    put_due(&sm, "old-token-aaaa", 1).await;
-    let before = versions(&sm, TOKEN).await;
-    let due_version = stage_of(&before, "AWSCURRENT").unwrap_or_default();
-
-    let runs = (0..6).map(|_| run(aws_command(&env, &cfg, &["rotate", "--json"])));
-    let outs: Vec<Output> = futures::future::join_all(runs).await;
-    let mut rotated = 0;
-    for out in &outs {
-        assert_eq!(out.code, 0, "every runner exits 0: {out}");
-        let reports: serde_json::Value =
-            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-        match reports[0]["outcome"].as_str() {
-            Some("rotated") => rotated += 1,
-            Some("rotated_by_another_runner") | Some("fresh") => {}
-            other => panic!("unexpected outcome {other:?}: {out}"),
-        }
-    }
-    assert_eq!(rotated, 1, "exactly one runner rotates");
-    let after = versions(&sm, TOKEN).await;
-    assert_eq!(after.len(), before.len() + 1, "one new version: {after:?}");
-    assert_eq!(
-        stage_of(&after, "AWSPREVIOUS").as_deref(),
-        Some(due_version.as_str())
-    );
-    let cur = document(&sm, TOKEN, "AWSCURRENT").await;
-    assert_ne!(cur.access_token.expose_secret(), "old-token-aaaa");
-}
-
-#[tokio::test]
-async fn malformed_or_missing_secrets_are_named_and_nothing_is_minted() {
+async fn credentials_with_own_key_names() {
     let env = Env::new().await;
     let moto = Moto::start().await;
     let sm = sm(&moto).await;
     create_secret(&sm, TOKEN, None).await;
-    let cases = [
-        (
-            "no-secret-field",
-            Some(format!(r#"{{"client_id":"{CLIENT_ID}"}}"#)),
-            "field `client_secret` is missing",
-        ),
-        (
-            "empty-id",
-            Some(format!(
-                r#"{{"client_id":"","client_secret":"{CLIENT_SECRET}"}}"#
-            )),
-            "field `client_id` is empty",
-        ),
-        (
-            "not-json",
-            Some(format!("client_secret={CLIENT_SECRET}")),
-            "not a JSON object",
-        ),
-        ("absent", None, "does not exist"),
-    ];
-    for (name, value, expect) in cases {
-        let secret = format!("creds/{name}");
-        if let Some(v) = &value {
-            create_secret(&sm, &secret, Some(v)).await;
-        }
-        let cfg = env.write_config(&format!(
-            "{}{}{}",
-            env.deepvue_section(""),
-            aws_section(&moto),
-            aws_token_block("prod", &secret, "")
-        ));
-        let out = run(aws_command(&env, &cfg, &["rotate"])).await;
-        assert_eq!(out.code, 2, "{name}: config error: {out}");
-        assert!(
-            out.stdout.contains(expect) && out.stdout.contains(&secret),
-            "{name}: names the secret and the field: {out}"
-        );
-        assert!(!out.all().contains(CLIENT_SECRET), "{name}: {out}");
-        assert_eq!(env.calls(), 0, "{name}: nothing minted");
-    }
-    assert!(versions(&sm, TOKEN).await.is_empty());
-
-    // Custom key names.
     create_secret(
         &sm,
         "creds/custom",
@@ -426,93 +317,7 @@ async fn missing_token_secret_is_a_config_error_unless_created() {
 }
 
 #[tokio::test]
-async fn trace_logs_of_aws_runs_never_show_secrets() {
-    let (env, _moto, sm, cfg) = setup().await;
-    let mut outs = Vec::new();
-    for format in ["text", "json"] {
-        let mut cmd = aws_command(&env, &cfg, &["--log-format", format, "rotate", "--force"]);
-        cmd.env("RUST_LOG", "trace");
-        outs.push(run(cmd).await);
-    }
-    let mut tokens = Vec::new();
-    for (id, _) in versions(&sm, TOKEN).await {
-        let out = sm
-            .get_secret_value()
-            .secret_id(TOKEN)
-            .version_id(&id)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let doc = TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        tokens.push(doc.access_token.expose_secret().to_string());
-    }
-    assert_eq!(tokens.len(), 2);
-    for out in &outs {
-        assert_eq!(out.code, 0, "{out}");
-        assert!(out.stderr.contains("TRACE") || out.stderr.contains("\"TRACE\""));
-        for s in tokens.iter().map(String::as_str).chain([CLIENT_SECRET]) {
-            assert!(
-                !out.all().contains(s),
-                "a secret ({} chars) appears in trace output",
-                s.len()
-            );
-        }
-    }
-}
-
-/// Fresh AWS stores on one moto server: provisioned (an empty secret made first, as Terraform
-/// does) or created by the store itself (`create_if_missing`).
-pub struct AwsFixture {
-    _moto: Moto,
-    sm: Client,
-    clients: std::sync::Arc<deepvue_rotator::backends::aws::AwsClients>,
-    create_if_missing: bool,
-    counter: std::sync::atomic::AtomicU32,
-}
-
-impl AwsFixture {
-    pub async fn start(create_if_missing: bool) -> AwsFixture {
-        let moto = Moto::start().await;
-        let sm = sm(&moto).await;
-        let clients = deepvue_rotator::backends::aws::AwsClients::with_secrets_manager(
-            &aws_config(&moto),
-            sm.clone(),
-        );
-        AwsFixture {
-            _moto: moto,
-            sm,
-            clients,
-            create_if_missing,
-            counter: std::sync::atomic::AtomicU32::new(0),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::conformance::Fixture for AwsFixture {
-    async fn store(&self) -> Box<dyn TokenStore> {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let name = format!("conformance/{}/{n}", self.create_if_missing);
-        if !self.create_if_missing {
-            create_secret(&self.sm, &name, None).await;
-        }
-        Box::new(AwsStore::new(
-            self.clients.clone(),
-            &deepvue_rotator::backends::aws::AwsStoreConfig {
-                secret_id: name,
-                create_if_missing: self.create_if_missing,
-                kms_key_id: None,
-                tags: Default::default(),
-            },
-        ))
-    }
-}
-
-#[tokio::test]
-async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
+async fn alert_state_lives_in_tags_marked_on_the_current_version_and_costs_no_call_when_healthy() {
     let (env, moto, sm, _) = setup().await;
     let rx = pagerduty_receiver().await;
     let cfg = alerting_config(&env, &moto, &rx);
@@ -539,16 +344,10 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
 
     env.sim
         .set_behavior(crate::support::allow_only("203.0.113.0/24"));
-    for _ in 0..2 {
-        let out = run(cmd(&["rotate", "--force"])).await;
-        assert_eq!(out.code, 3, "{out}");
-    }
+    let out = run(cmd(&["rotate", "--force"])).await;
+    assert_eq!(out.code, 3, "{out}");
     let pd = rx.posts("/v2/enqueue");
-    assert_eq!(
-        pd.len(),
-        1,
-        "two runs with the same 403 alert once (state in tags)"
-    );
+    assert_eq!(pd.len(), 1, "{out}");
     assert_eq!(pd[0].json()["event_action"], "trigger");
     let d = describe(&sm).await;
     assert!(
@@ -557,8 +356,6 @@ async fn alert_state_kept_in_tags_dedups_across_runs_and_resolves() {
             .is_some_and(|k| k.starts_with("deepvue-rotator:state:"))),
         "{d:?}"
     );
-    let out = run(cmd(&["status"])).await;
-    assert!(out.stdout.contains("open alerts: ip-403"), "{out}");
     let marked = stage_of(
         &versions(&sm, TOKEN).await,
         deepvue_rotator::backends::aws::MARKER,
@@ -633,29 +430,8 @@ async fn a_taken_version_id_with_awscurrent_unchanged_is_not_a_lost_race() {
 }
 
 #[tokio::test]
-async fn check_reaches_aws_and_missing_aws_credentials_are_a_config_error() {
+async fn missing_aws_credentials_are_a_config_error() {
     let (env, _moto, _sm, cfg) = setup().await;
-    let out = run(aws_command(&env, &cfg, &["check", "--json"])).await;
-    let items: serde_json::Value =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let status_of = |id: &str| -> Vec<String> {
-        items
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["item"] == id)
-            .map(|i| format!("{} {}", i["status"], i["detail"]))
-            .collect()
-    };
-    for id in ["credentials", "stores"] {
-        let got = status_of(id);
-        assert!(
-            !got.is_empty() && got.iter().all(|g| g.starts_with("\"pass\"")),
-            "{id}: {got:?}\n{out}"
-        );
-    }
-    assert!(!out.all().contains(CLIENT_SECRET));
-
     // No AWS credentials anywhere: a config error that says so, not "cannot reach".
     let mut cmd = aws_command(&env, &cfg, &["rotate"]);
     cmd.env_remove("AWS_ACCESS_KEY_ID")
@@ -709,4 +485,179 @@ async fn open_alerts_resolve_at_the_next_rotation_even_after_a_foreign_writer() 
         None,
         "{v:?}"
     );
+}
+
+/// Fresh AWS stores on one moto server: provisioned (an empty secret made first, as Terraform
+/// does) or created by the store itself (`create_if_missing`).
+pub struct AwsFixture {
+    moto: Moto,
+    sm: Client,
+    clients: std::sync::Arc<deepvue_rotator::backends::aws::AwsClients>,
+    create_if_missing: bool,
+    counter: std::sync::atomic::AtomicU32,
+}
+
+impl AwsFixture {
+    async fn start(create_if_missing: bool) -> AwsFixture {
+        let moto = Moto::start().await;
+        let sm = sm(&moto).await;
+        let clients = deepvue_rotator::backends::aws::AwsClients::with_secrets_manager(
+            &aws_config(&moto),
+            sm.clone(),
+        );
+        AwsFixture {
+            moto,
+            sm,
+            clients,
+            create_if_missing,
+            counter: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Stores on secrets provisioned empty.
+    pub async fn provisioned() -> AwsFixture {
+        Self::start(false).await
+    }
+
+    /// Stores that create their secret on the first write.
+    pub async fn created() -> AwsFixture {
+        Self::start(true).await
+    }
+
+    fn next(&self) -> u32 {
+        self.counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `DescribeSecret`, `None` when the secret does not exist.
+    async fn described(
+        &self,
+        id: &str,
+    ) -> Option<aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput> {
+        match self.sm.describe_secret().secret_id(id).send().await {
+            Ok(d) => Some(d),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => None,
+            Err(e) => panic!("describe {id}: {e:?}"),
+        }
+    }
+
+    fn store_named(&self, name: &str) -> crate::scenarios::Store {
+        let create = if self.create_if_missing {
+            ", create_if_missing = true"
+        } else {
+            ""
+        };
+        crate::scenarios::Store {
+            toml: format!("{{ backend = \"aws\", secret_id = \"{name}\"{create} }}"),
+            id: name.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::scenarios::Fixture for AwsFixture {
+    fn backend(&self) -> &'static str {
+        "aws"
+    }
+
+    fn sections(&self) -> String {
+        aws_section(&self.moto)
+    }
+
+    fn clients(&self) -> deepvue_rotator::backends::Clients {
+        let mut c = deepvue_rotator::backends::Clients::new(&Default::default());
+        c.aws = self.clients.clone();
+        c
+    }
+
+    fn command(
+        &self,
+        env: &Env,
+        config: &std::path::Path,
+        args: &[&str],
+    ) -> tokio::process::Command {
+        aws_command(env, config, args)
+    }
+
+    async fn store(&self) -> crate::scenarios::Store {
+        let name = format!("scenario/{}/token{}", self.create_if_missing, self.next());
+        if !self.create_if_missing {
+            create_secret(&self.sm, &name, None).await;
+        }
+        self.store_named(&name)
+    }
+
+    async fn missing_store(&self) -> Option<crate::scenarios::Store> {
+        (!self.create_if_missing)
+            .then(|| self.store_named(&format!("scenario/missing{}", self.next())))
+    }
+
+    async fn credentials(&self, value: Option<&str>) -> crate::scenarios::Creds {
+        let name = format!("scenario/creds{}", self.next());
+        if let Some(v) = value {
+            create_secret(&self.sm, &name, Some(v)).await;
+        }
+        crate::scenarios::Creds {
+            toml: format!("{{ backend = \"aws\", secret_id = \"{name}\" }}"),
+            id: name,
+        }
+    }
+
+    async fn versions(&self, store: &crate::scenarios::Store) -> usize {
+        // moto answers ListSecretVersionIds on a missing secret with a 500: look first.
+        if self.described(&store.id).await.is_none() {
+            return 0;
+        }
+        match self
+            .sm
+            .list_secret_version_ids()
+            .secret_id(&store.id)
+            .include_deprecated(true)
+            .send()
+            .await
+        {
+            Ok(out) => out.versions().len(),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => 0,
+            Err(e) => panic!("list versions of {}: {e:?}", store.id),
+        }
+    }
+
+    async fn calls(&self) -> Option<u64> {
+        settle().await;
+        Some(self.moto.api_calls() as u64)
+    }
+
+    fn missing_says(&self) -> &'static str {
+        "does not exist"
+    }
+
+    async fn state_kept(&self, store: &crate::scenarios::Store) -> Option<bool> {
+        let Some(d) = self.described(&store.id).await else {
+            return Some(false);
+        };
+        let tags = d.tags().iter().any(|t| {
+            t.key()
+                .is_some_and(|k| k.starts_with("deepvue-rotator:state:"))
+        });
+        let stages = d.version_ids_to_stages();
+        let labelled =
+            |label: &str| stages.is_some_and(|m| m.values().any(|s| s.iter().any(|x| x == label)));
+        // The marker sits on the current version, when there is one.
+        if labelled("AWSCURRENT") {
+            assert_eq!(
+                tags,
+                labelled(deepvue_rotator::backends::aws::MARKER),
+                "state tags and the marker label go together: {d:?}"
+            );
+        }
+        Some(tags)
+    }
+}
+
+crate::scenarios::suite!(AwsFixture::provisioned().await);
+
+/// The same scenarios on secrets the store creates itself.
+mod created {
+    use super::AwsFixture;
+    crate::scenarios::suite!(AwsFixture::created().await);
 }

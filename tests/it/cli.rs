@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use deepvue_rotator::core::store::{TokenStore, Version};
 use deepvue_rotator::simulator::{Behavior, Malformed, Reply, SimOptions, Simulator};
-use secrecy::ExposeSecret;
 
 use crate::support::{BIN, CLIENT_ID, Env, run};
 
@@ -14,92 +12,6 @@ fn status(code: u16) -> Reply {
         detail: None,
         retry_after: None,
     }
-}
-
-#[tokio::test]
-async fn first_mint_then_noop_then_force() {
-    let env = Env::new().await;
-    let cfg = env.config();
-
-    let out = env.run(&cfg, &["rotate"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("prod: rotated -> version 1"), "{out}");
-    assert_eq!(env.calls(), 1);
-    let first = env.current("prod").await;
-    let first_token = first
-        .as_ref()
-        .and_then(|s| s.document.as_ref().ok())
-        .map(|d| d.access_token.expose_secret().to_string())
-        .unwrap_or_default();
-    assert!(
-        first_token.starts_with("simtok_"),
-        "stored token: {first_token:?}"
-    );
-
-    // Second run: fresh, no authorize call, no new version.
-    let out = env.run(&cfg, &["rotate"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("prod: fresh, version 1"), "{out}");
-    assert_eq!(env.calls(), 1, "a fresh token must not be re-minted");
-    assert_eq!(env.current_version("prod").await.as_deref(), Some("1"));
-
-    // --force: a new version; the previous one stays readable.
-    let out = env.run(&cfg, &["rotate", "--force"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(
-        out.stdout
-            .contains("rotated -> version 2 (previous 1 kept)"),
-        "{out}"
-    );
-    assert_eq!(env.calls(), 2);
-    let prev = env.store("prod").read_version(&Version("1".into())).await;
-    let prev_token = prev
-        .ok()
-        .flatten()
-        .and_then(|s| s.document.ok())
-        .map(|d| d.access_token.expose_secret().to_string());
-    assert_eq!(prev_token.as_deref(), Some(first_token.as_str()));
-
-    // read prints the current token, and the document for --json.
-    let out = env.run(&cfg, &["read", "prod"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    let current = env.current("prod").await.and_then(|s| s.document.ok());
-    let current_token = current
-        .map(|d| d.access_token.expose_secret().to_string())
-        .unwrap_or_default();
-    assert_eq!(out.stdout.trim(), current_token);
-    let out = env.run(&cfg, &["read", "prod", "--json"]).await;
-    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    assert_eq!(doc["access_token"], current_token.as_str());
-    assert_eq!(doc["token_type"], "bearer");
-    for k in ["expiry", "issued_at"] {
-        let t = doc[k].as_str().unwrap_or_default();
-        assert!(
-            t.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(t).is_ok(),
-            "{k} = {t}"
-        );
-    }
-
-    // status --json: the documented fields, never the token.
-    let out = env.run(&cfg, &["status", "--json"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(!out.all().contains(&current_token));
-    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    let row = &rows[0];
-    assert_eq!(row["name"], "prod");
-    assert_eq!(row["version"], "2");
-    assert_eq!(row["due"], false);
-    assert_eq!(row["last_outcome"], "rotated");
-    let left = row["expires_in_secs"].as_i64().unwrap_or_default();
-    assert!((86_000..=86_400).contains(&left), "expires_in_secs {left}");
-    assert!(row["issued_at"].is_string() && row["expiry"].is_string());
-    let out = env.run(&cfg, &["status"]).await;
-    assert!(
-        out.stdout.contains("NAME")
-            && out.stdout.contains("prod")
-            && !out.all().contains(&current_token),
-        "{out}"
-    );
 }
 
 #[tokio::test]
@@ -399,40 +311,6 @@ async fn one_rejected_token_does_not_stop_the_others() {
     let out = run(cmd).await;
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stdout.contains("IT_WRONG_SECRET is not set"), "{out}");
-}
-
-#[tokio::test]
-async fn eight_concurrent_runs_mint_once() {
-    let env = Env::with(Behavior {
-        latency_ms: 300,
-        ..Behavior::default()
-    })
-    .await;
-    let cfg = env.config();
-    let runs = (0..8).map(|_| env.run(&cfg, &["rotate"]));
-    let outs = futures::future::join_all(runs).await;
-    for out in &outs {
-        assert_eq!(out.code, 0, "{out}");
-    }
-    assert_eq!(env.calls(), 1, "exactly one authorize call");
-    assert_eq!(
-        env.current_version("prod").await.as_deref(),
-        Some("1"),
-        "exactly one new version"
-    );
-    let rotated = outs
-        .iter()
-        .filter(|o| o.stdout.contains("rotated -> version 1"))
-        .count();
-    let fresh = outs
-        .iter()
-        .filter(|o| o.stdout.contains("fresh, version 1"))
-        .count();
-    assert_eq!((rotated, fresh), (1, 7));
-    let versions = std::fs::read_dir(env.store_dir("prod").join("versions"))
-        .map(|d| d.count())
-        .unwrap_or_default();
-    assert_eq!(versions, 1);
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ async fn empty_store(s: &dyn TokenStore) {
 async fn create_update_and_keep_previous(s: &dyn TokenStore) {
     let b = s.backend();
     let v1 = s
-        .write(&doc("tok-one"), WriteMode::Create)
+        .write(&doc("tok-one"), WriteMode::Create { lease: None })
         .await
         .unwrap_or_else(|e| panic!("{b}: create: {e}"));
     assert_eq!(
@@ -88,7 +88,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
     assert_eq!(expiry, Some(24), "{b}: times survive the round trip");
 
     // "Only if empty" on a non-empty store: conflict, nothing written.
-    let e = s.write(&doc("tok-lost"), WriteMode::Create).await.err();
+    let e = s.write(&doc("tok-lost"), WriteMode::Create { lease: None }).await.err();
     assert_eq!(
         e.as_ref().map(|e| e.kind),
         Some(ErrorKind::Conflict),
@@ -110,7 +110,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 
     // Conditional update: a new version; the previous one stays readable.
     let v2 = s
-        .write(&doc("tok-two"), WriteMode::Update(&v1))
+        .write(&doc("tok-two"), WriteMode::Update { expected: &v1, lease: None })
         .await
         .unwrap_or_else(|e| panic!("{b}: update: {e}"));
     assert_ne!(v1, v2, "{b}: a write makes a new version");
@@ -127,7 +127,7 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 
     // A stale expected version: conflict, nothing written.
     let e = s
-        .write(&doc("tok-stale"), WriteMode::Update(&v1))
+        .write(&doc("tok-stale"), WriteMode::Update { expected: &v1, lease: None })
         .await
         .err()
         .map(|e| e.kind);
@@ -146,12 +146,12 @@ async fn create_update_and_keep_previous(s: &dyn TokenStore) {
 async fn concurrent_writers_one_wins(s: &dyn TokenStore) {
     let b = s.backend();
     let v1 = s
-        .write(&doc("tok-base"), WriteMode::Create)
+        .write(&doc("tok-base"), WriteMode::Create { lease: None })
         .await
         .unwrap_or_else(|e| panic!("{b}: create: {e}"));
     let docs: Vec<TokenDocument> = (0..6).map(|i| doc(&format!("tok-racer-{i}"))).collect();
     let results =
-        futures::future::join_all(docs.iter().map(|d| s.write(d, WriteMode::Update(&v1)))).await;
+        futures::future::join_all(docs.iter().map(|d| s.write(d, WriteMode::Update { expected: &v1, lease: None }))).await;
     let winners: Vec<usize> = results
         .iter()
         .enumerate()

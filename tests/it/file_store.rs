@@ -7,7 +7,7 @@ use std::time::Duration;
 use deepvue_rotator::backends::file::FileStore;
 use deepvue_rotator::core::store::{TokenStore, Version, WriteMode};
 
-use crate::conformance::doc;
+use crate::scenarios::doc;
 use crate::support::Env;
 
 fn mode(p: &Path) -> u32 {
@@ -26,7 +26,7 @@ async fn modes_layout_and_pruning() {
         let v = store
             .write(
                 &doc(&format!("tok-{i}")),
-                WriteMode::from_current(prev.as_ref()),
+                WriteMode::from_current(prev.as_ref(), None),
             )
             .await
             .unwrap_or_else(|e| panic!("write {i}: {e}"));
@@ -66,7 +66,7 @@ async fn crash_leftovers_do_not_tear_or_collide() {
     let dir = root.path().join("token");
     let store = FileStore::new(dir.clone(), 5, Duration::from_secs(5));
     let v1 = store
-        .write(&doc("tok-1"), WriteMode::Create)
+        .write(&doc("tok-1"), WriteMode::Create { lease: None })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // A writer killed after renaming its version file but before repointing current.json,
@@ -84,7 +84,13 @@ async fn crash_leftovers_do_not_tear_or_collide() {
     let cur = store.read_current().await.ok().flatten().map(|s| s.version);
     assert_eq!(cur.as_ref(), Some(&v1), "the orphan version is not current");
     let v = store
-        .write(&doc("tok-3"), WriteMode::Update(&v1))
+        .write(
+            &doc("tok-3"),
+            WriteMode::Update {
+                expected: &v1,
+                lease: None,
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v, Version("3".into()), "the next version skips the orphan");

@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{SubsecRound, Utc};
 use deepvue_rotator::core::document::TokenDocument;
-use deepvue_rotator::core::state::RunState;
-use deepvue_rotator::core::store::{StateRead, TokenStore, WriteMode};
+use deepvue_rotator::core::state::{RunState, StateStore};
+use deepvue_rotator::core::store::{TokenStore, WriteMode};
 use secrecy::SecretString;
 
 use crate::hostile::{Answer, Hostile};
@@ -217,10 +217,8 @@ async fn a_planted_state_temp_file_link_is_not_followed() {
         &victim,
         &store.join(format!(".tmp-state-{}", std::process::id())),
     );
-    let result = env
-        .store("prod")
-        .write_state(&RunState::default(), &StateRead::default())
-        .await;
+    let bytes = RunState::default().to_bytes(4096).unwrap_or_default();
+    let result = env.store("prod").write_state(Some(&bytes), None).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap_or_default(),
@@ -589,7 +587,7 @@ async fn a_due_token_behind_a_busy_lock_fails_with_the_time_left() {
                 now - chrono::Duration::hours(22),
                 now + chrono::Duration::hours(2),
             ),
-            WriteMode::Create,
+            WriteMode::Create { lease: None },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -651,7 +649,7 @@ async fn an_issued_at_in_the_future_does_not_hold_renewal_off() {
                 now + chrono::Duration::hours(2),
                 now + chrono::Duration::hours(3),
             ),
-            WriteMode::Create,
+            WriteMode::Create { lease: None },
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));

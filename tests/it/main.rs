@@ -1,11 +1,11 @@
 //! One integration-test binary: the real `deepvue-rotator` against the built-in HTTPS Deepvue
-//! simulator and real file stores, plus the store conformance suite.
+//! simulator and real stores, and the shared scenario suite every backend runs.
 
 mod alerts;
 mod aws;
 mod cli;
-mod conformance;
 mod daemon;
+mod engine;
 mod file_store;
 mod gcp;
 mod gcp_fake;
@@ -18,5 +18,6 @@ mod openbao;
 mod pubsub;
 mod receiver;
 mod redaction;
+mod scenarios;
 mod support;
 mod vault;

@@ -47,9 +47,18 @@ impl Env {
     }
 
     pub async fn with(behavior: Behavior) -> Env {
+        Self::on(behavior, None).await
+    }
+
+    /// A simulator that issues expiries from `clock`.
+    pub async fn on(
+        behavior: Behavior,
+        clock: Option<std::sync::Arc<dyn deepvue_rotator::core::clock::Clock>>,
+    ) -> Env {
         let sim = Simulator::start(SimOptions {
             credentials: Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
             behavior,
+            clock,
             ..SimOptions::default()
         })
         .await
@@ -182,4 +191,51 @@ pub fn test_tool(env_var: &str, name: &str) -> PathBuf {
         return local;
     }
     PathBuf::from(name)
+}
+
+/// Every wire form of a secret that must never appear in output: raw, JSON-escaped,
+/// percent-encoded (form and URL style, either hex case), base64 (standard and URL-safe, and
+/// its middle at any alignment inside a longer stream). Computed here, not by the code under
+/// test.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let percent = |space: &str, upper: bool| -> String {
+        secret
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => space.to_string(),
+                _ if upper => format!("%{b:02X}"),
+                _ => format!("%{b:02x}"),
+            })
+            .collect()
+    };
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let mut forms = vec![
+        secret.to_string(),
+        json.trim_matches('"').to_string(),
+        percent("+", true),
+        percent("+", false),
+        percent("%20", true),
+        b64.encode(secret),
+        b64url.encode(secret),
+    ];
+    // The middle of the base64 form, whatever its alignment in a longer stream.
+    let bytes = secret.as_bytes();
+    if bytes.len() >= 12 {
+        for start in 0..3 {
+            forms.push(
+                b64.encode(&bytes[start..bytes.len() - 3])
+                    .trim_end_matches('=')[..8]
+                    .to_string(),
+            );
+        }
+    }
+    forms.sort();
+    forms.dedup();
+    forms
 }

@@ -1,6 +1,6 @@
 //! The `vault` backend (KV v2 credentials and token store, token / AppRole / Kubernetes / JWT
-//! auth) against a real OpenBao dev server over TLS on 127.0.0.1, through the real binary,
-//! plus the store conformance suite and token maintenance at the library level.
+//! auth) against a real OpenBao dev server over TLS on 127.0.0.1: the shared scenario suite,
+//! and what is Vault's own (cas, auth methods, namespaces, token maintenance, policies).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use deepvue_rotator::backends::vault::{
-    AppRoleAuth, AuthValue, TokenAuth, VaultAuth, VaultClients, VaultSection, VaultStoreConfig,
+    AppRoleAuth, AuthValue, TokenAuth, VaultAuth, VaultClients, VaultSection, VaultStore,
 };
 use deepvue_rotator::backends::{Clients, Sections};
 use deepvue_rotator::core::store::TokenStore;
@@ -133,7 +133,7 @@ fn requests(bao: &OpenBao, mark: usize) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn first_mint_noop_and_forced_rotation_keep_the_previous_version() {
+async fn the_write_id_sits_beside_the_document_and_a_no_op_is_one_read() {
     let (env, bao) = setup().await;
     // The token from $VAULT_TOKEN (the token method's default).
     let cfg = config(&env, &bao, "{ method = \"token\" }", "");
@@ -145,8 +145,6 @@ async fn first_mint_noop_and_forced_rotation_keep_the_previous_version() {
 
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("prod: rotated -> version 1"), "{out}");
-    assert_eq!(env.calls(), 1);
     let data = bao.get(TOKEN, None).await.unwrap_or_default();
     let fields = &data["data"];
     for k in ["access_token", "token_type", "expiry", "issued_at"] {
@@ -156,78 +154,17 @@ async fn first_mint_noop_and_forced_rotation_keep_the_previous_version() {
         fields["deepvue_rotator_write_id"].is_string(),
         "the write id sits beside the document: {fields}"
     );
-    let first = stored_token(&bao, None).await;
 
     // A fresh token: one read, nothing minted.
     let mark = bao.audited().len();
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("fresh"), "{out}");
-    assert_eq!(env.calls(), 1, "no-op mints nothing");
     assert_eq!(
         requests(&bao, mark),
         ["read secret/data/deepvue/prod/token"],
         "a no-op is one read"
     );
-
-    // Forced: a new version, the previous one still readable.
-    let out = run(cmd(&["rotate", "--force"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(
-        out.stdout
-            .contains("prod: rotated -> version 2 (previous 1 kept)"),
-        "{out}"
-    );
-    assert_eq!(bao.current_version(TOKEN).await, 2);
-    assert_eq!(stored_token(&bao, Some(1)).await, first);
-    assert_ne!(stored_token(&bao, None).await, first);
-
-    // `read` prints the current document; `status` shows the version.
-    let out = run(cmd(&["read", "prod"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    let current = stored_token(&bao, None).await.unwrap_or_default();
-    assert!(out.stdout.contains(&current), "{out}");
-    let out = run(cmd(&["status"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.starts_with("prod") && l.split_whitespace().nth(1) == Some("2")),
-        "{out}"
-    );
-}
-
-#[tokio::test]
-async fn six_concurrent_rotations_leave_exactly_one_new_version() {
-    let (env, bao) = setup().await;
-    let cfg = config(&env, &bao, TOKEN_AUTH, "");
-    for round in 0..2 {
-        if round == 1 {
-            put_due(&bao, "due-token").await;
-        }
-        let before = bao.current_version(TOKEN).await;
-        let outs = futures::future::join_all((0..6).map(|_| rotate(&env, &cfg, &["rotate"]))).await;
-        for out in &outs {
-            assert_eq!(out.code, 0, "round {round}: every runner exits 0\n{out}");
-        }
-        let winners = outs
-            .iter()
-            .filter(|o| o.stdout.contains("prod: rotated -> version"))
-            .count();
-        assert_eq!(winners, 1, "round {round}: exactly one writer");
-        assert_eq!(
-            bao.current_version(TOKEN).await,
-            before + 1,
-            "round {round}: exactly one new version"
-        );
-        let others = outs
-            .iter()
-            .filter(|o| {
-                o.stdout.contains("rotated by another runner") || o.stdout.contains("fresh")
-            })
-            .count();
-        assert_eq!(others, 5, "round {round}");
-    }
 }
 
 #[tokio::test]
@@ -419,52 +356,6 @@ async fn a_policy_missing_one_capability_fails_clearly_and_mints_nothing() {
         stored_token(&bao, None).await.as_deref(),
         Some("kept-token")
     );
-}
-
-#[tokio::test]
-async fn malformed_credentials_exit_2_naming_the_field_and_mint_nothing() {
-    let (env, bao) = setup().await;
-    let cfg = config(&env, &bao, TOKEN_AUTH, "");
-    for (data, field) in [
-        (
-            json!({"client_id": CLIENT_ID}),
-            "field `client_secret` is missing",
-        ),
-        (
-            json!({"client_id": 5, "client_secret": CLIENT_SECRET}),
-            "field `client_id` is not a string",
-        ),
-        (
-            json!({"client_id": CLIENT_ID, "client_secret": ""}),
-            "field `client_secret` is empty",
-        ),
-    ] {
-        bao.put(CREDS, data).await;
-        let out = rotate(&env, &cfg, &["rotate"]).await;
-        assert_eq!(out.code, 2, "{out}");
-        assert!(
-            out.stdout
-                .contains("KV v2 mount `secret`, path `deepvue/prod/credentials`")
-                && out.stdout.contains(field),
-            "{out}"
-        );
-        assert!(!out.all().contains(CLIENT_SECRET), "{out}");
-    }
-    // A missing path: a config error naming mount and path.
-    let cfg = env.write_config(
-        &std::fs::read_to_string(&cfg)
-            .unwrap_or_default()
-            .replace(CREDS, "deepvue/nope"),
-    );
-    let out = rotate(&env, &cfg, &["rotate"]).await;
-    assert_eq!(out.code, 2, "{out}");
-    assert!(
-        out.stdout
-            .contains("KV v2 mount `secret`, path `deepvue/nope`: no such secret"),
-        "{out}"
-    );
-    assert_eq!(env.calls(), 0, "no authorize call");
-    assert_eq!(bao.current_version(TOKEN).await, 0);
 }
 
 #[tokio::test]
@@ -769,17 +660,12 @@ async fn alert_state_lives_in_custom_metadata_and_clears_on_recovery() {
         },
         ..Behavior::default()
     });
-    // Due within escalate_before, and Deepvue failing: a critical alert, once.
+    // Due within escalate_before, and Deepvue failing: a critical alert.
     put_due(&bao, "due-token").await;
-    for run_no in 0..2 {
-        let out = rotate(&env, &cfg, &["rotate"]).await;
-        assert_eq!(out.code, 1, "{out}");
-        assert_eq!(
-            rx.posts("/hook").len(),
-            1,
-            "run {run_no}: alerted once\n{out}"
-        );
-    }
+    let out = rotate(&env, &cfg, &["rotate"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(rx.posts("/hook").len(), 1, "{out}");
+    assert_eq!(rx.posts("/hook")[0].json()["severity"], "critical");
     let custom = bao.metadata(TOKEN).await.unwrap_or_default()["custom_metadata"].clone();
     assert_eq!(custom["team"], "payments", "{custom}");
     assert!(custom["deepvue-rotator.state.n"].is_string(), "{custom}");
@@ -948,12 +834,7 @@ async fn maintain_renews_then_logs_in_again_while_reads_keep_working() {
         vault: section,
         ..Sections::default()
     });
-    let store = VaultStoreConfig {
-        path: TOKEN.into(),
-        mount: None,
-        keep_versions: None,
-    }
-    .build(clients.vault.clone());
+    let store = VaultStore::new(clients.vault.clone(), "secret".into(), TOKEN.into(), None);
     let maintainer = {
         let clients = clients.clone();
         tokio::spawn(async move { clients.maintain().await })
@@ -981,53 +862,6 @@ async fn maintain_renews_then_logs_in_again_while_reads_keep_working() {
         "no request was refused: {:?}",
         bao.audited_errors()
     );
-}
-
-/// Fresh KV v2 paths on one OpenBao, through the root token (in a file).
-pub struct VaultFixture {
-    _bao: OpenBao,
-    clients: Arc<VaultClients>,
-    counter: AtomicUsize,
-}
-
-impl VaultFixture {
-    pub async fn start() -> VaultFixture {
-        let bao = OpenBao::start().await;
-        let token = secret_file(bao.dir.path(), "root-token", ROOT);
-        let clients = VaultClients::new(&VaultSection {
-            address: Some(bao.addr.clone()),
-            namespace: None,
-            ca_file: Some(bao.ca.clone()),
-            auth: VaultAuth::Token(TokenAuth {
-                token: Some(AuthValue::Ref(SecretRef {
-                    env: None,
-                    file: Some(token),
-                    credential: None,
-                })),
-                mount: None,
-            }),
-        });
-        VaultFixture {
-            _bao: bao,
-            clients,
-            counter: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::conformance::Fixture for VaultFixture {
-    async fn store(&self) -> Box<dyn TokenStore> {
-        let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        Box::new(
-            VaultStoreConfig {
-                path: format!("conformance/s{n}/token"),
-                mount: None,
-                keep_versions: Some(3),
-            }
-            .build(self.clients.clone()),
-        )
-    }
 }
 
 /// What the gateway in front of OpenBao does with the rotator's first data write.
@@ -1258,12 +1092,7 @@ async fn maintain_logs_in_again_when_renewal_is_not_allowed_and_leaves_a_root_to
             ca_file: Some(bao.ca.clone()),
             auth,
         });
-        let store = VaultStoreConfig {
-            path: TOKEN.into(),
-            mount: None,
-            keep_versions: None,
-        }
-        .build(clients.clone());
+        let store = VaultStore::new(clients.clone(), "secret".into(), TOKEN.into(), None);
         let maintainer = {
             let clients = clients.clone();
             tokio::spawn(async move { clients.maintain().await })
@@ -1368,12 +1197,7 @@ async fn an_expired_login_token_is_replaced_on_first_refusal() {
             mount: None,
         }),
     });
-    let store = VaultStoreConfig {
-        path: TOKEN.into(),
-        mount: None,
-        keep_versions: None,
-    }
-    .build(clients);
+    let store = VaultStore::new(clients, "secret".into(), TOKEN.into(), None);
     for _ in 0..2 {
         let got = store.read_current().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got.map(|s| s.version.0), Some("1".to_string()));
@@ -1454,3 +1278,110 @@ async fn the_daemon_renews_its_vault_token_and_logs_in_again_while_rotating() {
     );
     assert_eq!(d.stop().await, 0);
 }
+
+/// Fresh KV v2 paths on one OpenBao, through the root token (in a file).
+pub struct VaultFixture {
+    bao: OpenBao,
+    clients: Arc<VaultClients>,
+    counter: AtomicUsize,
+}
+
+impl VaultFixture {
+    pub async fn start() -> VaultFixture {
+        let bao = OpenBao::start().await;
+        let token = secret_file(bao.dir.path(), "root-token", ROOT);
+        let clients = VaultClients::new(&VaultSection {
+            address: Some(bao.addr.clone()),
+            namespace: None,
+            ca_file: Some(bao.ca.clone()),
+            auth: VaultAuth::Token(TokenAuth {
+                token: Some(AuthValue::Ref(SecretRef {
+                    env: None,
+                    file: Some(token),
+                    credential: None,
+                })),
+                mount: None,
+            }),
+        });
+        VaultFixture {
+            bao,
+            clients,
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    fn next(&self) -> usize {
+        self.counter.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::scenarios::Fixture for VaultFixture {
+    fn backend(&self) -> &'static str {
+        "vault"
+    }
+
+    fn sections(&self) -> String {
+        vault_section(&self.bao, TOKEN_AUTH)
+    }
+
+    fn clients(&self) -> Clients {
+        let mut c = Clients::new(&Sections::default());
+        c.vault = self.clients.clone();
+        c
+    }
+
+    fn command(&self, env: &Env, config: &Path, args: &[&str]) -> tokio::process::Command {
+        vault_command(env, config, args)
+    }
+
+    async fn store(&self) -> crate::scenarios::Store {
+        let path = format!("scenario/s{}/token", self.next());
+        crate::scenarios::Store {
+            toml: format!("{{ backend = \"vault\", path = \"{path}\", keep_versions = 5 }}"),
+            id: format!("secret/{path}"),
+        }
+    }
+
+    async fn missing_store(&self) -> Option<crate::scenarios::Store> {
+        None // a KV v2 path is made by its first write
+    }
+
+    async fn credentials(&self, value: Option<&str>) -> crate::scenarios::Creds {
+        let path = format!("scenario/creds{}", self.next());
+        if let Some(v) = value {
+            let data: Value = serde_json::from_str(v)
+                .unwrap_or_else(|e| panic!("a KV v2 path holds a JSON object: {e}"));
+            self.bao.put(&path, data).await;
+        }
+        crate::scenarios::Creds {
+            toml: format!("{{ backend = \"vault\", path = \"{path}\" }}"),
+            id: path,
+        }
+    }
+
+    async fn versions(&self, store: &crate::scenarios::Store) -> usize {
+        let path = store.id.trim_start_matches("secret/");
+        self.bao.current_version(path).await as usize
+    }
+
+    async fn calls(&self) -> Option<u64> {
+        Some(self.bao.audited().len() as u64)
+    }
+
+    async fn state_kept(&self, store: &crate::scenarios::Store) -> Option<bool> {
+        let path = store.id.trim_start_matches("secret/");
+        let meta = self.bao.metadata(path).await.unwrap_or_default();
+        Some(meta["custom_metadata"]["deepvue-rotator.state.n"].is_string())
+    }
+
+    fn holds_text(&self) -> bool {
+        false
+    }
+
+    fn missing_says(&self) -> &'static str {
+        "no such secret"
+    }
+}
+
+crate::scenarios::suite!(VaultFixture::start().await);

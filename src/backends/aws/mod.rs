@@ -25,10 +25,27 @@ pub use store::{AwsStore, MARKER};
 /// The staging label of the current version.
 pub const CURRENT: &str = store::CURRENT;
 
-use crate::core::credentials::CredentialKeys;
+use super::{Backend, BuildContext, CredentialsEntry, SectionEntry, StoreEntry};
+use crate::core::credentials::{CredentialKeys, CredentialSource};
+use crate::core::parts::StoreParts;
 use crate::support::net::is_loopback;
 use crate::support::problem::Problem;
 use crate::support::text::shown_url;
+
+/// The `aws` backend: Secrets Manager credentials and token store (with Secrets Manager's
+/// native rotation protocol), on one SDK config per process.
+pub struct Aws;
+
+impl Backend for Aws {
+    type Section = AwsSection;
+    type Clients = AwsClients;
+    type Credentials = AwsCredentialsConfig;
+    type Store = AwsStoreConfig;
+
+    fn clients(section: &AwsSection) -> Arc<AwsClients> {
+        AwsClients::new(section)
+    }
+}
 
 /// `[aws]`: settings for every AWS client (Secrets Manager, SNS).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -44,8 +61,8 @@ pub struct AwsSection {
     pub ca_file: Option<PathBuf>,
 }
 
-impl AwsSection {
-    pub(crate) fn endpoint_note(&self) -> Option<String> {
+impl SectionEntry for AwsSection {
+    fn endpoint_note(&self) -> Option<String> {
         self.endpoint_url.as_ref().map(|e| {
             format!(
                 "aws {}{}",
@@ -59,7 +76,7 @@ impl AwsSection {
         })
     }
 
-    pub(crate) fn validate(&self) -> Result<(), Problem> {
+    fn validate(&self) -> Result<(), Problem> {
         if let Some(ca) = &self.ca_file
             && !ca.is_file()
         {
@@ -98,8 +115,8 @@ pub struct AwsCredentialsConfig {
     pub client_secret_key: Option<String>,
 }
 
-impl AwsCredentialsConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl CredentialsEntry for AwsCredentialsConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
         Problem::no_blank(
             at,
@@ -111,20 +128,20 @@ impl AwsCredentialsConfig {
         )
     }
 
-    pub(crate) fn identity(&self) -> String {
-        secret_name(&self.secret_id).to_string()
+    fn identity(&self) -> Option<String> {
+        Some(secret_name(&self.secret_id).to_string())
     }
 
-    pub(crate) fn build(&self, clients: Arc<AwsClients>) -> AwsCredentials {
-        AwsCredentials::new(
-            clients,
+    fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        Box::new(AwsCredentials::new(
+            ctx.clients.aws.clone(),
             self.secret_id.clone(),
             self.version_stage.clone(),
             CredentialKeys::named(
                 self.client_id_key.as_deref(),
                 self.client_secret_key.as_deref(),
             ),
-        )
+        ))
     }
 }
 
@@ -145,8 +162,8 @@ pub struct AwsStoreConfig {
     pub tags: BTreeMap<String, String>,
 }
 
-impl AwsStoreConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl StoreEntry for AwsStoreConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
         if !self.create_if_missing && (self.kms_key_id.is_some() || !self.tags.is_empty()) {
             return Err(Problem::invalid(format!(
@@ -177,19 +194,21 @@ impl AwsStoreConfig {
     }
 
     /// By name, so `name` and its ARN are recognised as one secret.
-    pub(crate) fn identity(&self) -> String {
+    fn identity(&self) -> String {
         secret_name(&self.secret_id).to_string()
     }
 
-    /// Whether a secret id (name or ARN, e.g. from a rotation event) is this store's secret.
-    pub fn is_secret(&self, id: &str) -> bool {
-        self.secret_id == id || secret_name(&self.secret_id) == secret_name(id)
+    /// Versions and run state (tags) in the secret, and Secrets Manager's native rotation
+    /// protocol; no lease (the derived ClientRequestToken makes racing writers converge).
+    fn build(&self, ctx: &BuildContext<'_>) -> StoreParts {
+        let store = Arc::new(AwsStore::new(ctx.clients.aws.clone(), self));
+        StoreParts::of(store.clone()).with_native(store)
     }
+}
 
-    /// The store for this entry.
-    pub fn build(&self, clients: Arc<AwsClients>) -> AwsStore {
-        AwsStore::new(clients, self)
-    }
+/// Whether a secret id (name or ARN, e.g. from a rotation event) names `configured`.
+pub(crate) fn same_secret(configured: &str, id: &str) -> bool {
+    configured == id || secret_name(configured) == secret_name(id)
 }
 
 /// A Secrets Manager secret id: a name or an ARN, 1-2048 characters.

@@ -1,17 +1,31 @@
-//! The Secrets Manager calls of native rotation (the Lambda mode sequences them): the
-//! preamble's view of the secret, the AWSPENDING value, putting it, promoting it, releasing it.
-//! They live here, beside the store's own calls, so no Secrets Manager call is written twice.
+//! Secrets Manager's native rotation protocol on the token secret, as the backend's
+//! [`NativeRotation`]: AWS's template preamble, then `createSecret` (mint only if AWSPENDING
+//! has no value), `setSecret` (nothing: Deepvue issues the token), `testSecret` (the document
+//! parses and is unexpired), `finishSecret` (move AWSCURRENT, drop AWSPENDING). Every step is
+//! replay-safe. Minting, egress diagnosis, alerts and recorded state come from the engine
+//! through the [`TriggerHost`], so a rotation alerts and resolves like a scheduled run; the
+//! Lambda mode only parses the event and routes it here.
+//!
+//! The Secrets Manager calls (the preamble's view of the secret, the AWSPENDING value,
+//! putting, promoting and releasing it) live beside the store's own, so no call is written
+//! twice.
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::SdkError;
+use chrono::Utc;
 use secrecy::ExposeSecret;
+use tracing::{info, warn};
 
 use super::errors::sm_code;
 use super::store::{AwsStore, CURRENT};
 use crate::core::document::{DocumentError, TokenDocument};
 use crate::core::error::ErrorKind;
-use crate::core::store::StoreError;
+use crate::core::result::Failure;
+use crate::core::store::{StoreError, Version};
+use crate::core::trigger::{NativeRotation, RotationStep, StepKind, TriggerHost};
+use crate::support::time::format_time;
 
 /// The staging label of a version being rotated in.
 pub const PENDING: &str = "AWSPENDING";
@@ -141,5 +155,246 @@ impl AwsStore {
             .await
             .map(|_| ())
             .map_err(|e| self.sdk_err(&e, "UpdateSecretVersionStage"))
+    }
+}
+
+#[async_trait]
+impl NativeRotation for AwsStore {
+    async fn step(&self, step: &RotationStep, host: &dyn TriggerHost) -> Result<String, Failure> {
+        info!(step = ?step.step, secret_id = %step.secret_id, version = %step.version, token = %host.token(), "rotation step");
+        let r = Rotation {
+            // Every call and message uses the id Secrets Manager gave.
+            store: self.clone().addressed_as(&step.secret_id),
+            step,
+            host,
+        };
+        r.run().await
+    }
+}
+
+struct Rotation<'a> {
+    store: AwsStore,
+    step: &'a RotationStep,
+    host: &'a dyn TriggerHost,
+}
+
+impl Rotation<'_> {
+    /// A failure of `step`, naming the token and the secret.
+    fn fail(&self, step: &str, kind: ErrorKind, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            kind,
+            message: format!(
+                "token `{}`: aws secret `{}`: {step}: {message}",
+                self.host.token(),
+                self.step.secret_id
+            ),
+            deepvue_detail: None,
+        }
+    }
+
+    /// A failure the engine reported (it names the token), placed in `step`.
+    fn within(&self, step: &str, f: Failure) -> Failure {
+        let prefix = format!("token `{}`: ", self.host.token());
+        let message = f.message.strip_prefix(&prefix).unwrap_or(&f.message);
+        Failure {
+            message: format!(
+                "{prefix}aws secret `{}`: {step}: {message}",
+                self.step.secret_id
+            ),
+            ..f
+        }
+    }
+
+    /// A store error during `step` (the error already names the backend and secret).
+    fn store_fail(&self, step: &str, e: StoreError) -> Failure {
+        self.fail(step, e.kind, e.message)
+    }
+
+    async fn run(&self) -> Result<String, Failure> {
+        let ev = self.step;
+        // The template's preamble.
+        let state = self
+            .store
+            .rotation_state()
+            .await
+            .map_err(|e| self.store_fail("DescribeSecret", e))?;
+        if !state.enabled {
+            return Err(self.fail(
+                "preamble",
+                ErrorKind::Config,
+                "rotation is not enabled on this secret",
+            ));
+        }
+        let Some(mine) = state.labels(&ev.version) else {
+            return Err(self.fail(
+                "preamble",
+                ErrorKind::Permanent,
+                format!("version {} is not a version of this secret", ev.version),
+            ));
+        };
+        if mine.iter().any(|s| s == CURRENT) {
+            if ev.step == StepKind::Finish && mine.iter().any(|s| s == PENDING) {
+                // A finishSecret that moved AWSCURRENT but failed to drop AWSPENDING.
+                self.store
+                    .release_pending(&ev.version)
+                    .await
+                    .map_err(|e| self.store_fail("finishSecret", e))?;
+            }
+            info!(version = %ev.version, "already AWSCURRENT: nothing to do");
+            if ev.step == StepKind::Finish {
+                // Resolve alerts an interrupted finishSecret may have left open.
+                self.conclude_success(None).await;
+            }
+            return Ok("already_current".into());
+        }
+        if !mine.iter().any(|s| s == PENDING) {
+            return Err(self.fail(
+                "preamble",
+                ErrorKind::Permanent,
+                format!(
+                    "version {} is not AWSPENDING; another rotation moved on",
+                    ev.version
+                ),
+            ));
+        }
+        let current = state.current().map(str::to_string);
+
+        let result = match ev.step {
+            StepKind::Create => match self.create().await {
+                Ok(r) => r,
+                // Alert like a scheduled run would (egress diagnosis on 403, dedup via the
+                // token secret's state); the invocation still fails.
+                Err(f) => return Err(self.conclude_failure(f).await),
+            },
+            StepKind::Set => "nothing to set: Deepvue issues the token itself",
+            StepKind::Test => self.test().await?,
+            StepKind::Finish => {
+                self.store
+                    .promote(&ev.version, current.as_deref())
+                    .await
+                    .map_err(|e| self.store_fail("finishSecret", e))?;
+                self.store
+                    .release_pending(&ev.version)
+                    .await
+                    .map_err(|e| self.store_fail("finishSecret", e))?;
+                info!(version = %ev.version, previous = current.as_deref().unwrap_or("none"), "AWSCURRENT moved");
+                self.conclude_success(current).await;
+                "AWSCURRENT moved to the new version"
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn test(&self) -> Result<&'static str, Failure> {
+        let ev = self.step;
+        let doc = self
+            .store
+            .pending(&ev.version)
+            .await
+            .map_err(|e| self.store_fail("GetSecretValue", e))?
+            .ok_or_else(|| {
+                self.fail(
+                    "testSecret",
+                    ErrorKind::Permanent,
+                    format!(
+                        "version {} has no value; createSecret did not run",
+                        ev.version
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                self.fail(
+                    "testSecret",
+                    ErrorKind::Permanent,
+                    format!("AWSPENDING is not a usable token document: {e}"),
+                )
+            })?;
+        if doc.expires_in(Utc::now()) <= chrono::Duration::zero() {
+            return Err(self.fail(
+                "testSecret",
+                ErrorKind::Permanent,
+                format!("AWSPENDING token expired at {}", format_time(doc.expiry)),
+            ));
+        }
+        Ok("AWSPENDING holds a valid token document")
+    }
+
+    async fn create(&self) -> Result<&'static str, Failure> {
+        let ev = self.step;
+        match self
+            .store
+            .pending(&ev.version)
+            .await
+            .map_err(|e| self.store_fail("GetSecretValue", e))?
+        {
+            Some(Ok(doc)) if doc.expires_in(Utc::now()) > chrono::Duration::zero() => {
+                return Ok("AWSPENDING already holds a token (replay): nothing minted");
+            }
+            Some(Ok(doc)) => {
+                // A stalled rotation retried after its token expired: versions are immutable,
+                // so testSecret would fail forever. Release the label; Secrets Manager's next
+                // rotation starts a fresh version.
+                self.store
+                    .release_pending(&ev.version)
+                    .await
+                    .map_err(|e| self.store_fail("createSecret", e))?;
+                return Err(self.fail(
+                    "createSecret",
+                    ErrorKind::Permanent,
+                    format!(
+                        "version {} holds a token that expired at {} (a stalled rotation); \
+                         AWSPENDING was removed from it, the next rotation mints afresh",
+                        ev.version,
+                        format_time(doc.expiry)
+                    ),
+                ));
+            }
+            Some(Err(e)) => {
+                return Err(self.fail(
+                    "createSecret",
+                    ErrorKind::Permanent,
+                    format!(
+                        "version {} already holds an unusable value ({e}); versions are \
+                         immutable: cancel this rotation and start a new one",
+                        ev.version
+                    ),
+                ));
+            }
+            None => {}
+        }
+        // The engine's one mint path.
+        let doc = self
+            .host
+            .mint()
+            .await
+            .map_err(|f| self.within("createSecret", f))?;
+        match self
+            .store
+            .put_pending(&ev.version, &doc, ev.rotation_token.as_deref())
+            .await
+            .map_err(|e| self.store_fail("PutSecretValue", e))?
+        {
+            PendingWrite::Written => {
+                info!(version = %ev.version, expiry = %format_time(doc.expiry), "minted; AWSPENDING written");
+                Ok("minted; AWSPENDING written")
+            }
+            // A concurrent createSecret for the same version won: its value stands.
+            PendingWrite::Concurrent => {
+                warn!(version = %ev.version, "AWSPENDING was written concurrently; keeping that value");
+                Ok("AWSPENDING written by a concurrent invocation")
+            }
+        }
+    }
+
+    /// Report a failed createSecret through the engine's diagnosis and alerting.
+    async fn conclude_failure(&self, f: Failure) -> Failure {
+        self.host.failed(f).await
+    }
+
+    /// A finished rotation: resolve open alerts and record the outcome.
+    async fn conclude_success(&self, previous: Option<String>) {
+        self.host
+            .rotated(Version(self.step.version.clone()), previous.map(Version))
+            .await;
     }
 }

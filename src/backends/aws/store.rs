@@ -17,10 +17,10 @@
 //! **Cost.** `read_current` is one `GetSecretValue`; a write one `PutSecretValue`. Run state
 //! (alert dedup) lives in tags on the token secret (`state_tags`). Whether there is any is
 //! marked, for free, by the staging label [`MARKER`] on the current version, which
-//! `GetSecretValue` returns anyway: `read_current` reports it as the [`StateMark`], and the
-//! rotator reads the tags (`DescribeSecret`) only when the marker is there, the run failed or
+//! `GetSecretValue` returns anyway: `read_current` reports it as the [`StateHint`], and the
+//! engine reads the tags (`DescribeSecret`) only when the marker is there, the run failed or
 //! rotated, or egress drifted. The store object itself remembers nothing between calls: what
-//! `write_state` needs from the `DescribeSecret` of `read_state` travels in [`StateRead`].
+//! `write_state` needs from the `DescribeSecret` of `read_state` travels in its etag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,14 +33,11 @@ use secrecy::ExposeSecret;
 use tracing::warn;
 
 use super::errors::{classify_sm_error, sm_code};
-use super::{AwsClients, AwsStoreConfig, state_tags};
+use super::{AwsClients, AwsStoreConfig, same_secret, state_tags};
 use crate::core::document::{DocumentError, TokenDocument};
 use crate::core::error::ErrorKind;
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StateBase, StateMark, StatePolicy, StateRead, StoreError, Stored, TokenStore,
-    Version, WriteMode,
-};
+use crate::core::state::{StateEtag, StatePolicy, StateRead, StateStore};
+use crate::core::store::{StateHint, StoreError, Stored, TokenStore, Version, WriteMode};
 
 pub(super) const CURRENT: &str = "AWSCURRENT";
 /// Staging label on the current version while run state (open alerts, a failure) is kept.
@@ -50,8 +47,9 @@ const MAX_GENERATIONS: u32 = 4;
 /// Description of a secret this tool creates.
 const DESCRIPTION: &str = "Deepvue access token, rotated by deepvue-rotator";
 
-/// What `read_state`'s `DescribeSecret` showed, for the `write_state` of the same run.
-#[derive(Clone, Debug, Default)]
+/// What `read_state`'s `DescribeSecret` showed, for the `write_state` of the same run (carried
+/// as its [`StateEtag`]).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct TagState {
     /// State tag keys present.
     keys: Vec<String>,
@@ -61,7 +59,18 @@ struct TagState {
     current: Option<String>,
 }
 
+impl TagState {
+    fn etag(&self) -> StateEtag {
+        StateEtag(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    fn of(etag: &StateEtag) -> Option<TagState> {
+        serde_json::from_str(&etag.0).ok()
+    }
+}
+
 /// A token secret in AWS Secrets Manager.
+#[derive(Clone)]
 pub struct AwsStore {
     clients: Arc<AwsClients>,
     secret_id: String,
@@ -179,9 +188,9 @@ impl AwsStore {
         let version = Version(out.version_id()?.to_string());
         let mut stored = Stored::new(version, Self::document(out.secret_string()));
         stored.state = if out.version_stages().iter().any(|s| s == MARKER) {
-            StateMark::Kept
+            StateHint::Kept
         } else {
-            StateMark::None
+            StateHint::None
         };
         Some(stored)
     }
@@ -322,11 +331,11 @@ impl AwsStore {
     async fn describe_state(&self) -> Result<StateRead, StoreError> {
         let Some(d) = self.describe().await? else {
             return Ok(StateRead {
-                base: StateBase::new(TagState::default()),
+                etag: Some(TagState::default().etag()),
                 ..StateRead::default()
             });
         };
-        let (keys, state) = state_tags::decode(d.tags());
+        let (keys, bytes, torn) = state_tags::decode(d.tags());
         let stages = d.version_ids_to_stages();
         let on = |label: &str| {
             stages.and_then(|m| {
@@ -336,18 +345,21 @@ impl AwsStore {
             })
         };
         let (marker_on, current) = (on(MARKER), on(CURRENT));
-        // A marker without usable state (a half-finished cleanup, tags removed by hand): the
-        // next write_state clears it, or every run would pay this read.
-        let needs_write =
-            marker_on.is_some() && !state.as_ref().is_some_and(RunState::worth_keeping);
+        // A marker without state (a half-finished cleanup, tags removed by hand), or tags
+        // that do not decode: the next write_state clears them, or every run would pay this
+        // read.
+        let needs_write = torn || (marker_on.is_some() && bytes.is_none());
         Ok(StateRead {
-            state,
+            bytes,
+            etag: Some(
+                TagState {
+                    keys,
+                    marker_on,
+                    current,
+                }
+                .etag(),
+            ),
             needs_write,
-            base: StateBase::new(TagState {
-                keys,
-                marker_on,
-                current,
-            }),
         })
     }
 
@@ -417,8 +429,8 @@ impl TokenStore for AwsStore {
         self.secret_id.clone()
     }
 
-    fn state_policy(&self) -> StatePolicy {
-        StatePolicy::AlertsOnly
+    fn is_named(&self, platform_name: &str) -> bool {
+        same_secret(&self.secret_id, platform_name)
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
@@ -484,11 +496,6 @@ impl TokenStore for AwsStore {
         ))
     }
 
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        // No lock service: the derived ClientRequestToken makes racing writers converge.
-        Ok(None)
-    }
-
     async fn check(&self) -> Result<(), StoreError> {
         if self.exists().await? || self.create_if_missing {
             Ok(())
@@ -496,27 +503,42 @@ impl TokenStore for AwsStore {
             Err(self.missing())
         }
     }
+}
+
+/// Run state in tags, marked by [`MARKER`] on the current version.
+#[async_trait]
+impl StateStore for AwsStore {
+    fn policy(&self) -> StatePolicy {
+        StatePolicy::AlertsOnly
+    }
+
+    fn capacity(&self) -> usize {
+        state_tags::CAPACITY
+    }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
         self.describe_state().await
     }
 
-    async fn write_state(&self, state: &RunState, read: &StateRead) -> Result<(), StoreError> {
-        let keep = state.worth_keeping();
-        let new_tags = if keep {
-            state_tags::encode(state).map_err(|e| self.err(ErrorKind::Permanent, e))?
-        } else {
-            Vec::new()
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError> {
+        let keep = bytes.is_some();
+        let new_tags = match bytes {
+            Some(b) => state_tags::encode(b).map_err(|e| self.err(ErrorKind::Permanent, e))?,
+            None => Vec::new(),
         };
         // What read_state saw; a write without a read in this run looks for itself.
-        let base = match read.base.get::<TagState>() {
-            Some(b) => b.clone(),
+        let base = match etag.and_then(TagState::of) {
+            Some(b) => b,
             None => self
                 .describe_state()
                 .await?
-                .base
-                .get::<TagState>()
-                .cloned()
+                .etag
+                .as_ref()
+                .and_then(TagState::of)
                 .unwrap_or_default(),
         };
         let (marker_on, current) = (base.marker_on.as_deref(), base.current.as_deref());
@@ -564,24 +586,5 @@ mod tests {
         assert_ne!(a, AwsStore::request_token(Some(&Version("v2".into())), 0));
         assert_ne!(a, AwsStore::request_token(Some(&v1), 1));
         assert_ne!(a, AwsStore::request_token(None, 0));
-    }
-
-    #[test]
-    fn only_failures_and_open_alerts_are_kept() {
-        assert!(
-            !RunState {
-                last_outcome: Some("rotated".into()),
-                last_run_at: Some("2026-11-28T12:00:00Z".into()),
-                ..RunState::default()
-            }
-            .worth_keeping()
-        );
-        assert!(
-            RunState {
-                last_outcome: Some("failed".into()),
-                ..RunState::default()
-            }
-            .worth_keeping()
-        );
     }
 }

@@ -5,14 +5,31 @@ mod credentials;
 mod store;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 pub use credentials::FileCredentials;
 pub use store::{CURRENT, DEFAULT_KEEP_VERSIONS, FileStore};
 
+use super::{Backend, BuildContext, CredentialsEntry, NoSection, StoreEntry};
+use crate::core::credentials::CredentialSource;
+use crate::core::parts::StoreParts;
 use crate::support::problem::Problem;
+
+/// The `file` backend: the embedded store, and credentials from a file.
+pub struct File;
+
+impl Backend for File {
+    type Section = NoSection;
+    type Clients = ();
+    type Credentials = FileCredentialsConfig;
+    type Store = FileStoreConfig;
+
+    fn clients(_: &NoSection) -> Arc<()> {
+        Arc::new(())
+    }
+}
 
 /// `store = { backend = "file", path, keep_versions? }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -24,8 +41,8 @@ pub struct FileStoreConfig {
     pub keep_versions: Option<usize>,
 }
 
-impl FileStoreConfig {
-    pub(super) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl StoreEntry for FileStoreConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         if self.path.as_os_str().is_empty() {
             return Err(Problem::invalid(format!("{at}.path is empty")));
         }
@@ -42,16 +59,18 @@ impl FileStoreConfig {
 
     /// The directory this path really names, so duplicates are caught however they are
     /// spelled: `/x/`, `/x/.`, `./x` and a symlink to `/x` are one store.
-    pub(super) fn identity(&self) -> String {
+    fn identity(&self) -> String {
         canonical(&self.path).display().to_string()
     }
 
-    pub(super) fn build(&self, lock_timeout: Duration) -> FileStore {
-        FileStore::new(
+    /// Versions, the flock lease and `state.json`, all in one directory.
+    fn build(&self, ctx: &BuildContext<'_>) -> StoreParts {
+        let store = Arc::new(FileStore::new(
             self.path.clone(),
             self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS),
-            lock_timeout,
-        )
+            ctx.lock_timeout,
+        ));
+        StoreParts::of(store.clone()).with_leases(store)
     }
 }
 
@@ -66,8 +85,8 @@ pub struct FileCredentialsConfig {
     pub credential: Option<String>,
 }
 
-impl FileCredentialsConfig {
-    pub(super) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl CredentialsEntry for FileCredentialsConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         match (&self.path, &self.credential) {
             (Some(p), None) if !p.as_os_str().is_empty() => Ok(()),
             (None, Some(c)) if !c.is_empty() && !c.contains('/') => Ok(()),
@@ -82,13 +101,13 @@ impl FileCredentialsConfig {
         }
     }
 
-    pub(super) fn build(&self) -> FileCredentials {
-        match (&self.path, &self.credential) {
+    fn build(&self, _: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        Box::new(match (&self.path, &self.credential) {
             (_, Some(c)) => FileCredentials::systemd(c.clone()),
             (Some(p), None) => FileCredentials::new(p.clone()),
             // Refused by validate.
             (None, None) => FileCredentials::new(PathBuf::new()),
-        }
+        })
     }
 }
 

@@ -31,10 +31,9 @@ use tracing::warn;
 
 use crate::core::document::{DocumentError, TokenDocument};
 use crate::core::error::ErrorKind;
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StatePolicy, StateRead, StoreError, Stored, TokenStore, Version, WriteMode,
-};
+use crate::core::lease::Leases;
+use crate::core::state::{StateEtag, StatePolicy, StateRead, StateStore};
+use crate::core::store::{Lease, StoreError, Stored, TokenStore, Version, WriteMode};
 
 /// Versions kept by default (the current one included).
 pub const DEFAULT_KEEP_VERSIONS: usize = 5;
@@ -297,7 +296,7 @@ impl FileStore {
 
     /// Acquire an exclusive flock on `name`, polling until the lock timeout. The lock file is
     /// opened relative to the store directory, `O_NOFOLLOW`, and must be a regular file.
-    async fn acquire(&self, name: &'static str) -> Result<Locked, StoreError> {
+    async fn flock(&self, name: &'static str) -> Result<Locked, StoreError> {
         let (root, file) = self
             .blocking(move |s| {
                 let root = s
@@ -673,10 +672,6 @@ impl TokenStore for FileStore {
         self.dir.display().to_string()
     }
 
-    fn state_policy(&self) -> StatePolicy {
-        StatePolicy::EveryRun
-    }
-
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
         self.blocking(FileStore::read_current_blocking).await
     }
@@ -696,7 +691,9 @@ impl TokenStore for FileStore {
     }
 
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
-        let Locked { root, lock } = self.acquire(WRITE_LOCK).await?;
+        // The rotation lease (a flock on another file) serialises whole rotations; the write
+        // lock serialises the version writes themselves, lease or not.
+        let Locked { root, lock } = self.flock(WRITE_LOCK).await?;
         let json = doc.to_json();
         let expected = mode.expected().cloned();
         self.blocking(move |s| {
@@ -707,60 +704,97 @@ impl TokenStore for FileStore {
         .await
     }
 
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        let Locked { root, lock } = self.acquire(ROTATE_LOCK).await?;
-        // Refuse a tampered versions directory before anything is minted for it.
-        self.blocking(move |s| s.open_versions(&root, true).map(drop))
-            .await?;
-        Ok(Some(RotationLock::new(lock)))
-    }
-
     async fn check(&self) -> Result<(), StoreError> {
         self.blocking(|s| s.check_blocking()).await
     }
+}
+
+/// The rotation lease is a flock on `.rotate.lock`, held by the descriptor inside the
+/// [`Lease`] value: it lasts until the value is dropped (or the process dies), so N runners on
+/// one host mint once.
+#[async_trait]
+impl Leases for FileStore {
+    async fn acquire(&self, base: Option<&Version>) -> Result<Lease, StoreError> {
+        let Locked { root, lock } = self.flock(ROTATE_LOCK).await?;
+        // Refuse a tampered versions directory before anything is minted for it.
+        self.blocking(move |s| s.open_versions(&root, true).map(drop))
+            .await?;
+        let holder = format!("pid-{}", std::process::id());
+        Ok(Lease::new(holder, base.cloned(), None).guarded_by(lock))
+    }
+
+    async fn release(&self, lease: Lease) {
+        drop(lease);
+    }
+}
+
+/// Run state is `state.json` beside the versions, written under the write lock.
+#[async_trait]
+impl StateStore for FileStore {
+    fn policy(&self) -> StatePolicy {
+        StatePolicy::EveryRun
+    }
+
+    fn capacity(&self) -> usize {
+        MAX_FILE_BYTES as usize
+    }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
-        let state = self
+        let bytes = self
             .blocking(|s| {
                 let Some(root) = s.open_root(false)? else {
                     return Ok(None);
                 };
                 match s.read_file(&root, STATE, &s.dir.join(STATE))? {
-                    FileRead::Bytes(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+                    FileRead::Bytes(bytes) => Ok(Some(bytes.to_vec())),
                     FileRead::Missing => Ok(None),
                     FileRead::Foreign(why) => Err(s.err(ErrorKind::Permanent, why)),
                 }
             })
             .await?;
         Ok(StateRead {
-            state,
+            bytes,
             ..StateRead::default()
         })
     }
 
-    async fn write_state(&self, state: &RunState, _base: &StateRead) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| self.err(ErrorKind::Permanent, format!("cannot encode state: {e}")))?;
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        _etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError> {
+        let bytes = bytes.map(<[u8]>::to_vec);
         // Under the write lock, like version writes: its temp file uses the swept prefix.
-        let Locked { root, lock } = self.acquire(WRITE_LOCK).await?;
+        let Locked { root, lock } = self.flock(WRITE_LOCK).await?;
         self.blocking(move |s| {
-            let tmp = format!("{TMP_PREFIX}state-{}", std::process::id());
-            let shown = s.dir.join(&tmp);
-            let result = (|| {
-                // A leftover of ours, or something planted under our name: only the name goes.
-                Self::unlink(&root, &tmp);
-                let mut f = s.create_new(&root, &tmp, &shown)?;
-                f.write_all(&bytes)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| s.io("cannot write", &shown, e))?;
-                rfs::renameat(&root, tmp.as_str(), &root, STATE)
-                    .map_err(|e| s.errno("cannot replace", &s.dir.join(STATE), e))?;
-                rfs::fsync(&root).map_err(|e| s.errno("cannot fsync", &s.dir, e))
-            })();
+            let result = match bytes {
+                Some(bytes) => s.replace_state(&root, &bytes),
+                None => match rfs::unlinkat(&root, STATE, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => Ok(()),
+                    Err(e) => Err(s.errno("cannot remove", &s.dir.join(STATE), e)),
+                },
+            };
             drop(lock);
             result
         })
         .await
+    }
+}
+
+impl FileStore {
+    /// Replace `state.json`: temp file, fsync, rename, fsync the directory.
+    fn replace_state(&self, root: &OwnedFd, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = format!("{TMP_PREFIX}state-{}", std::process::id());
+        let shown = self.dir.join(&tmp);
+        // A leftover of ours, or something planted under our name: only the name goes.
+        Self::unlink(root, &tmp);
+        let mut f = self.create_new(root, &tmp, &shown)?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| self.io("cannot write", &shown, e))?;
+        rfs::renameat(root, tmp.as_str(), root, STATE)
+            .map_err(|e| self.errno("cannot replace", &self.dir.join(STATE), e))?;
+        rfs::fsync(root).map_err(|e| self.errno("cannot fsync", &self.dir, e))
     }
 }
 

@@ -19,7 +19,7 @@ pub const LEASE_ANNOTATION: &str = "deepvue-rotator.lease";
 
 /// One lease as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
+pub struct LeaseRecord {
     /// Random id of the run holding it; also the `write_id` of the version it adds.
     pub holder: String,
     /// The version number the holder decided from (0: nothing stored).
@@ -29,11 +29,11 @@ pub struct Lease {
     pub until: String,
 }
 
-impl Lease {
+impl LeaseRecord {
     /// A new lease for a fresh holder id, from `base`, for `ttl` from `now`.
-    pub fn new(now: DateTime<Utc>, base: u64, ttl: std::time::Duration) -> Lease {
+    pub fn new(now: DateTime<Utc>, base: u64, ttl: std::time::Duration) -> LeaseRecord {
         let id: [u8; 12] = rand::random();
-        Lease {
+        LeaseRecord {
             holder: id.iter().map(|b| format!("{b:02x}")).collect(),
             base,
             until: (now + chrono::Duration::from_std(ttl).unwrap_or_default())
@@ -44,7 +44,7 @@ impl Lease {
     /// The lease in `annotations`, if a readable one is there.
     pub fn from_annotations<'a>(
         annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
-    ) -> Option<Lease> {
+    ) -> Option<LeaseRecord> {
         annotations
             .into_iter()
             .find(|(k, _)| k.as_str() == LEASE_ANNOTATION)
@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn lease_round_trip_and_expiry() {
         let now = Utc::now();
-        let l = Lease::new(now, 7, std::time::Duration::from_secs(60));
+        let l = LeaseRecord::new(now, 7, std::time::Duration::from_secs(60));
         assert_eq!(l.holder.len(), 24);
         assert!(l.live(now));
         assert!(
@@ -99,10 +99,10 @@ mod tests {
         let mut a = HashMap::new();
         a.insert("other".to_string(), "x".to_string());
         a.insert(LEASE_ANNOTATION.to_string(), l.to_value());
-        assert_eq!(Lease::from_annotations(&a), Some(l));
+        assert_eq!(LeaseRecord::from_annotations(&a), Some(l));
         a.insert(LEASE_ANNOTATION.to_string(), "garbage".into());
-        assert_eq!(Lease::from_annotations(&a), None);
-        let odd = Lease {
+        assert_eq!(LeaseRecord::from_annotations(&a), None);
+        let odd = LeaseRecord {
             holder: "h".into(),
             base: 0,
             until: "soon".into(),

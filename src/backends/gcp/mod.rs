@@ -24,17 +24,34 @@ pub use client::{GcpClients, GcpSetupError};
 pub use crc32c::crc32c;
 pub use credentials::GcpCredentials;
 pub use errors::classify;
-pub use lease::{LEASE_ANNOTATION, Lease};
+pub use lease::{LEASE_ANNOTATION, LeaseRecord};
 pub use state_annotations::STATE_ANNOTATION_PREFIX;
 pub use store::GcpStore;
 
-use crate::core::credentials::CredentialKeys;
+use super::{Backend, BuildContext, CredentialsEntry, SectionEntry, StoreEntry};
+use crate::core::credentials::{CredentialKeys, CredentialSource};
+use crate::core::parts::StoreParts;
 use crate::support::net::is_loopback;
 use crate::support::problem::Problem;
 use crate::support::text::shown_url;
 
 /// Default `keep_versions`.
 pub const DEFAULT_KEEP_VERSIONS: u32 = 5;
+
+/// The `gcp` backend: Secret Manager credentials and token store (with an etag-guarded lease),
+/// on one client per process.
+pub struct Gcp;
+
+impl Backend for Gcp {
+    type Section = GcpSection;
+    type Clients = GcpClients;
+    type Credentials = GcpCredentialsConfig;
+    type Store = GcpStoreConfig;
+
+    fn clients(section: &GcpSection) -> Arc<GcpClients> {
+        GcpClients::new(section)
+    }
+}
 
 /// `[gcp]`: settings for every Secret Manager client.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -50,8 +67,8 @@ pub struct GcpSection {
     pub anonymous: bool,
 }
 
-impl GcpSection {
-    pub(crate) fn endpoint_note(&self) -> Option<String> {
+impl SectionEntry for GcpSection {
+    fn endpoint_note(&self) -> Option<String> {
         self.endpoint_url.as_ref().map(|e| {
             format!(
                 "gcp {}{}",
@@ -65,7 +82,7 @@ impl GcpSection {
         })
     }
 
-    pub(crate) fn validate(&self) -> Result<(), Problem> {
+    fn validate(&self) -> Result<(), Problem> {
         if let Some(p) = &self.project
             && !valid_project(p)
         {
@@ -183,8 +200,8 @@ pub struct GcpCredentialsConfig {
     pub client_secret_key: Option<String>,
 }
 
-impl GcpCredentialsConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl CredentialsEntry for GcpCredentialsConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
         Problem::no_blank(
             at,
@@ -206,20 +223,20 @@ impl GcpCredentialsConfig {
         Ok(())
     }
 
-    pub(crate) fn identity(&self) -> String {
-        identity(&self.secret_id)
+    fn identity(&self) -> Option<String> {
+        Some(identity(&self.secret_id))
     }
 
-    pub(crate) fn build(&self, clients: Arc<GcpClients>) -> GcpCredentials {
-        GcpCredentials::new(
-            clients,
+    fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        Box::new(GcpCredentials::new(
+            ctx.clients.gcp.clone(),
             self.secret_id.clone(),
             self.version.clone().unwrap_or_else(|| "latest".into()),
             CredentialKeys::named(
                 self.client_id_key.as_deref(),
                 self.client_secret_key.as_deref(),
             ),
-        )
+        ))
     }
 }
 
@@ -233,8 +250,8 @@ pub struct GcpStoreConfig {
     pub keep_versions: Option<u32>,
 }
 
-impl GcpStoreConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+impl StoreEntry for GcpStoreConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_secret_id(at, &self.secret_id)?;
         if let Some(k) = self.keep_versions
             && !(2..=1000).contains(&k)
@@ -249,26 +266,29 @@ impl GcpStoreConfig {
 
     /// `projects/P/secrets/S` as written, or the short id: a short id and a full one of the
     /// same secret are not recognised as one (the default project is known only at run time).
-    pub(crate) fn identity(&self) -> String {
+    fn identity(&self) -> String {
         identity(&self.secret_id)
     }
 
-    /// Whether a notification's `secretId` (`projects/<NUMBER>/secrets/<id>`) is this store's
-    /// secret: the secret ids match (the project is a number there, a name here).
-    pub fn is_secret(&self, notified: &str) -> bool {
-        let notified = notified.rsplit("/secrets/").next().unwrap_or(notified);
-        SecretName::parse(&self.secret_id).is_some_and(|n| n.secret == notified)
-    }
-
-    /// The store for this entry; a lease lives `lease_ttl`.
-    pub fn build(&self, clients: Arc<GcpClients>, lease_ttl: std::time::Duration) -> GcpStore {
-        GcpStore::new(
-            clients,
+    /// Versions, the lease and run state (annotations) on the secret; a lease lives
+    /// `lock_timeout`.
+    fn build(&self, ctx: &BuildContext<'_>) -> StoreParts {
+        let store = Arc::new(GcpStore::new(
+            ctx.clients.gcp.clone(),
             self.secret_id.clone(),
             self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS),
-            lease_ttl,
-        )
+            ctx.lock_timeout,
+        ));
+        StoreParts::of(store.clone()).with_leases(store)
     }
+}
+
+/// Whether a notification's `secretId` (`projects/<NUMBER>/secrets/<id>`) names the secret
+/// configured as `configured`: the secret ids match (the project is a number there, a name
+/// here).
+pub(crate) fn names_secret(configured: &str, notified: &str) -> bool {
+    let notified = notified.rsplit("/secrets/").next().unwrap_or(notified);
+    SecretName::parse(configured).is_some_and(|n| n.secret == notified)
 }
 
 fn identity(id: &str) -> String {
@@ -310,9 +330,15 @@ mod tests {
             secret_id: "deepvue-prod-token".into(),
             keep_versions: None,
         };
-        assert!(cfg.is_secret("projects/123456789012/secrets/deepvue-prod-token"));
-        assert!(!cfg.is_secret("projects/123456789012/secrets/deepvue-prod-token-2"));
-        assert!(!cfg.is_secret("projects/123/secrets/other"));
+        assert!(names_secret(
+            &cfg.secret_id,
+            "projects/123456789012/secrets/deepvue-prod-token"
+        ));
+        assert!(!names_secret(
+            &cfg.secret_id,
+            "projects/123456789012/secrets/deepvue-prod-token-2"
+        ));
+        assert!(!names_secret(&cfg.secret_id, "projects/123/secrets/other"));
     }
 
     #[test]

@@ -1,14 +1,14 @@
-//! Run state in annotations on the token secret: base64 JSON in chunks
+//! Run state in annotations on the token secret: the engine's bytes, base64 in chunks
 //! `deepvue-rotator.state.N` plus a header `deepvue-rotator.state.n` holding the chunk count
 //! and a digest, so a torn or hand-edited state reads as "no state", never as garbage.
 //!
 //! Annotations (keys plus values) must stay under 16 KiB per secret, shared with the user's
-//! own annotations and the lease: the state takes at most [`STATE_MAX_BYTES`], its long
-//! messages are cut until it fits, and [`fits`] checks the whole map before a write.
+//! own annotations and the lease: the state takes at most [`CAPACITY`] bytes (6 KiB of base64),
+//! and [`fits`] checks the whole map before a write.
 
 use std::collections::HashMap;
 
-use crate::core::state::{RunState, StateChunks};
+use crate::core::state::StateChunks;
 
 /// Annotation keys holding the run state start with this.
 pub const STATE_ANNOTATION_PREFIX: &str = "deepvue-rotator.state.";
@@ -18,11 +18,9 @@ const CHUNKS: StateChunks = StateChunks {
     prefix: STATE_ANNOTATION_PREFIX,
     chunk: 2048,
     max_chunks: 3,
-    cuts: &[1200, 300],
 };
-/// At most this much state (base64).
-#[cfg(test)]
-const STATE_MAX_BYTES: usize = CHUNKS.chunk * CHUNKS.max_chunks;
+/// The most state bytes the annotations keep.
+pub(super) const CAPACITY: usize = CHUNKS.capacity();
 /// Secret Manager's limit on all annotation keys plus values of one secret.
 pub const ANNOTATIONS_MAX_BYTES: usize = 16 * 1024;
 
@@ -36,16 +34,15 @@ pub fn fits(annotations: &HashMap<String, String>) -> bool {
 }
 
 /// The state as annotation pairs (header included).
-pub(super) fn encode(state: &RunState) -> Result<Vec<(String, String)>, String> {
+pub(super) fn encode(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
     CHUNKS
-        .encode(state)
+        .encode(bytes)
         .map_err(|_| "the run state does not fit in the secret's annotations".to_string())
 }
 
-/// The state from annotations. A torn or foreign state (count or digest mismatch) reads as
-/// none.
-pub(super) fn decode(annotations: &HashMap<String, String>) -> Option<RunState> {
-    CHUNKS.decode(|k| annotations.get(k).map(String::as_str))
+/// The state from annotations, and whether state keys are there that do not decode.
+pub(super) fn decode(annotations: &HashMap<String, String>) -> (Option<Vec<u8>>, bool) {
+    CHUNKS.read(|k| annotations.get(k).map(String::as_str))
 }
 
 /// `annotations` with the state replaced by `pairs` (none: removed); everything else kept.
@@ -62,32 +59,24 @@ mod tests {
 
     #[test]
     fn state_survives_chunking_is_capped_and_torn_states_read_as_none() {
-        let state = RunState {
-            last_run_at: Some("2026-11-28T12:00:00Z".into()),
-            last_outcome: Some("failed".into()),
-            last_error: Some("x".repeat(20_000)),
-            consecutive_failures: 3,
-            ..RunState::default()
-        };
-        let pairs = encode(&state).unwrap_or_default();
+        let bytes = vec![b'x'; CAPACITY];
+        let pairs = encode(&bytes).unwrap_or_default();
         assert!(pairs.len() >= 2);
         let total: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
-        assert!(total < STATE_MAX_BYTES + 400, "{total}");
+        assert!(total < CHUNKS.chunk * CHUNKS.max_chunks + 400, "{total}");
         let mut ann = HashMap::new();
         ann.insert("team".to_string(), "payments".to_string());
         let with = replace(&ann, &pairs);
         assert!(fits(&with));
-        let back = decode(&with).unwrap_or_default();
-        assert_eq!(back.consecutive_failures, 3);
-        assert!(back.last_error.map_or(0, |e| e.len()) <= 1300);
+        assert_eq!(decode(&with), (Some(bytes), false));
         // Torn: a chunk from another write.
         let mut torn = with.clone();
         torn.insert(format!("{STATE_ANNOTATION_PREFIX}0"), "AAAA".into());
-        assert!(decode(&torn).is_none());
+        assert_eq!(decode(&torn), (None, true));
         // Removing keeps the user's annotation.
         let gone = replace(&with, &[]);
         assert_eq!(gone.len(), 1);
-        assert!(decode(&gone).is_none());
+        assert_eq!(decode(&gone), (None, false));
         let mut big = HashMap::new();
         big.insert("k".to_string(), "v".repeat(16 * 1024));
         assert!(!fits(&big));

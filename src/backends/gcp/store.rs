@@ -7,20 +7,23 @@
 //! **Conditional writes.** `AddSecretVersion` takes neither an etag nor a request id, so the
 //! condition is a **lease** in an annotation of the secret ([`super::lease`]), taken with the
 //! secret's etag:
-//! - [`TokenStore::lock_from`] (the engine calls it only for a due token, with the version it
-//!   decided from): `GetSecret` → if another runner holds a live lease from the same or a
-//!   newer version → `Conflict` ("rotated by another runner"); else `UpdateSecret{etag,
-//!   annotations + lease}` (`FAILED_PRECONDITION` → read again, bounded). The engine then
-//!   re-reads `latest` under the lease and decides again.
-//! - [`TokenStore::write`] under a lease this store holds: `AddSecretVersion` with the lease
-//!   holder id as `write_id` in the payload. Without a held lease (a caller that did not lock)
-//!   it takes one itself and checks `latest` against the [`WriteMode`] before adding.
+//! - [`Leases::acquire`] (the engine calls it only for a due token, with the version it decided
+//!   from): `GetSecret` → if another runner holds a live lease from the same or a newer
+//!   version → `Conflict` ("rotated by another runner"); else `UpdateSecret{etag, annotations
+//!   + lease}` (`FAILED_PRECONDITION` → read again, bounded). The [`Lease`] value goes to the
+//!   engine, which re-reads `latest` under it and decides again.
+//! - [`TokenStore::write`] under the lease the write carries ([`WriteMode::lease`], with
+//!   enough of it left): `AddSecretVersion` with the lease holder id as `write_id` in the
+//!   payload. Without one (a caller that did not take it) the write takes a lease itself and
+//!   checks `latest` against the [`WriteMode`] before adding.
 //! - An add whose answer was lost is not repeated blindly: the newer versions are read for the
 //!   `write_id`.
 //! - After a write the lease stays: every later runner has seen a newer version than its base,
 //!   so it is spent, and clearing it would cost a call per rotation. A holder that ends
 //!   without writing (the re-read found the token fresh, minting failed) clears it in
-//!   [`RotationLock::release`]; one that dies leaves it to expire.
+//!   [`Leases::release`] (read, and remove it if it is still ours, etag-guarded); one that dies
+//!   leaves it to expire. The store object remembers no lease: two passes in one process are
+//!   two runners.
 //!
 //! **Version GC** after each write: destroy (each with its etag) enabled or disabled versions
 //! older than the newest `keep_versions`; with `version_destroy_ttl` on the secret a destroy
@@ -32,10 +35,10 @@
 //! `GetSecret` and `UpdateSecret`, re-read, add: five calls, then GC (a list, and a destroy per
 //! version past `keep_versions`: one in the steady state). Run state (alert dedup) lives in
 //! annotations (`state_annotations`) and is read only when alert sinks are configured
-//! (`StateMark::Unknown`).
+//! (`StateHint::Unknown`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,15 +54,13 @@ use tracing::{info, warn};
 
 use super::client::ATTEMPT_TIMEOUT;
 use super::errors::{classify, code};
-use super::lease::{LEASE_ANNOTATION, Lease};
+use super::lease::{LEASE_ANNOTATION, LeaseRecord};
 use super::{GcpClients, SecretName, crc32c, state_annotations};
 use crate::core::document::{DocumentError, TokenDocument};
 use crate::core::error::ErrorKind;
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StateBase, StatePolicy, StateRead, StoreError, Stored, TokenStore, Version,
-    WriteMode,
-};
+use crate::core::lease::Leases;
+use crate::core::state::{StateEtag, StatePolicy, StateRead, StateStore};
+use crate::core::store::{Lease, StoreError, Stored, TokenStore, Version, WriteMode};
 
 /// Etag races retried per lease or state update.
 const MAX_ETAG_RETRIES: u32 = 5;
@@ -84,85 +85,6 @@ enum Access {
     Unusable(String),
 }
 
-/// A lease this store holds right now (taken by `lock_from`, dropped with its lock).
-struct Held {
-    holder: String,
-    until: DateTime<Utc>,
-    written: bool,
-    released: bool,
-    /// The secret as our own last update left it, minus the lease: what a release writes
-    /// (its etag guards it). Kept current by every annotation update this store makes while
-    /// it holds the lease (the recorded run state), so the release after it still applies.
-    clear: Option<Secret>,
-}
-
-type Registry = Arc<Mutex<Vec<Held>>>;
-
-/// Clears a lease nothing was written under: `UpdateSecret` with the etag our own last
-/// update returned (anyone else who changed the secret since wins, and the lease then expires).
-struct Release {
-    registry: Registry,
-    holder: String,
-    client: Option<SecretManagerService>,
-}
-
-impl Release {
-    /// What to write to clear the lease, if it still needs clearing; marks it released.
-    fn take(&mut self) -> Option<(SecretManagerService, Secret)> {
-        let mut held = self
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let h = held.iter_mut().find(|h| h.holder == self.holder)?;
-        let pending = !h.written && !h.released;
-        h.released = true;
-        let clear = h.clear.take();
-        if pending {
-            self.client.take().zip(clear)
-        } else {
-            None
-        }
-    }
-
-    async fn run(mut self) {
-        if let Some((client, secret)) = self.take() {
-            let _ = update_annotations(&client, secret).await;
-        }
-    }
-}
-
-/// Forgets a held lease on drop; one dropped without `RotationLock::release` (which waits)
-/// is cleared in a spawned task, best effort.
-struct LeaseGuard {
-    release: Release,
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        let clear = self.release.take();
-        self.release
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|h| h.holder != self.release.holder);
-        if let (Some((client, secret)), Ok(rt)) = (clear, tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move {
-                let _ = update_annotations(&client, secret).await;
-            });
-        }
-    }
-}
-
-/// `secret` (as an update of ours returned it) without the lease, guarded by its etag.
-fn cleared(name: &str, secret: &Secret) -> Secret {
-    let mut annotations = secret.annotations.clone();
-    annotations.remove(LEASE_ANNOTATION);
-    Secret::new()
-        .set_name(name)
-        .set_etag(secret.etag.clone())
-        .set_annotations(annotations)
-}
-
 /// Secret Manager `UpdateSecret` of the annotations, etag-guarded.
 async fn update_annotations(
     client: &SecretManagerService,
@@ -176,11 +98,22 @@ async fn update_annotations(
         .await
 }
 
-/// What `read_state` saw, for the `write_state` of the same run.
-#[derive(Clone, Debug)]
+/// What `read_state` saw, for the `write_state` of the same run (carried as its
+/// [`StateEtag`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct AnnotationBase {
     etag: String,
     annotations: HashMap<String, String>,
+}
+
+impl AnnotationBase {
+    fn to_etag(&self) -> StateEtag {
+        StateEtag(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    fn of(etag: &StateEtag) -> Option<AnnotationBase> {
+        serde_json::from_str(&etag.0).ok()
+    }
 }
 
 /// Why a lease could not be had.
@@ -195,7 +128,6 @@ pub struct GcpStore {
     secret_id: String,
     keep_versions: u32,
     lease_ttl: Duration,
-    held: Registry,
 }
 
 impl GcpStore {
@@ -211,7 +143,6 @@ impl GcpStore {
             secret_id,
             keep_versions: keep_versions.max(2),
             lease_ttl,
-            held: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -345,10 +276,7 @@ impl GcpStore {
             .set_etag(etag)
             .set_annotations(annotations);
         match update_annotations(client, secret).await {
-            Ok(s) => {
-                self.track(name, &s);
-                Ok(Some(s))
-            }
+            Ok(s) => Ok(Some(s)),
             Err(e) if code(&e) == Some(Code::FailedPrecondition) => Ok(None),
             Err(e) if code(&e) == Some(Code::NotFound) => Err(self.missing(name)),
             Err(e) => Err(self.gax_err(e, "UpdateSecret", "secretmanager.secrets.update")),
@@ -357,14 +285,14 @@ impl GcpStore {
 
     /// Take the lease for a rotation from version `base`: `GetSecret`, then `UpdateSecret`
     /// with its etag. Returns the lease and the secret as updated.
-    async fn take_lease(&self, name: &str, base: u64) -> Result<(Lease, Secret), LeaseError> {
+    async fn take_lease(&self, name: &str, base: u64) -> Result<(LeaseRecord, Secret), LeaseError> {
         for _ in 0..MAX_ETAG_RETRIES {
             let secret = self
                 .existing_secret(name)
                 .await
                 .map_err(LeaseError::Store)?;
             let now = Utc::now();
-            if let Some(other) = Lease::from_annotations(&secret.annotations)
+            if let Some(other) = LeaseRecord::from_annotations(&secret.annotations)
                 && other.blocks(base, now)
             {
                 return Err(LeaseError::Busy(format!(
@@ -372,7 +300,7 @@ impl GcpStore {
                     other.base, other.until
                 )));
             }
-            let lease = Lease::new(now, base, self.lease_ttl);
+            let lease = LeaseRecord::new(now, base, self.lease_ttl);
             let mut annotations = secret.annotations.clone();
             annotations.insert(LEASE_ANNOTATION.to_string(), lease.to_value());
             if let Some(updated) = self
@@ -390,65 +318,43 @@ impl GcpStore {
         )))
     }
 
-    /// Clear our lease (after a write we decided not to make).
-    async fn release(&self, name: &str, lease: &Lease, secret: Secret) {
-        let mut annotations = secret.annotations.clone();
-        if Lease::from_annotations(&annotations).as_ref() == Some(lease) {
+    /// Clear the lease `holder` took, if it is still there: read the secret, and remove the
+    /// annotation with that read's etag (someone who changed the secret since wins, and the
+    /// lease then expires).
+    async fn clear_lease(&self, name: &str, holder: &str) {
+        for _ in 0..MAX_ETAG_RETRIES {
+            let Ok(Some(secret)) = self.get_secret(name).await else {
+                return;
+            };
+            if LeaseRecord::from_annotations(&secret.annotations).is_none_or(|l| l.holder != holder)
+            {
+                return; // expired and taken over, or already cleared
+            }
+            let mut annotations = secret.annotations.clone();
             annotations.remove(LEASE_ANNOTATION);
-            let _ = self.put_annotations(name, &secret.etag, annotations).await;
+            match self.put_annotations(name, &secret.etag, annotations).await {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => {} // changed meanwhile (state recorded): look again
+            }
         }
     }
 
-    /// The holder id of a lease this store holds with enough of it left for an add.
-    fn held_lease(&self) -> Option<String> {
-        let now = Utc::now();
-        // Short leases (tests) trust a held lease for their second half.
+    /// The holder id of `lease` when a write may rely on it: still live with enough left for
+    /// an add (short leases, in tests, are trusted for their second half).
+    fn usable(&self, lease: Option<&Lease>) -> Option<String> {
         let margin =
             chrono::Duration::from_std(WRITE_MARGIN.min(self.lease_ttl / 2)).unwrap_or_default();
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|h| h.until - margin > now)
-            .map(|h| h.holder.clone())
-    }
-
-    /// After an annotation update of ours: a lease we hold that `updated` still carries is
-    /// cleared, when released, from this etag.
-    fn track(&self, name: &str, updated: &Secret) {
-        let Some(lease) = Lease::from_annotations(&updated.annotations) else {
-            return;
-        };
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(h) = held
-            .iter_mut()
-            .find(|h| h.holder == lease.holder && !h.released && !h.written)
-        {
-            h.clear = Some(cleared(name, updated));
-        }
-    }
-
-    fn mark_written(&self, holder: &str) {
-        if let Some(h) = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter_mut()
-            .find(|h| h.holder == holder)
-        {
-            h.written = true;
-        }
+        lease
+            .filter(|l| l.holds(Utc::now(), margin))
+            .map(|l| l.holder().to_string())
     }
 
     /// `latest` still is what `mode` expects.
     async fn matches(&self, name: &str, mode: WriteMode<'_>) -> Result<bool, StoreError> {
         let latest = self.access(name, "latest").await?;
-        Ok(match (mode, latest) {
-            (WriteMode::Create, Access::NotFound) => true,
-            (WriteMode::Update(v), Access::Found { version, .. }) => v.0 == version.to_string(),
+        Ok(match (mode.expected(), latest) {
+            (None, Access::NotFound) => true,
+            (Some(v), Access::Found { version, .. }) => v.0 == version.to_string(),
             _ => false,
         })
     }
@@ -675,8 +581,8 @@ impl TokenStore for GcpStore {
         self.secret_id.clone()
     }
 
-    fn state_policy(&self) -> StatePolicy {
-        StatePolicy::AlertsOnly
+    fn is_named(&self, platform_name: &str) -> bool {
+        super::names_secret(&self.secret_id, platform_name)
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
@@ -739,77 +645,75 @@ impl TokenStore for GcpStore {
                 .map_err(|_| self.conflict(mode, "the expected version is not a version number"))?,
         };
         let name = self.name().await?;
-        // Under a lease this store holds, the engine re-read `latest` after taking it; only a
-        // holder stalled past its lease or a writer that ignores leases can have added since.
-        let (write_id, own) = match self.held_lease() {
-            Some(holder) => (holder, None),
+        // Under the lease the write carries, the engine re-read `latest` after taking it; only
+        // a holder stalled past its lease or a writer that ignores leases can have added since.
+        let write_id = match self.usable(mode.lease()) {
+            Some(holder) => holder,
             None => {
-                let (lease, secret) = match self.take_lease(&name, after).await {
+                let (lease, _) = match self.take_lease(&name, after).await {
                     Ok(l) => l,
                     Err(LeaseError::Busy(why)) => return Err(self.conflict(mode, &why)),
                     Err(LeaseError::Store(e)) => return Err(e),
                 };
                 if !self.matches(&name, mode).await? {
-                    self.release(&name, &lease, secret).await;
+                    self.clear_lease(&name, &lease.holder).await;
                     return Err(self.conflict(mode, "another runner wrote first"));
                 }
-                (lease.holder.clone(), Some(lease))
+                lease.holder
             }
         };
         let json = doc.to_json_with_write_id(&write_id);
         let version = self
             .add(&name, json.expose_secret().as_bytes(), &write_id, after)
             .await?;
-        if own.is_none() {
-            self.mark_written(&write_id);
-        }
         self.collect_garbage(&name, version).await;
         Ok(Version(version.to_string()))
-    }
-
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        self.lock_from(None).await
-    }
-
-    async fn lock_from(
-        &self,
-        current: Option<&Version>,
-    ) -> Result<Option<RotationLock>, StoreError> {
-        let base = current.and_then(|v| v.0.parse::<u64>().ok()).unwrap_or(0);
-        let name = self.name().await?;
-        let (lease, secret) = match self.take_lease(&name, base).await {
-            Ok(l) => l,
-            Err(LeaseError::Busy(why)) => return Err(self.err(ErrorKind::Conflict, why)),
-            Err(LeaseError::Store(e)) => return Err(e),
-        };
-        let until = lease.expires().unwrap_or_else(Utc::now);
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Held {
-                holder: lease.holder.clone(),
-                until,
-                written: false,
-                released: false,
-                clear: Some(cleared(&name, &secret)),
-            });
-        let client = self.client().await.ok().cloned();
-        let release = |client| Release {
-            registry: self.held.clone(),
-            holder: lease.holder.clone(),
-            client,
-        };
-        Ok(Some(RotationLock::with_release(
-            LeaseGuard {
-                release: release(client.clone()),
-            },
-            release(client).run(),
-        )))
     }
 
     async fn check(&self) -> Result<(), StoreError> {
         let name = self.name().await?;
         self.existing_secret(&name).await.map(|_| ())
+    }
+}
+
+/// The rotation lease: an etag-guarded annotation on the secret.
+#[async_trait]
+impl Leases for GcpStore {
+    async fn acquire(&self, base: Option<&Version>) -> Result<Lease, StoreError> {
+        let from = base.and_then(|v| v.0.parse::<u64>().ok()).unwrap_or(0);
+        let name = self.name().await?;
+        let (record, _) = match self.take_lease(&name, from).await {
+            Ok(l) => l,
+            Err(LeaseError::Busy(why)) => return Err(self.err(ErrorKind::Conflict, why)),
+            Err(LeaseError::Store(e)) => return Err(e),
+        };
+        let until = record.expires();
+        Ok(Lease::new(
+            record.holder,
+            base.cloned(),
+            until.or_else(|| Some(Utc::now())),
+        ))
+    }
+
+    async fn release(&self, lease: Lease) {
+        if lease.is_spent() {
+            return; // a newer version tells every runner it is spent: no call
+        }
+        if let Ok(name) = self.name().await {
+            self.clear_lease(&name, lease.holder()).await;
+        }
+    }
+}
+
+/// Run state in annotations on the secret (etag-guarded, beside the user's and the lease).
+#[async_trait]
+impl StateStore for GcpStore {
+    fn policy(&self) -> StatePolicy {
+        StatePolicy::AlertsOnly
+    }
+
+    fn capacity(&self) -> usize {
+        state_annotations::CAPACITY
     }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
@@ -817,22 +721,28 @@ impl TokenStore for GcpStore {
         let Some(base) = self.annotation_base(&name).await? else {
             return Ok(StateRead::default());
         };
+        let (bytes, torn) = state_annotations::decode(&base.annotations);
         Ok(StateRead {
-            state: state_annotations::decode(&base.annotations),
-            needs_write: false,
-            base: StateBase::new(base),
+            bytes,
+            etag: Some(base.to_etag()),
+            needs_write: torn,
         })
     }
 
-    async fn write_state(&self, state: &RunState, read: &StateRead) -> Result<(), StoreError> {
-        let pairs = if state.worth_keeping() {
-            state_annotations::encode(state).map_err(|e| self.err(ErrorKind::Permanent, e))?
-        } else {
-            Vec::new()
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError> {
+        let pairs = match bytes {
+            Some(b) => {
+                state_annotations::encode(b).map_err(|e| self.err(ErrorKind::Permanent, e))?
+            }
+            None => Vec::new(),
         };
         let name = self.name().await?;
-        let mut base = match read.base.get::<AnnotationBase>() {
-            Some(b) => b.clone(),
+        let mut base = match etag.and_then(AnnotationBase::of) {
+            Some(b) => b,
             None => self
                 .annotation_base(&name)
                 .await?

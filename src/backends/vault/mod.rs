@@ -31,7 +31,9 @@ pub use errors::VaultError;
 pub use state_meta::STATE_KEY_PREFIX;
 pub use store::{VaultStore, WRITE_ID_KEY};
 
-use crate::core::credentials::CredentialKeys;
+use super::{Backend, BuildContext, CredentialsEntry, SectionEntry, StoreEntry};
+use crate::core::credentials::{CredentialKeys, CredentialSource};
+use crate::core::parts::StoreParts;
 use crate::support::problem::Problem;
 use crate::support::secret_ref::SecretRef;
 use crate::support::text::shown_url;
@@ -271,8 +273,28 @@ fn check_role(role: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-impl VaultSection {
-    pub(crate) fn validate(&self) -> Result<(), Problem> {
+/// The `vault` backend: KV v2 credentials and token store, on our own client (one login per
+/// process, renewed by [`Backend::maintain`]).
+pub struct Vault;
+
+impl Backend for Vault {
+    type Section = VaultSection;
+    type Clients = VaultClients;
+    type Credentials = VaultCredentialsConfig;
+    type Store = VaultStoreConfig;
+
+    fn clients(section: &VaultSection) -> Arc<VaultClients> {
+        VaultClients::new(section)
+    }
+
+    fn maintain(clients: &Arc<VaultClients>) -> futures::future::BoxFuture<'static, ()> {
+        let clients = clients.clone();
+        Box::pin(async move { clients.maintain().await })
+    }
+}
+
+impl SectionEntry for VaultSection {
+    fn validate(&self) -> Result<(), Problem> {
         if let Some(a) = &self.address {
             check_address("vault.address", a)?;
         }
@@ -296,7 +318,7 @@ impl VaultSection {
 
     /// `check`'s HTTPS note for a configured address (one from `$VAULT_ADDR` is checked when
     /// the client is built, i.e. by the store and credentials checks).
-    pub(crate) fn endpoint_note(&self) -> Option<String> {
+    fn endpoint_note(&self) -> Option<String> {
         let addr = self.address.as_deref()?;
         let loopback = if addr.starts_with("http://") {
             " (loopback dev server)"
@@ -381,7 +403,13 @@ pub struct VaultCredentialsConfig {
 }
 
 impl VaultCredentialsConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+    fn mount(&self) -> &str {
+        self.mount.as_deref().unwrap_or(DEFAULT_MOUNT)
+    }
+}
+
+impl CredentialsEntry for VaultCredentialsConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_mount_and_path(at, self.mount.as_deref(), &self.path)?;
         if self.version == Some(0) {
             return Err(Problem::invalid(format!(
@@ -397,18 +425,14 @@ impl VaultCredentialsConfig {
         )
     }
 
-    fn mount(&self) -> &str {
-        self.mount.as_deref().unwrap_or(DEFAULT_MOUNT)
-    }
-
     /// `mount/path`, as a store's identity (a token's store must not be its credentials).
-    pub(crate) fn identity(&self) -> String {
-        format!("{}/{}", self.mount(), self.path)
+    fn identity(&self) -> Option<String> {
+        Some(format!("{}/{}", self.mount(), self.path))
     }
 
-    pub(crate) fn build(&self, clients: Arc<VaultClients>) -> VaultCredentials {
-        VaultCredentials::new(
-            clients,
+    fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
+        Box::new(VaultCredentials::new(
+            ctx.clients.vault.clone(),
             self.mount().to_string(),
             self.path.clone(),
             self.version,
@@ -416,7 +440,7 @@ impl VaultCredentialsConfig {
                 self.client_id_key.as_deref(),
                 self.client_secret_key.as_deref(),
             ),
-        )
+        ))
     }
 }
 
@@ -433,7 +457,13 @@ pub struct VaultStoreConfig {
 }
 
 impl VaultStoreConfig {
-    pub(crate) fn validate(&self, at: &str) -> Result<(), Problem> {
+    fn mount(&self) -> &str {
+        self.mount.as_deref().unwrap_or(DEFAULT_MOUNT)
+    }
+}
+
+impl StoreEntry for VaultStoreConfig {
+    fn validate(&self, at: &str) -> Result<(), Problem> {
         check_mount_and_path(at, self.mount.as_deref(), &self.path)?;
         if let Some(k) = self.keep_versions
             && !(2..=1000).contains(&k)
@@ -446,23 +476,20 @@ impl VaultStoreConfig {
         Ok(())
     }
 
-    fn mount(&self) -> &str {
-        self.mount.as_deref().unwrap_or(DEFAULT_MOUNT)
-    }
-
     /// `mount/path`.
-    pub(crate) fn identity(&self) -> String {
+    fn identity(&self) -> String {
         format!("{}/{}", self.mount(), self.path)
     }
 
-    /// The store for this entry.
-    pub fn build(&self, clients: Arc<VaultClients>) -> VaultStore {
-        VaultStore::new(
-            clients,
+    /// Versions with `cas`, run state in `custom_metadata`; no lease (`cas` makes racing
+    /// writers converge).
+    fn build(&self, ctx: &BuildContext<'_>) -> StoreParts {
+        StoreParts::of(Arc::new(VaultStore::new(
+            ctx.clients.vault.clone(),
             self.mount().to_string(),
             self.path.clone(),
             self.keep_versions,
-        )
+        )))
     }
 }
 

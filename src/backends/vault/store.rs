@@ -2,7 +2,7 @@
 //!
 //! - `read_current` is one `GET mount/data/path`: the document, its version
 //!   (`metadata.version`) and, for free, the path's `custom_metadata`, which tells whether run
-//!   state is kept ([`StateMark`]). A soft-deleted or destroyed latest version reads as that
+//!   state is kept ([`StateHint`]). A soft-deleted or destroyed latest version reads as that
 //!   version with an unusable document, so the token is due and the next write replaces it.
 //! - `write` is `POST mount/data/path` with `options.cas` = the version the decision was made
 //!   from (`0` for the first write), so racing runners leave exactly one new version and the
@@ -36,11 +36,8 @@ use super::errors::{Op, VaultError, is_cas_mismatch};
 use super::{VaultClients, state_meta};
 use crate::core::document::{DocumentError, TokenDocument};
 use crate::core::error::ErrorKind;
-use crate::core::state::RunState;
-use crate::core::store::{
-    RotationLock, StateBase, StateMark, StatePolicy, StateRead, StoreError, Stored, TokenStore,
-    Version, WriteMode,
-};
+use crate::core::state::{StateEtag, StatePolicy, StateRead, StateStore};
+use crate::core::store::{StateHint, StoreError, Stored, TokenStore, Version, WriteMode};
 
 /// The KV data key holding the id of the write that created a version.
 pub const WRITE_ID_KEY: &str = "deepvue_rotator_write_id";
@@ -61,8 +58,9 @@ struct Read {
     custom: BTreeMap<String, String>,
 }
 
-/// What `read_state`'s metadata read showed, for the `write_state` of the same run.
-#[derive(Clone, Debug, Default)]
+/// What `read_state`'s metadata read showed, for the `write_state` of the same run (carried
+/// as its [`StateEtag`]).
+#[derive(Clone, Debug, Default, serde::Serialize, Deserialize)]
 struct MetaBase {
     /// The path has metadata (a metadata write then needs `update`, not `create`).
     exists: bool,
@@ -377,18 +375,14 @@ impl TokenStore for VaultStore {
         format!("{}/{}", self.mount, self.path)
     }
 
-    fn state_policy(&self) -> StatePolicy {
-        StatePolicy::AlertsOnly
-    }
-
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
         Ok(self.read(None).await?.map(|r| Stored {
             version: Version(r.version.to_string()),
             document: r.document,
             state: if state_meta::marked(&r.custom) {
-                StateMark::Kept
+                StateHint::Kept
             } else {
-                StateMark::None
+                StateHint::None
             },
         }))
     }
@@ -487,11 +481,6 @@ impl TokenStore for VaultStore {
         }
     }
 
-    async fn lock(&self) -> Result<Option<RotationLock>, StoreError> {
-        // No lock service: check-and-set makes racing writers converge.
-        Ok(None)
-    }
-
     async fn check(&self) -> Result<(), StoreError> {
         let current = self.read(None).await?;
         let client = self.client().await?;
@@ -537,29 +526,52 @@ impl TokenStore for VaultStore {
             ))
         }
     }
+}
+
+impl MetaBase {
+    fn etag(&self) -> StateEtag {
+        StateEtag(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    fn of(etag: &StateEtag) -> Option<MetaBase> {
+        serde_json::from_str(&etag.0).ok()
+    }
+}
+
+/// Run state in the path's `custom_metadata`.
+#[async_trait]
+impl StateStore for VaultStore {
+    fn policy(&self) -> StatePolicy {
+        StatePolicy::AlertsOnly
+    }
+
+    fn capacity(&self) -> usize {
+        state_meta::CAPACITY
+    }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
         let base = self.meta_base().await?;
-        let state = state_meta::decode(&base.custom);
-        // A header without usable state (a torn write, keys edited by hand): the next
-        // write_state clears it, or every run would pay the metadata read.
-        let needs_write = state_meta::marked(&base.custom)
-            && !state.as_ref().is_some_and(RunState::worth_keeping);
+        let (bytes, torn) = state_meta::decode(&base.custom);
         Ok(StateRead {
-            state,
-            needs_write,
-            base: StateBase::new(base),
+            bytes,
+            etag: Some(base.etag()),
+            // State keys that do not decode (a torn write, keys edited by hand): the next
+            // write_state clears them, or every run would pay the metadata read.
+            needs_write: torn,
         })
     }
 
-    async fn write_state(&self, state: &RunState, read: &StateRead) -> Result<(), StoreError> {
-        let keys = if state.worth_keeping() {
-            state_meta::encode(state).map_err(|e| self.err(ErrorKind::Permanent, e))?
-        } else {
-            Vec::new()
+    async fn write_state(
+        &self,
+        bytes: Option<&[u8]>,
+        etag: Option<&StateEtag>,
+    ) -> Result<(), StoreError> {
+        let keys = match bytes {
+            Some(b) => state_meta::encode(b).map_err(|e| self.err(ErrorKind::Permanent, e))?,
+            None => Vec::new(),
         };
-        let mut base = match read.base.get::<MetaBase>() {
-            Some(b) => b.clone(),
+        let mut base = match etag.and_then(MetaBase::of) {
+            Some(b) => b,
             None => self.meta_base().await?,
         };
         for _ in 0..3 {

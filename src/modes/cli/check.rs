@@ -273,15 +273,15 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
     // Stores.
     for job in jobs {
         let check = format!("{CHECK_STORES} (token `{}`)", job.name);
-        items.push(match job.store.check().await {
+        items.push(match job.store.tokens.check().await {
             Ok(()) => item(
                 "stores",
                 check,
                 "pass",
                 format!(
                     "{} store `{}` reachable and writable",
-                    job.store.backend(),
-                    job.store.secret_id()
+                    job.store.tokens.backend(),
+                    job.store.tokens.secret_id()
                 ),
             ),
             Err(e) => item("stores", check, "fail", e.to_string()),

@@ -3,11 +3,12 @@
 
 use std::io::Write;
 
+use super::views;
 use crate::app::App;
 use crate::config;
 use crate::core::error::combine_exit_codes;
 use crate::core::report::{TokenReport, describe_report, render_status};
-use crate::engine::rotator::{self, RunOptions};
+use crate::engine::rotator::RunOptions;
 use crate::simulator::{Behavior, SimOptions, Simulator};
 
 /// `demo`: run the tour; any setup failure exits 1 with the reason.
@@ -75,7 +76,10 @@ async fn demo() -> anyhow::Result<u8> {
         out,
         "== 1. rotate: nothing is stored yet, so a token is minted and written.\n      This host's egress IP (127.0.0.1) is not in expected_ips: a drift warning, though Deepvue still accepts it today."
     )?;
-    let r = rotator.rotate_all(jobs, RunOptions::default()).await;
+    let r = views(
+        rotator,
+        rotator.rotate_all(jobs, RunOptions::default()).await,
+    );
     report_lines(&mut out, &r)?;
     writeln!(
         out,
@@ -87,7 +91,10 @@ async fn demo() -> anyhow::Result<u8> {
         out,
         "== 2. rotate again: the token is fresh, so nothing happens (no authorize call)"
     )?;
-    let r = rotator.rotate_all(jobs, RunOptions::default()).await;
+    let r = views(
+        rotator,
+        rotator.rotate_all(jobs, RunOptions::default()).await,
+    );
     report_lines(&mut out, &r)?;
     writeln!(
         out,
@@ -97,7 +104,7 @@ async fn demo() -> anyhow::Result<u8> {
 
     writeln!(out, "== 3. status")?;
     drop(out);
-    let table = render_status(&rotator::status(jobs, 1).await);
+    let table = render_status(&rotator.status(jobs).await);
     let mut out = std::io::stdout().lock();
     write!(out, "{table}")?;
     writeln!(
@@ -114,15 +121,11 @@ async fn demo() -> anyhow::Result<u8> {
         allowed_ips: Some(vec!["203.0.113.0/24".parse()?]),
         ..Behavior::default()
     });
-    let r = rotator
-        .rotate_all(
-            jobs,
-            RunOptions {
-                force: true,
-                ..RunOptions::default()
-            },
-        )
-        .await;
+    let forced = RunOptions {
+        force: true,
+        ..RunOptions::default()
+    };
+    let r = views(rotator, rotator.rotate_all(jobs, forced).await);
     report_lines(&mut out, &r)?;
     let code = combine_exit_codes(r.iter().map(TokenReport::exit_code));
     writeln!(
@@ -130,7 +133,7 @@ async fn demo() -> anyhow::Result<u8> {
         "   exit code: {code} (3 = Deepvue answered 403); the stored token was left untouched:"
     )?;
     drop(out);
-    let table = render_status(&rotator::status(jobs, 1).await);
+    let table = render_status(&rotator.status(jobs).await);
     let mut out = std::io::stdout().lock();
     write!(out, "{table}")?;
     writeln!(

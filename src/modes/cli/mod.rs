@@ -21,7 +21,8 @@ use crate::app::App;
 use crate::config;
 use crate::core::error::{EXIT_CONFIG, combine_exit_codes};
 use crate::core::report::{TokenReport, describe_report, render_status};
-use crate::engine::rotator::{self, RunOptions};
+use crate::core::result::RunResult;
+use crate::engine::rotator::{Rotator, RunOptions};
 use crate::support::output::{self, diag};
 
 /// `rotate` arguments.
@@ -102,7 +103,7 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
         dry_run: args.dry_run,
         ..RunOptions::default()
     };
-    let reports = app.rotator.rotate_all(jobs, opts).await;
+    let reports = views(&app.rotator, app.rotator.rotate_all(jobs, opts).await);
     let text = if args.json {
         json_text(&reports)
     } else {
@@ -117,13 +118,19 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
     )
 }
 
+/// The serialized views of a pass's results, time left counted from the rotator's clock.
+pub(super) fn views(rotator: &Rotator, results: Vec<RunResult>) -> Vec<TokenReport> {
+    let now = rotator.clock().now();
+    results.iter().map(|r| TokenReport::of(r, now)).collect()
+}
+
 /// `status`: every token's version, expiry and last outcome (never the token).
 pub async fn status(config: Option<&Path>, json: bool) -> u8 {
     let app = match load(config) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let rows = rotator::status(&app.jobs, app.config.concurrency).await;
+    let rows = app.rotator.status(&app.jobs).await;
     let text = if json {
         json_text(&rows)
     } else {
@@ -152,7 +159,7 @@ pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    match job.store.read_current().await {
+    match job.store.tokens.read_current().await {
         Ok(Some(stored)) => match stored.document {
             Ok(doc) => {
                 // `read` exists to hand the token to a script: it must leave here, from a
@@ -172,8 +179,8 @@ pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
             Err(e) => {
                 diag(&format!(
                     "error: token `{name}`: {} store `{}` version {} is unusable: {e}",
-                    job.store.backend(),
-                    job.store.secret_id(),
+                    job.store.tokens.backend(),
+                    job.store.tokens.secret_id(),
                     stored.version
                 ));
                 1
@@ -182,8 +189,8 @@ pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
         Ok(None) => {
             diag(&format!(
                 "error: token `{name}`: {} store `{}` holds no token yet; run `deepvue-rotator rotate`",
-                job.store.backend(),
-                job.store.secret_id()
+                job.store.tokens.backend(),
+                job.store.tokens.secret_id()
             ));
             1
         }

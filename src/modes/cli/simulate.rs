@@ -93,6 +93,7 @@ pub async fn run(args: SimulateArgs) -> u8 {
         listen: Some(args.listen),
         credentials,
         behavior,
+        clock: None,
     })
     .await
     {

@@ -14,7 +14,6 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::Shared;
-use crate::engine::rotator;
 
 /// Largest request body accepted (no endpoint here takes one; a push endpoint may).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -56,7 +55,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
 /// 200 when every token has a usable, unexpired token and is not failing; else 503 naming
 /// each token that is not.
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    let now = Utc::now();
+    let now = s.app().rotator.clock().now();
     // The error itself (secret ids, egress IPs) only where `/status` is served too.
     let detail = hidden(&s).is_none();
     let problems: Vec<serde_json::Value> = s
@@ -98,7 +97,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         return Json(rows.as_ref().clone()).into_response();
     }
     let app = s.app();
-    let rows = rotator::status(&app.jobs, app.config.concurrency).await;
+    let rows = app.rotator.status(&app.jobs).await;
     let rows = Arc::new(serde_json::to_value(rows).unwrap_or_default());
     *cached = Some((tokio::time::Instant::now(), rows.clone()));
     Json(rows.as_ref().clone()).into_response()

@@ -45,10 +45,11 @@ use tracing::{error, info, warn};
 
 use crate::app::App;
 use crate::config::{self, Config};
+use crate::core::decide::DuePolicy;
 use crate::core::document::format_time;
-use crate::core::error::{EXIT_CONFIG, ErrorKind};
-use crate::core::report::{Outcome, TokenReport};
-use crate::engine::rotator::{self, RunOptions};
+use crate::core::error::EXIT_CONFIG;
+use crate::core::result::{Outcome, RunResult};
+use crate::engine::rotator::RunOptions;
 use metrics::Metrics;
 use systemd::Notifier;
 
@@ -142,7 +143,7 @@ impl Shared {
     }
 
     /// Hand a finished run (from a push) to the scheduler loop.
-    fn finished(&self, name: &str, report: TokenReport) {
+    fn finished(&self, name: &str, report: RunResult) {
         let _ = self.reports.send((name.to_string(), report));
     }
 
@@ -177,11 +178,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(t: &config::TokenConfig, jitter: Duration, now: DateTime<Utc>) -> Slot {
+    fn new(policy: DuePolicy, jitter: Duration, now: DateTime<Utc>) -> Slot {
         Slot {
-            renew_before: t.policy.renew_before,
-            min_interval: t.policy.min_interval,
-            jitter_max: schedule::jitter_cap(jitter, t.policy.renew_before),
+            renew_before: policy.renew_before,
+            min_interval: policy.min_interval,
+            jitter_max: schedule::jitter_cap(jitter, policy.renew_before),
             jitter: Duration::ZERO,
             expiry: None,
             next: Some(now),
@@ -203,35 +204,28 @@ impl Slot {
     /// Take a finished run into account; returns the metric outcome, if it was an attempt.
     fn record(
         &mut self,
-        report: &TokenReport,
+        result: &RunResult,
         now: DateTime<Utc>,
         d: &config::daemon::DaemonConfig,
     ) -> Option<&'static str> {
         self.in_flight = false;
-        let expiry = report
-            .expiry
-            .as_deref()
-            .and_then(|e| crate::core::document::parse_time(e).ok());
+        let expiry = result.expiry();
         // A run that could not even read the store says nothing about the token: keep what
         // was known.
-        let read = report.version.is_some() || expiry.is_some();
+        let read = result.current.is_some();
         let changed = expiry != self.expiry;
-        if read || report.outcome != Outcome::Failed {
+        if read || result.failure().is_none() {
             self.expiry = expiry;
         }
         let at = |d: Duration| now + chrono::Duration::from_std(d).unwrap_or_default();
-        match report.outcome {
-            Outcome::Failed => {
+        match &result.outcome {
+            Outcome::Failed(f) => {
                 self.failures = self.failures.saturating_add(1);
-                let kind = report
-                    .error
-                    .as_ref()
-                    .map_or(ErrorKind::Permanent, |e| e.kind);
-                self.failing = report.error.as_ref().map(|e| e.message.clone());
+                self.failing = Some(f.message.clone());
                 let delay = schedule::retry_delay(
                     self.failures,
-                    kind,
-                    report.expires_in_secs.map(chrono::Duration::seconds),
+                    f.kind,
+                    result.expires_in(now),
                     d.retry_initial,
                     d.retry_max,
                     rand::random::<f64>(),
@@ -258,7 +252,7 @@ impl Slot {
                     None => at(d.poll_every),
                 });
                 match outcome {
-                    Outcome::Rotated => Some("rotated"),
+                    Outcome::Rotated { .. } => Some("rotated"),
                     Outcome::RotatedByAnotherRunner => Some("rotated_by_another_runner"),
                     _ => None,
                 }
@@ -296,7 +290,7 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
     let step = watchdog.map_or(MAX_STEP, |w| {
         (w / 2).clamp(Duration::from_millis(10), MAX_STEP)
     });
-    let (tx, rx) = mpsc::unbounded_channel::<(String, TokenReport)>();
+    let (tx, rx) = mpsc::unbounded_channel::<(String, RunResult)>();
     let shared = Arc::new(Shared {
         app: RwLock::new(app.clone()),
         views: RwLock::new(Vec::new()),
@@ -376,11 +370,17 @@ struct Daemon {
     published: tokio::time::Instant,
 }
 
-type Reports = mpsc::UnboundedSender<(String, TokenReport)>;
+type Reports = mpsc::UnboundedSender<(String, RunResult)>;
 
 impl Daemon {
     fn app(&self) -> Arc<App> {
         self.shared.app()
+    }
+
+    /// The time the schedule reads: the app's clock (the heartbeat stays on the wall clock:
+    /// it proves the loop turns).
+    fn now(&self) -> DateTime<Utc> {
+        self.shared.app().rotator.clock().now()
     }
 
     /// Match the slots to the app's tokens: new ones start now, removed ones go.
@@ -413,7 +413,7 @@ impl Daemon {
                     slot.jitter_max = schedule::jitter_cap(jitter, t.policy.renew_before);
                 }
                 None => {
-                    let mut slot = Slot::new(t, jitter, now);
+                    let mut slot = Slot::new(t.policy, jitter, now);
                     slot.pick_jitter();
                     if !app.config.daemon.schedule {
                         slot.next = None;
@@ -533,7 +533,7 @@ impl Daemon {
         let Some(why) = died else { return };
         error!(error = %why, "a rotation task failed; its tokens are retried");
         let retry = self.app().config.daemon.retry_initial;
-        let now = Utc::now();
+        let now = self.now();
         for name in names {
             if let Some(slot) = self.slots.get_mut(&name)
                 && slot.in_flight
@@ -550,7 +550,7 @@ impl Daemon {
     /// timers are off.
     async fn read_all(&mut self) {
         let app = self.app();
-        let rows = rotator::status(&app.jobs, app.config.concurrency).await;
+        let rows = app.rotator.status(&app.jobs).await;
         for row in rows {
             if let Some(slot) = self.slots.get_mut(&row.name) {
                 slot.expiry = row
@@ -591,7 +591,7 @@ impl Daemon {
             *cached = None;
         }
         self.start_upkeep();
-        self.sync_slots(Utc::now(), Some(schedule_was));
+        self.sync_slots(self.now(), Some(schedule_was));
     }
 
     /// Run the current app's credential upkeep beside the loop (replacing the previous app's).
@@ -606,7 +606,7 @@ impl Daemon {
     async fn run(
         &mut self,
         tx: Reports,
-        mut rx: mpsc::UnboundedReceiver<(String, TokenReport)>,
+        mut rx: mpsc::UnboundedReceiver<(String, RunResult)>,
     ) -> u8 {
         let (mut term, mut int, mut hup) = match (
             signal(SignalKind::terminate()),
@@ -622,14 +622,14 @@ impl Daemon {
         let mut tasks = JoinSet::new();
         let stop_minting = CancellationToken::new();
         let mut last_ping = None::<tokio::time::Instant>;
-        self.sync_slots(Utc::now(), None);
+        self.sync_slots(self.now(), None);
         if !self.app().config.daemon.schedule {
             self.read_all().await;
         }
-        let mut next_poll = Utc::now();
+        let mut next_poll = self.now();
         self.publish();
         loop {
-            let now = Utc::now();
+            let now = self.now();
             self.shared
                 .heartbeat_ms
                 .store(now.timestamp_millis(), Ordering::Relaxed);
@@ -670,7 +670,7 @@ impl Daemon {
                 .filter(|_| d.schedule)
                 .min();
             let mut until = wake.map_or(self.step, |w| {
-                (w - Utc::now())
+                (w - self.now())
                     .to_std()
                     .unwrap_or(Duration::ZERO)
                     .min(self.step)
@@ -697,12 +697,13 @@ impl Daemon {
         self.shutdown(tasks, rx, stop_minting).await
     }
 
-    fn finished(&mut self, name: &str, report: &TokenReport) {
+    fn finished(&mut self, name: &str, report: &RunResult) {
         let app = self.app();
+        let now = self.now();
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
-        if let Some(outcome) = slot.record(report, Utc::now(), &app.config.daemon) {
+        if let Some(outcome) = slot.record(report, now, &app.config.daemon) {
             self.shared.metrics.rotation(name, outcome);
         }
         if !app.config.daemon.schedule {
@@ -721,7 +722,7 @@ impl Daemon {
     async fn shutdown(
         &mut self,
         mut tasks: JoinSet<()>,
-        mut rx: mpsc::UnboundedReceiver<(String, TokenReport)>,
+        mut rx: mpsc::UnboundedReceiver<(String, RunResult)>,
         stop_minting: CancellationToken,
     ) -> u8 {
         self.notifier.send(&["STOPPING=1"]);
@@ -753,4 +754,158 @@ impl Daemon {
         }
         0
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::result::{Failure, Held, TokenRef};
+    use crate::core::store::Version;
+
+    const H: i64 = 3600;
+
+    fn daemon_config() -> config::daemon::DaemonConfig {
+        config::daemon::DaemonConfig {
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            schedule: true,
+            jitter: Duration::ZERO,
+            poll_every: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(900),
+            status_endpoints: true,
+            pubsub: None,
+        }
+    }
+
+    fn slot(now: DateTime<Utc>) -> Slot {
+        Slot::new(
+            DuePolicy {
+                renew_before: Duration::from_secs(12 * 3600),
+                min_interval: Duration::from_secs(600),
+            },
+            Duration::ZERO,
+            now,
+        )
+    }
+
+    fn result(outcome: Outcome, expiry: Option<DateTime<Utc>>) -> RunResult {
+        let mut r = RunResult::new(
+            TokenRef {
+                name: "t".into(),
+                backend: "file",
+                secret_id: "/s".into(),
+            },
+            outcome,
+        );
+        r.current = expiry.map(|e| Held {
+            version: Version("1".into()),
+            expiry: Some(e),
+        });
+        r
+    }
+
+    fn failed(kind: crate::core::error::ErrorKind, expiry: Option<DateTime<Utc>>) -> RunResult {
+        result(
+            Outcome::Failed(Failure {
+                kind,
+                message: "boom".into(),
+                deepvue_detail: None,
+            }),
+            expiry,
+        )
+    }
+
+    fn at(t0: DateTime<Utc>, secs: i64) -> DateTime<Utc> {
+        t0 + chrono::Duration::seconds(secs)
+    }
+
+    /// The whole life of one token on the schedule, on a clock the test moves: no sleeping.
+    #[test]
+    fn the_schedule_follows_expiry_backs_off_failures_and_never_outlives_the_token() {
+        let d = daemon_config();
+        let t0 = Utc::now();
+        let mut s = slot(t0);
+        assert_eq!(s.next, Some(t0), "a new token is looked at at once");
+
+        // Rotated at t0: the next rotation is at expiry − renew_before.
+        let rotated = result(Outcome::Rotated { previous: None }, Some(at(t0, 24 * H)));
+        assert_eq!(s.record(&rotated, t0, &d), Some("rotated"));
+        assert_eq!(s.next, Some(at(t0, 12 * H)));
+        assert_eq!((s.failures, s.failing.as_deref()), (0, None));
+
+        // A poll that finds the same token: nothing moves.
+        let fresh = result(Outcome::Fresh, Some(at(t0, 24 * H)));
+        assert_eq!(s.record(&fresh, at(t0, 300), &d), None);
+        assert_eq!(s.next, Some(at(t0, 12 * H)));
+
+        // Due at t0+12h and failing: backoff doubling from retry_initial (equal jitter).
+        let t1 = at(t0, 12 * H);
+        let mut previous = Duration::ZERO;
+        for n in 1..=4u32 {
+            let f = failed(ErrorKindT::Transient, Some(at(t0, 24 * H)));
+            assert_eq!(s.record(&f, t1, &d), Some("failed"));
+            let wait = (s.next.unwrap_or(t1) - t1).to_std().unwrap_or_default();
+            let ceiling = d.retry_initial * 2u32.pow(n - 1);
+            assert!(
+                wait <= ceiling && wait >= ceiling / 2,
+                "failure {n}: {wait:?}"
+            );
+            assert!(wait >= previous / 2, "failure {n}");
+            previous = wait;
+            assert_eq!(s.failures, n);
+            assert_eq!(s.failing.as_deref(), Some("boom"));
+        }
+
+        // Twenty minutes left: the wait never outlives the token (a quarter of what is left).
+        let late = at(t0, 24 * H - 1200);
+        let f = failed(ErrorKindT::Transient, Some(at(t0, 24 * H)));
+        s.record(&f, late, &d);
+        assert!(
+            s.next
+                .is_some_and(|n| n - late <= chrono::Duration::seconds(300))
+        );
+
+        // A failure that could not even read the store keeps the expiry it knew.
+        let unread = failed(ErrorKindT::Transient, None);
+        s.record(&unread, late, &d);
+        assert_eq!(s.expiry, Some(at(t0, 24 * H)));
+
+        // A success resets the failures; a token that is already due again (a short one)
+        // waits min_interval, not zero.
+        let short = result(Outcome::Rotated { previous: None }, Some(at(late, 600)));
+        s.record(&short, late, &d);
+        assert_eq!(s.failures, 0);
+        assert_eq!(s.next, Some(at(late, 600)));
+    }
+
+    #[test]
+    fn jitter_is_drawn_once_per_token_lifetime() {
+        let d = daemon_config();
+        let t0 = Utc::now();
+        let mut s = Slot::new(
+            DuePolicy {
+                renew_before: Duration::from_secs(12 * 3600),
+                min_interval: Duration::from_secs(600),
+            },
+            Duration::from_secs(3600),
+            t0,
+        );
+        s.pick_jitter();
+        let first = result(Outcome::Rotated { previous: None }, Some(at(t0, 24 * H)));
+        s.record(&first, t0, &d);
+        let jitter = s.jitter;
+        let planned = s.next;
+        for poll in 1..20 {
+            let fresh = result(Outcome::Fresh, Some(at(t0, 24 * H)));
+            s.record(&fresh, at(t0, poll * 300), &d);
+            assert_eq!((s.jitter, s.next), (jitter, planned), "poll {poll}");
+        }
+        assert!(
+            planned.is_some_and(|p| p <= at(t0, 12 * H) && p >= at(t0, 11 * H)),
+            "{planned:?}"
+        );
+    }
+
+    use crate::core::error::ErrorKind as ErrorKindT;
 }

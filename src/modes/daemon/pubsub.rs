@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::config::daemon::PubsubConfig;
 use crate::core::error::ErrorKind;
-use crate::core::report::Outcome;
+use crate::core::result::Outcome;
 use crate::engine::rotator::RunOptions;
 use crate::support::http::USER_AGENT;
 use crate::support::net::IpFamily;
@@ -405,16 +405,10 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         return StatusCode::NO_CONTENT.into_response();
     }
     let app = s.app();
-    let Some(i) = app
-        .config
-        .tokens
-        .iter()
-        .position(|t| t.store.is_gcp_secret(&secret))
-    else {
+    let Some(job) = app.jobs.iter().find(|j| j.store.tokens.is_named(&secret)) else {
         info!(message_id = %m.message_id, secret = %secret, "pubsub push acknowledged: no configured token stores that secret");
         return StatusCode::NO_CONTENT.into_response();
     };
-    let job = &app.jobs[i];
     let published = m
         .publish_time
         .as_deref()
@@ -429,7 +423,7 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     };
     // A redelivery whose rotation already happened: the stored token was issued after the
     // notification was published (documents keep whole seconds).
-    if let (Some(p), Ok(Some(stored))) = (published, job.store.read_current().await)
+    if let (Some(p), Ok(Some(stored))) = (published, job.store.tokens.read_current().await)
         && let Ok(doc) = &stored.document
         && doc.issued_at >= p.trunc_subsecs(0)
     {
@@ -445,7 +439,7 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         );
     }
     info!(token = %job.name, message_id = %m.message_id, "SECRET_ROTATE: rotating");
-    let report = app
+    let result = app
         .rotator
         .pass()
         .rotate_token(
@@ -456,16 +450,16 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             },
         )
         .await;
-    let status = match (&report.outcome, report.error.as_ref().map(|e| e.kind)) {
-        (Outcome::Failed, Some(ErrorKind::Transient) | None) => StatusCode::SERVICE_UNAVAILABLE,
+    let status = match &result.outcome {
+        Outcome::Failed(f) if f.kind == ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
     let body = json!({
-        "token": report.name,
-        "outcome": report.outcome.as_str(),
-        "version": report.version,
+        "token": result.token.name,
+        "outcome": result.outcome.as_str(),
+        "version": result.version(),
     });
-    s.finished(&job.name, report);
+    s.finished(&job.name, result);
     answer(status, body)
 }
 

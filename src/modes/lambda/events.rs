@@ -4,40 +4,18 @@ use serde_json::Value;
 
 use super::Failure;
 use crate::core::error::ErrorKind;
+use crate::core::trigger::{RotationStep, StepKind as Step};
 
-/// A rotation step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Mint and put the AWSPENDING version.
-    Create,
-    /// Nothing to do: Deepvue issues the token itself.
-    Set,
-    /// Check the AWSPENDING document.
-    Test,
-    /// Move AWSCURRENT to the new version.
-    Finish,
-}
-
-/// A Secrets Manager rotation event.
-#[derive(Debug)]
-pub struct RotationEvent {
-    /// Which step.
-    pub step: Step,
-    /// The secret (usually its ARN).
-    pub secret_id: String,
-    /// The version being rotated in (`ClientRequestToken`).
-    pub token: String,
-    /// For cross-account rotation: passed through to `PutSecretValue`.
-    pub rotation_token: Option<String>,
-}
+/// A Secrets Manager rotation event: one step of the native rotation protocol.
+pub type RotationEvent = RotationStep;
 
 fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
     names.iter().find_map(|n| v.get(n).and_then(Value::as_str))
 }
 
-impl RotationEvent {
-    /// `None` when the event is not a rotation (it has no `Step` and `ClientRequestToken`).
-    pub fn parse(v: &Value) -> Option<Result<RotationEvent, Failure>> {
+/// `None` when the event is not a rotation (it has no `Step` and `ClientRequestToken`).
+pub fn parse(v: &Value) -> Option<Result<RotationEvent, Failure>> {
+    {
         v.get("Step").or_else(|| v.get("step"))?;
         // From here on it claims to be a rotation: malformed is an error, never a scheduled
         // pass by accident.
@@ -71,10 +49,10 @@ impl RotationEvent {
                 "rotation event without SecretId",
             )));
         };
-        Some(Ok(RotationEvent {
+        Some(Ok(RotationStep {
             step,
             secret_id: secret_id.to_string(),
-            token: token.to_string(),
+            version: token.to_string(),
             rotation_token: field(v, &["RotationToken", "rotation_token"]).map(str::to_string),
         }))
     }
@@ -88,26 +66,26 @@ mod tests {
     #[test]
     fn events_dispatch() {
         let sched = json!({"version":"0","detail-type":"Scheduled Event","source":"aws.scheduler","detail":"{}"});
-        assert!(RotationEvent::parse(&sched).is_none());
+        assert!(parse(&sched).is_none());
         let rot = json!({"Step":"createSecret","SecretId":"arn:aws:secretsmanager:us-east-1:1:secret:app/tok-AbC123","ClientRequestToken":"t"});
         assert!(matches!(
-            RotationEvent::parse(&rot),
-            Some(Ok(RotationEvent {
+            parse(&rot),
+            Some(Ok(RotationStep {
                 step: Step::Create,
                 ..
             }))
         ));
         let snake = json!({"step":"finish_secret","secret_id":"x","client_request_token":"t"});
         assert!(matches!(
-            RotationEvent::parse(&snake),
-            Some(Ok(RotationEvent {
+            parse(&snake),
+            Some(Ok(RotationStep {
                 step: Step::Finish,
                 ..
             }))
         ));
         let bad = json!({"Step":"dance","SecretId":"x","ClientRequestToken":"t"});
-        assert!(matches!(RotationEvent::parse(&bad), Some(Err(_))));
+        assert!(matches!(parse(&bad), Some(Err(_))));
         let no_token = json!({"Step":"createSecret","SecretId":"x","ClientRequestToken":5});
-        assert!(matches!(RotationEvent::parse(&no_token), Some(Err(_))));
+        assert!(matches!(parse(&no_token), Some(Err(_))));
     }
 }

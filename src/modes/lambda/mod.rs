@@ -6,7 +6,8 @@
 //! its event:
 //!
 //! - **Secrets Manager rotation** (`Step` + `ClientRequestToken`, PascalCase or snake_case):
-//!   the four-step protocol on the token secret (`rotation.rs`), every step safe to replay.
+//!   routed to the token whose store is that secret, whose backend runs the four-step
+//!   protocol (`backends/aws/rotation.rs`), every step safe to replay.
 //! - **Anything else** (EventBridge Scheduler or rule; `detail` may be the string `"{}"`): one
 //!   rotation pass over the configured tokens (`scheduled.rs`), as `deepvue-rotator rotate`.
 //!
@@ -16,7 +17,6 @@
 //! reason, instead of crash-looping the sandbox.
 
 mod events;
-mod rotation;
 mod scheduled;
 
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ use crate::config;
 use crate::core::error::{EXIT_CONFIG, ErrorKind};
 use crate::support::logging::{self, LogFormat};
 
-pub use events::{RotationEvent, Step};
+pub use events::RotationEvent;
 
 /// Whether this process was started by the Lambda runtime (and not given a command).
 pub fn detected() -> bool {
@@ -166,9 +166,34 @@ impl Handler {
             .app
             .as_ref()
             .map_err(|e| Failure::new(ErrorKind::Config, format!("configuration error: {e}")))?;
-        match RotationEvent::parse(&event) {
-            Some(rotation) => rotation::run(app, rotation?).await,
+        match events::parse(&event) {
+            Some(step) => rotation(app, step?).await,
             None => scheduled::run(app).await,
         }
     }
+}
+
+/// Route a rotation step to the token whose store is that secret.
+async fn rotation(app: &App, step: RotationEvent) -> Result<Value, Failure> {
+    let job = app
+        .jobs
+        .iter()
+        .find(|j| j.store.tokens.is_named(&step.secret_id))
+        .ok_or_else(|| {
+            Failure::new(
+                ErrorKind::Config,
+                format!(
+                    "no [[tokens]] entry stores into secret `{0}`: add one with store = {{ \
+                     backend = \"aws\", secret_id = \"{0}\" }} and its credentials",
+                    step.secret_id
+                ),
+            )
+        })?;
+    let result = app
+        .rotator
+        .pass()
+        .native_step(job, &step, "Secrets Manager rotation")
+        .await
+        .map_err(|f| Failure::new(f.kind, f.message))?;
+    Ok(serde_json::json!({ "step": format!("{:?}", step.step), "result": result }))
 }

@@ -6,20 +6,19 @@ use tracing::info;
 use super::Failure;
 use crate::app::App;
 use crate::core::error::{ErrorKind, combine_exit_codes};
-use crate::core::report::{Outcome, TokenReport, describe_report};
+use crate::core::report::{TokenReport, describe_report};
 use crate::engine::rotator::RunOptions;
 
 /// One pass over every token; fails when any token failed.
 pub(super) async fn run(app: &App) -> Result<Value, Failure> {
     info!("scheduled run: one pass over the configured tokens");
-    let reports = app
+    let results = app
         .rotator
         .rotate_all(&app.jobs, RunOptions::default())
         .await;
-    let failed: Vec<&TokenReport> = reports
-        .iter()
-        .filter(|r| r.outcome == Outcome::Failed)
-        .collect();
+    let now = app.rotator.clock().now();
+    let reports: Vec<TokenReport> = results.iter().map(|r| TokenReport::of(r, now)).collect();
+    let failed: Vec<&TokenReport> = reports.iter().filter(|r| r.error.is_some()).collect();
     if failed.is_empty() {
         return Ok(json!({ "tokens": reports }));
     }
