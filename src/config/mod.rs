@@ -307,10 +307,45 @@ fn not_compiled_hint(message: &str) -> String {
 }
 
 impl Config {
+    /// The root's own defaults and ranges, each section's and entry's own `validate`, then the
+    /// checks across tokens.
     fn validate(raw: RawConfig, sections: Sections, origin: &str) -> Result<Config, ConfigError> {
+        let problem = |p: Problem| ConfigError::from_problem(origin, p);
+        let deepvue = raw.deepvue.validate(origin)?;
+        let rotation = raw.rotation.validate(origin, &deepvue)?;
+        let tokens = validate_tokens(raw.tokens, rotation.policy, origin)?;
+        let egress = validate_egress(raw.egress, origin)?;
+        let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
+        sections.validate().map_err(problem)?;
+        let daemon = raw.daemon.validate(origin)?;
+        Ok(Config {
+            origin: origin.to_string(),
+            deepvue,
+            concurrency: rotation.concurrency,
+            lock_timeout: rotation.lock_timeout,
+            run_every: rotation.run_every,
+            tokens,
+            egress,
+            alerting,
+            backends: sections,
+            daemon,
+        })
+    }
+}
+
+/// `[rotation]`, validated.
+struct Rotation {
+    policy: DuePolicy,
+    concurrency: usize,
+    lock_timeout: Duration,
+    run_every: Option<Duration>,
+}
+
+impl RawDeepvue {
+    fn validate(self, origin: &str) -> Result<DeepvueConfig, ConfigError> {
         let err = |m: String| ConfigError::new(origin, m);
         let problem = |p: Problem| ConfigError::from_problem(origin, p);
-        let d = raw.deepvue;
+        let d = self;
         let base = d.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
         let base_url = crate::support::url::parse("deepvue.base_url", base).map_err(problem)?;
         let base = shown_url(base);
@@ -354,7 +389,7 @@ impl Config {
         let positive = |name: &str, v: Option<Dur>, default: Duration, max: Duration| {
             bounded(origin, name, v, default, Duration::from_nanos(1), max)
         };
-        let deepvue = DeepvueConfig {
+        Ok(DeepvueConfig {
             base_url,
             ca_file: d.ca_file,
             request_encoding: d.request_encoding.unwrap_or_default(),
@@ -392,16 +427,24 @@ impl Config {
                     MAX_BACKOFF,
                 )?,
             },
-        };
+        })
+    }
+}
 
-        let r = raw.rotation;
-        let default_policy = DuePolicy {
+impl RawRotation {
+    fn validate(self, origin: &str, deepvue: &DeepvueConfig) -> Result<Rotation, ConfigError> {
+        let err = |m: String| ConfigError::new(origin, m);
+        let positive = |name: &str, v: Option<Dur>, default: Duration, max: Duration| {
+            bounded(origin, name, v, default, Duration::from_nanos(1), max)
+        };
+        let r = self;
+        let policy = DuePolicy {
             renew_before: r
                 .renew_before
                 .map_or(Duration::from_secs(12 * 3600), |d| d.0),
             min_interval: r.min_interval.map_or(Duration::from_secs(600), |d| d.0),
         };
-        check_policy("rotation", default_policy).map_err(err)?;
+        check_policy("rotation", policy).map_err(err)?;
         let concurrency = r.concurrency.unwrap_or(8);
         if !(1..=1024).contains(&concurrency) {
             return Err(err(format!(
@@ -429,83 +472,98 @@ impl Config {
                 humantime::format_duration(longest_hold)
             )));
         }
-
-        if raw.tokens.is_empty() {
-            return Err(err(
-                "no [[tokens]] configured; add at least one with name, credentials and store"
-                    .into(),
-            ));
-        }
-        let mut names = HashSet::new();
-        let mut stores = HashSet::new();
-        let mut tokens = Vec::with_capacity(raw.tokens.len());
-        for (i, t) in raw.tokens.into_iter().enumerate() {
-            let at = format!("tokens[{i}]");
-            let valid_name = !t.name.is_empty()
-                && t.name.len() <= 64
-                && t.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !valid_name {
-                return Err(err(format!(
-                    "{at}.name `{}` must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                    t.name
-                )));
-            }
-            if !names.insert(t.name.clone()) {
-                return Err(err(format!("{at}.name `{}` is used twice", t.name)));
-            }
-            t.credentials
-                .validate(&format!("{at}.credentials"))
-                .map_err(problem)?;
-            t.store.validate(&format!("{at}.store")).map_err(problem)?;
-            let store_key = t.store.identity();
-            if t.credentials.identity().as_ref() == Some(&store_key) {
-                return Err(err(format!(
-                    "{at}: the credentials secret `{}` is also the token store; the first \
-                     rotation would overwrite the credentials. Use two secrets",
-                    store_key.1
-                )));
-            }
-            if !stores.insert(store_key.clone()) {
-                return Err(err(format!(
-                    "{at}.store: {} store `{}` is already used by another token",
-                    store_key.0, store_key.1
-                )));
-            }
-            let policy = DuePolicy {
-                renew_before: t.renew_before.map_or(default_policy.renew_before, |d| d.0),
-                min_interval: t.min_interval.map_or(default_policy.min_interval, |d| d.0),
-            };
-            check_policy(&at, policy).map_err(err)?;
-            tokens.push(TokenConfig {
-                name: t.name,
-                credentials: t.credentials,
-                store: t.store,
-                policy,
-            });
-        }
         let run_every = match r.run_every {
             Some(d) => Some(positive("rotation.run_every", Some(d), d.0, MAX_RUN_EVERY)?),
             None => None,
         };
-        let egress = validate_egress(raw.egress, origin)?;
-        let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
-        sections.validate().map_err(problem)?;
-        let daemon = raw.daemon.validate(origin)?;
-        Ok(Config {
-            origin: origin.to_string(),
-            deepvue,
+        Ok(Rotation {
+            policy,
             concurrency,
             lock_timeout,
             run_every,
-            tokens,
-            egress,
-            alerting,
-            backends: sections,
-            daemon,
         })
     }
+}
+
+impl RawToken {
+    /// One `[[tokens]]` entry at `at`; `default` is `[rotation]`'s policy.
+    fn validate(
+        self,
+        at: &str,
+        default: DuePolicy,
+        origin: &str,
+    ) -> Result<TokenConfig, ConfigError> {
+        let err = |m: String| ConfigError::new(origin, m);
+        let problem = |p: Problem| ConfigError::from_problem(origin, p);
+        let t = self;
+        let valid_name = !t.name.is_empty()
+            && t.name.len() <= 64
+            && t.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid_name {
+            return Err(err(format!(
+                "{at}.name `{}` must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                t.name
+            )));
+        }
+        t.credentials
+            .validate(&format!("{at}.credentials"))
+            .map_err(problem)?;
+        t.store.validate(&format!("{at}.store")).map_err(problem)?;
+        let policy = DuePolicy {
+            renew_before: t.renew_before.map_or(default.renew_before, |d| d.0),
+            min_interval: t.min_interval.map_or(default.min_interval, |d| d.0),
+        };
+        check_policy(at, policy).map_err(err)?;
+        Ok(TokenConfig {
+            name: t.name,
+            credentials: t.credentials,
+            store: t.store,
+            policy,
+        })
+    }
+}
+
+/// Every `[[tokens]]` entry, then what holds across them: unique names, one store per token
+/// (by identity, however it is spelled), a credentials secret never its token's store.
+fn validate_tokens(
+    raw: Vec<RawToken>,
+    default: DuePolicy,
+    origin: &str,
+) -> Result<Vec<TokenConfig>, ConfigError> {
+    let err = |m: String| ConfigError::new(origin, m);
+    if raw.is_empty() {
+        return Err(err(
+            "no [[tokens]] configured; add at least one with name, credentials and store".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut stores = HashSet::new();
+    let mut tokens = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = format!("tokens[{i}]");
+        let t = t.validate(&at, default, origin)?;
+        if !names.insert(t.name.clone()) {
+            return Err(err(format!("{at}.name `{}` is used twice", t.name)));
+        }
+        let store_key = t.store.identity();
+        if t.credentials.identity().as_ref() == Some(&store_key) {
+            return Err(err(format!(
+                "{at}: the credentials secret `{}` is also the token store; the first \
+                 rotation would overwrite the credentials. Use two secrets",
+                store_key.1
+            )));
+        }
+        if !stores.insert(store_key.clone()) {
+            return Err(err(format!(
+                "{at}.store: {} store `{}` is already used by another token",
+                store_key.0, store_key.1
+            )));
+        }
+        tokens.push(t);
+    }
+    Ok(tokens)
 }
 
 fn validate_egress(e: RawEgress, origin: &str) -> Result<EgressConfig, ConfigError> {

@@ -1,5 +1,5 @@
 //! The typed result of one token's run: what the engine hands to alerts, the daemon, the
-//! Lambda mode and, as its serialized view ([`super::report::TokenReport`]), to `--json` and
+//! Lambda mode and, as its serialized view (`report::TokenReport`), to `--json` and
 //! `/status`.
 
 use chrono::{DateTime, Utc};

@@ -6,10 +6,10 @@
 //!   [`TokenStore::write`] adds a **new version** only if the store still holds what the
 //!   decision was made from ([`WriteMode`]), else fails with [`ErrorKind::Conflict`] and writes
 //!   nothing; the previous version stays readable through [`TokenStore::read_version`].
-//! - [`super::lease::Leases`]: a rotation **lease**, a value the pass owns ([`Lease`]) and
+//! - `lease::Leases`: a rotation **lease**, a value the pass owns ([`Lease`]) and
 //!   hands back; the file store's flock, the GCP lease annotation. A backend without leases
 //!   relies on its conditional write alone (AWS's derived ClientRequestToken, Vault's `cas`).
-//! - [`super::state::StateStore`]: kept **run state** (bytes and an etag), which the engine
+//! - `state::StateStore`: kept **run state** (bytes and an etag), which the engine
 //!   decides about.
 //!
 //! No store object remembers a run: everything a run learns travels in the values these
@@ -37,7 +37,7 @@ impl std::fmt::Display for Version {
 }
 
 /// A rotation lease: a value the pass that took it owns, passes to the write it makes under
-/// it, and hands back to [`super::lease::Leases::release`]. It names its holder (a random id,
+/// it, and hands back to `lease::Leases::release`. It names its holder (a random id,
 /// also the write id of a version added under it), the version it was taken from, and until
 /// when it holds. Whatever keeps it held in this process (a flock's descriptor) lives in the
 /// value and goes with it.

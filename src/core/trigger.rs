@@ -40,6 +40,8 @@ pub struct RotationStep {
 pub trait TriggerHost: Send + Sync {
     /// The token's name.
     fn token(&self) -> &str;
+    /// The time the engine's decisions read (its clock).
+    fn now(&self) -> chrono::DateTime<chrono::Utc>;
     /// Mint through the engine's one mint path (credentials, the Deepvue client, the retrying
     /// authorize, validation). The failure names the token.
     async fn mint(&self) -> Result<TokenDocument, Failure>;

@@ -27,6 +27,10 @@ impl TriggerHost for Host<'_> {
         &self.job.name
     }
 
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.pass.rotator().clock().now()
+    }
+
     async fn mint(&self) -> Result<TokenDocument, Failure> {
         // Repairs to the answer (a clamped expiry) were logged by the client.
         self.pass.mint(self.job).await.map(|m| m.doc)

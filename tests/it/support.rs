@@ -217,7 +217,7 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let mut forms = vec![
         secret.to_string(),
-        json.trim_matches('"').to_string(),
+        json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string(),
         percent("+", true),
         percent("+", false),
         percent("%20", true),

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::SdkError;
-use chrono::Utc;
 use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
@@ -309,7 +308,7 @@ impl Rotation<'_> {
                     format!("AWSPENDING is not a usable token document: {e}"),
                 )
             })?;
-        if doc.expires_in(Utc::now()) <= chrono::Duration::zero() {
+        if doc.expires_in(self.host.now()) <= chrono::Duration::zero() {
             return Err(self.fail(
                 "testSecret",
                 ErrorKind::Permanent,
@@ -327,7 +326,7 @@ impl Rotation<'_> {
             .await
             .map_err(|e| self.store_fail("GetSecretValue", e))?
         {
-            Some(Ok(doc)) if doc.expires_in(Utc::now()) > chrono::Duration::zero() => {
+            Some(Ok(doc)) if doc.expires_in(self.host.now()) > chrono::Duration::zero() => {
                 return Ok("AWSPENDING already holds a token (replay): nothing minted");
             }
             Some(Ok(doc)) => {

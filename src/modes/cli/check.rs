@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use super::{emit, json_text};
 use crate::app::App;
-use crate::config;
+use crate::config::{self, Config};
 use crate::core::credentials::Custody;
 use crate::core::error::EXIT_CONFIG;
+use crate::engine::rotator::{Job, Rotator};
 use crate::support::text::{shown, shown_url};
 
 /// One line of `check`: an item of Deepvue's production checklist, evaluated.
@@ -108,12 +109,10 @@ pub(super) fn invalid_config(e: &config::ConfigError, json: bool) -> u8 {
     print_checks(&items, json).max(EXIT_CONFIG)
 }
 
-/// The checklist for a config that loaded.
+/// The checklist for a config that loaded: one item (or one per token / sink) per line of
+/// Deepvue's production checklist.
 pub(super) async fn run(app: App, json: bool) -> u8 {
-    let config = app.config.clone();
-    let rotator = &app.rotator;
-    let pass = rotator.pass();
-    let jobs = &app.jobs;
+    let config = &app.config;
     let mut items = vec![item(
         "config",
         "config is valid",
@@ -124,8 +123,24 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
             config.tokens.len()
         ),
     )];
+    items.push(https(config));
+    items.extend(credentials(&app.jobs).await);
+    items.push(item(
+        "no-inline-secrets",
+        CHECK_INLINE,
+        "pass",
+        "no secret-looking key holds a value in the config",
+    ));
+    items.push(egress(&app).await);
+    items.extend(refresh_ahead(config));
+    items.extend(alerting(&app.rotator).await);
+    items.extend(stores(&app.jobs).await);
+    items.push(deepvue_tls(&app.rotator, config).await);
+    print_checks(&items, json)
+}
 
-    // HTTPS everywhere. Inline URLs were validated at load; referenced ones are resolved now.
+/// HTTPS everywhere. Inline URLs were validated at load; referenced ones are resolved now.
+fn https(config: &Config) -> CheckItem {
     let mut insecure = Vec::new();
     let mut notes = vec![format!("deepvue {}", shown(&config.deepvue.base_url))];
     for (name, s) in &config.alerting.sinks {
@@ -146,7 +161,7 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
         }
     }
     notes.extend(config.backends.endpoint_notes());
-    items.push(if insecure.is_empty() {
+    if insecure.is_empty() {
         item(
             "https",
             CHECK_HTTPS,
@@ -158,93 +173,119 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
         )
     } else {
         item("https", CHECK_HTTPS, "fail", insecure.join("; "))
-    });
+    }
+}
 
-    // Credentials: where from, and readable now.
+/// Credentials: where from, and readable now.
+async fn credentials(jobs: &[Job]) -> Vec<CheckItem> {
+    let mut items = Vec::new();
     for job in jobs {
         let name = &job.name;
+        let check = format!("{CHECK_CREDS} (token `{name}`)");
         let source = job.credentials.describe();
         let loose = job.credentials.custody() == Custody::LooseFile;
-        let readable = job.credentials.load().await;
-        items.push(match (loose, readable) {
-            (_, Err(e)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "fail", e.to_string()),
+        items.push(match (loose, job.credentials.load().await) {
+            (_, Err(e)) => item("credentials", check, "fail", e.to_string()),
             (true, Ok(_)) => item(
                 "credentials",
-                format!("{CHECK_CREDS} (token `{name}`)"),
+                check,
                 "fail",
-                format!("read from a loose file ({source}); keep them in environment variables or a secret manager"),
+                format!(
+                    "read from a loose file ({source}); keep them in environment variables or \
+                     a secret manager"
+                ),
             ),
-            (false, Ok(_)) => item("credentials", format!("{CHECK_CREDS} (token `{name}`)"), "pass", format!("read from {source}")),
+            (false, Ok(_)) => item("credentials", check, "pass", format!("read from {source}")),
         });
     }
-    items.push(item(
-        "no-inline-secrets",
-        CHECK_INLINE,
-        "pass",
-        "no secret-looking key holds a value in the config",
-    ));
+    items
+}
 
-    // Egress.
-    let e = &config.egress;
-    items.push(if e.expected.is_empty() {
-        item(
+/// Egress: the IP this host's calls leave from, against `expected_ips`.
+async fn egress(app: &App) -> CheckItem {
+    let e = &app.config.egress;
+    if e.expected.is_empty() {
+        return item(
             "egress",
             CHECK_EGRESS,
             "fail",
             "egress.expected_ips is not set: drift cannot be seen before Deepvue answers 403",
-        )
-    } else if !e.probe {
-        item("egress", CHECK_EGRESS, "unknown", "egress.probe = false")
-    } else {
-        match pass.egress().await {
-            Some(r) if r.observed.is_empty() => {
-                item("egress", CHECK_EGRESS, "unknown", r.summary())
-            }
-            Some(r) if !r.outside_expected().is_empty() => {
-                item("egress", CHECK_EGRESS, "fail", r.summary())
-            }
-            Some(r) => item("egress", CHECK_EGRESS, "pass", r.summary()),
-            None => item(
-                "egress",
-                CHECK_EGRESS,
-                "unknown",
-                "the Deepvue HTTP client could not be built",
-            ),
+        );
+    }
+    if !e.probe {
+        return item("egress", CHECK_EGRESS, "unknown", "egress.probe = false");
+    }
+    match app.rotator.pass().egress().await {
+        Some(r) if r.observed.is_empty() => item("egress", CHECK_EGRESS, "unknown", r.summary()),
+        Some(r) if !r.outside_expected().is_empty() => {
+            item("egress", CHECK_EGRESS, "fail", r.summary())
         }
-    });
+        Some(r) => item("egress", CHECK_EGRESS, "pass", r.summary()),
+        None => item(
+            "egress",
+            CHECK_EGRESS,
+            "unknown",
+            "the Deepvue HTTP client could not be built",
+        ),
+    }
+}
 
-    // Refresh ahead of expiry.
-    for t in &config.tokens {
-        let rb = t.policy.renew_before;
-        let check = format!("{CHECK_REFRESH} (token `{}`)", t.name);
-        let rb_h = humantime::format_duration(rb);
-        items.push(if rb < Duration::from_secs(3600) {
-            item("refresh-ahead", check, "fail", format!("renew_before = {rb_h} leaves under an hour for retries and alerts"))
-        } else {
+/// Refresh ahead of expiry: `renew_before` against the lifetime and the schedule.
+fn refresh_ahead(config: &Config) -> Vec<CheckItem> {
+    config
+        .tokens
+        .iter()
+        .map(|t| {
+            let rb = t.policy.renew_before;
+            let check = format!("{CHECK_REFRESH} (token `{}`)", t.name);
+            let rb_h = humantime::format_duration(rb);
+            if rb < Duration::from_secs(3600) {
+                return item(
+                    "refresh-ahead",
+                    check,
+                    "fail",
+                    format!("renew_before = {rb_h} leaves under an hour for retries and alerts"),
+                );
+            }
             match config.run_every {
                 Some(every) if rb < every.saturating_mul(2) => item(
                     "refresh-ahead",
                     check,
                     "fail",
-                    format!("renew_before = {rb_h} but the job runs every {}: at least two runs must fall inside the renewal window", humantime::format_duration(every)),
+                    format!(
+                        "renew_before = {rb_h} but the job runs every {}: at least two runs \
+                         must fall inside the renewal window",
+                        humantime::format_duration(every)
+                    ),
                 ),
                 Some(every) => item(
                     "refresh-ahead",
                     check,
                     "pass",
-                    format!("tokens are reused until {rb_h} before expiry; runs every {} give {} chances to renew", humantime::format_duration(every), rb.as_secs() / every.as_secs().max(1)),
+                    format!(
+                        "tokens are reused until {rb_h} before expiry; runs every {} give {} \
+                         chances to renew",
+                        humantime::format_duration(every),
+                        rb.as_secs() / every.as_secs().max(1)
+                    ),
                 ),
                 None => item(
                     "refresh-ahead",
                     check,
                     "unknown",
-                    format!("renew_before = {rb_h} is sane against the 24h lifetime; set rotation.run_every to the schedule so it can be checked against it"),
+                    format!(
+                        "renew_before = {rb_h} is sane against the 24h lifetime; set \
+                         rotation.run_every to the schedule so it can be checked against it"
+                    ),
                 ),
             }
-        });
-    }
+        })
+        .collect()
+}
 
-    // Alerting.
+/// Alerting: a sink configured, and each one reachable.
+async fn alerting(rotator: &Rotator) -> Vec<CheckItem> {
+    let mut items = Vec::new();
     if rotator.alerter().is_empty() {
         items.push(item(
             "alerting",
@@ -254,42 +295,41 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
         ));
     }
     for (name, r) in rotator.alerter().check().await {
+        let check = format!("{CHECK_ALERTS} (sink {name})");
         items.push(match r {
-            Ok(d) => item(
-                "alerting",
-                format!("{CHECK_ALERTS} (sink {name})"),
-                "pass",
-                d,
-            ),
-            Err(e) => item(
-                "alerting",
-                format!("{CHECK_ALERTS} (sink {name})"),
-                "fail",
-                e,
-            ),
+            Ok(d) => item("alerting", check, "pass", d),
+            Err(e) => item("alerting", check, "fail", e),
         });
     }
+    items
+}
 
-    // Stores.
+/// Stores: reachable and writable, as each backend proves it.
+async fn stores(jobs: &[Job]) -> Vec<CheckItem> {
+    let mut items = Vec::new();
     for job in jobs {
         let check = format!("{CHECK_STORES} (token `{}`)", job.name);
-        items.push(match job.store.tokens.check().await {
+        let tokens = &job.store.tokens;
+        items.push(match tokens.check().await {
             Ok(()) => item(
                 "stores",
                 check,
                 "pass",
                 format!(
                     "{} store `{}` reachable and writable",
-                    job.store.tokens.backend(),
-                    job.store.tokens.secret_id()
+                    tokens.backend(),
+                    tokens.secret_id()
                 ),
             ),
             Err(e) => item("stores", check, "fail", e.to_string()),
         });
     }
+    items
+}
 
-    // Deepvue TLS.
-    items.push(match rotator.client().await {
+/// Deepvue's TLS: a verified handshake, nothing minted.
+async fn deepvue_tls(rotator: &Rotator, config: &Config) -> CheckItem {
+    match rotator.client().await {
         Ok(client) => match client.handshake().await {
             Ok(status) => item(
                 "deepvue-tls",
@@ -309,6 +349,5 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
             ),
         },
         Err(e) => item("deepvue-tls", CHECK_TLS, "fail", e.to_string()),
-    });
-    print_checks(&items, json)
+    }
 }
