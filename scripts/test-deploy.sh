@@ -29,6 +29,13 @@ if ! out=$("$HADOLINT" deploy/cloudrun/Dockerfile 2>&1); then
   exit 1
 fi
 echo "test-deploy.sh: deploy/cloudrun/Dockerfile: hadolint clean ($("$HADOLINT" --version | head -1))"
+# Every base image is pinned by digest (a tag moves; a rebuild must fetch the reviewed bytes).
+if unpinned=$(grep -E '^FROM ' deploy/cloudrun/Dockerfile | grep -v '@sha256:[0-9a-f]\{64\}'); then
+  echo "$unpinned" >&2
+  echo "test-deploy.sh: deploy/cloudrun/Dockerfile has a base image not pinned by digest" >&2
+  exit 1
+fi
+echo "test-deploy.sh: deploy/cloudrun/Dockerfile: every base image pinned by digest"
 # No image can be built here, but its build stage must at least load the manifest from what the
 # Dockerfile copies (a declared example whose file is not copied makes cargo refuse it): copy
 # exactly the build stage's COPY sources into an empty directory and let cargo resolve there.

@@ -117,11 +117,6 @@ impl App {
             .filter(|j| only.is_empty() || only.contains(&j.name))
             .collect())
     }
-
-    /// Each job with its config entry.
-    pub fn entries(&self) -> impl Iterator<Item = (&TokenConfig, &Job)> {
-        self.config.tokens.iter().zip(&self.jobs)
-    }
 }
 
 fn job(t: &TokenConfig, ctx: &BuildContext<'_>) -> Job {

@@ -23,6 +23,7 @@ pub(super) struct RawDaemon {
     retry_initial: Option<Dur>,
     retry_max: Option<Dur>,
     status_endpoints: Option<bool>,
+    metrics_endpoint: Option<bool>,
     pubsub: Option<RawPubsub>,
 }
 
@@ -71,10 +72,15 @@ pub struct DaemonConfig {
     pub retry_initial: Duration,
     /// Largest retry delay (default 15m), shrunk near expiry.
     pub retry_max: Duration,
-    /// Serve `/status` and `/metrics` (default true). `false`: both answer 404, for a listener
-    /// anyone can reach (a Cloud Run service that must take Pub/Sub pushes from the internet);
-    /// `/healthz` and `/readyz` tell only "ok" or which token is not ready.
+    /// Serve `/status` (secret ids, errors, egress IPs) and the error text of `/readyz`.
+    /// Default: only when `listen` is a loopback address; a listener others reach (`PORT`
+    /// set, `0.0.0.0`, a pod address) hides them unless this is set to `true`. `false`:
+    /// `/status` answers 404 and `/readyz` tells only "ok" or which token is not ready.
     pub status_endpoints: bool,
+    /// Serve `/metrics` (token names, counts and times; never a secret id or an error).
+    /// Default true, for a Prometheus scrape of a pod address; `false` (or an explicit
+    /// `status_endpoints = false` without this key, as before it existed) answers 404.
+    pub metrics_endpoint: bool,
     /// `[daemon.pubsub]`: serve `POST /pubsub` (Secret Manager `SECRET_ROTATE` pushes).
     pub pubsub: Option<PubsubConfig>,
 }
@@ -207,7 +213,12 @@ impl RawDaemon {
             )?,
             retry_initial,
             retry_max,
-            status_endpoints: self.status_endpoints.unwrap_or(true),
+            status_endpoints: self
+                .status_endpoints
+                .unwrap_or_else(|| listen.ip().is_loopback()),
+            metrics_endpoint: self
+                .metrics_endpoint
+                .unwrap_or(self.status_endpoints != Some(false)),
             pubsub: self.pubsub.map(|p| p.validate(origin)).transpose()?,
         })
     }

@@ -39,14 +39,6 @@ impl ManualClock {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *t = t.checked_add_signed(by).unwrap_or(*t);
     }
-
-    /// Set it to `at`.
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
-    }
 }
 
 impl Clock for ManualClock {

@@ -50,6 +50,20 @@ impl std::fmt::Display for DueReason {
     }
 }
 
+/// How much a run overrides the schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Force {
+    /// Rotate only a due token.
+    #[default]
+    No,
+    /// Someone asks for a rotation (a platform's push, an operator): rotate a fresh token too,
+    /// but never one minted less than `min_interval` ago, so requests, however many, mint at
+    /// most once per window.
+    Requested(&'static str),
+    /// `--force`: rotate whatever is stored.
+    Always,
+}
+
 /// The pure decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -76,7 +90,7 @@ pub fn decide(
     stored: Option<&Stored>,
     now: DateTime<Utc>,
     policy: &DuePolicy,
-    force: bool,
+    force: Force,
 ) -> Decision {
     let doc = match stored {
         None => return Decision::Due(DueReason::Missing),
@@ -87,7 +101,7 @@ pub fn decide(
             document: Ok(doc), ..
         }) => doc,
     };
-    if force {
+    if force == Force::Always {
         return Decision::Due(DueReason::Forced);
     }
     if let Some(why) = implausible(doc, now) {
@@ -95,11 +109,15 @@ pub fn decide(
     }
     let left = doc.expiry - now;
     let renew_before = delta(policy.renew_before);
-    if left > renew_before {
-        return Decision::Fresh;
-    }
     let min_interval = delta(policy.min_interval);
     let age = (now - doc.issued_at).max(chrono::Duration::zero());
+    if left > renew_before {
+        return match force {
+            Force::Requested(_) if age < min_interval => Decision::Throttled,
+            Force::Requested(by) => Decision::Due(DueReason::Requested(by.into())),
+            _ => Decision::Fresh,
+        };
+    }
     if age < min_interval && left > min_interval {
         return Decision::Throttled;
     }
@@ -171,6 +189,12 @@ mod tests {
 
     #[track_caller]
     fn check(stored: Option<&Stored>, force: bool, expect: &str) {
+        let force = if force { Force::Always } else { Force::No };
+        check_with(stored, force, expect);
+    }
+
+    #[track_caller]
+    fn check_with(stored: Option<&Stored>, force: Force, expect: &str) {
         let got = match decide(stored, now(), &POLICY, force) {
             Decision::Fresh => "fresh".to_string(),
             Decision::Throttled => "throttled".to_string(),
@@ -212,6 +236,29 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_rotation_renews_a_fresh_token_but_never_within_min_interval() {
+        let push = Force::Requested("a Pub/Sub SECRET_ROTATE push");
+        check_with(None, push, "due: no token stored yet");
+        check_with(
+            Some(&stored(1, 23)),
+            push,
+            "due: a Pub/Sub SECRET_ROTATE push",
+        );
+        let mut just_minted = stored(0, 23);
+        if let Ok(d) = &mut just_minted.document {
+            d.issued_at = now() - chrono::Duration::minutes(9);
+        }
+        check_with(Some(&just_minted), push, "throttled");
+        check_with(Some(&just_minted), Force::Always, "due: forced");
+        // A due token follows the usual rules.
+        check_with(
+            Some(&stored(20, 4)),
+            push,
+            "due: stored token expires in 4h00m",
+        );
+    }
+
+    #[test]
     fn min_interval_guards_tight_loops_but_not_expiry() {
         // Deepvue handed out a 2h token: due at once, but not re-minted within 10 minutes.
         let mut s = stored(0, 2);
@@ -234,7 +281,7 @@ mod tests {
 
     #[track_caller]
     fn check_prefix(stored: &Stored, expect: &str) {
-        let got = match decide(Some(stored), now(), &POLICY, false) {
+        let got = match decide(Some(stored), now(), &POLICY, Force::No) {
             Decision::Fresh => "fresh".to_string(),
             Decision::Throttled => "throttled".to_string(),
             Decision::Due(r) => format!("due: {r}"),

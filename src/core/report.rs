@@ -95,6 +95,11 @@ impl TokenReport {
     pub fn exit_code(&self) -> u8 {
         self.error.as_ref().map_or(0, |e| e.kind.exit_code())
     }
+
+    /// The views of a pass's results, time left counted from `now`.
+    pub fn all(results: &[RunResult], now: DateTime<Utc>) -> Vec<TokenReport> {
+        results.iter().map(|r| TokenReport::of(r, now)).collect()
+    }
 }
 
 /// One row of `status`.

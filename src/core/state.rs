@@ -22,7 +22,9 @@ use super::store::StoreError;
 pub struct RunState {
     /// RFC 3339 time of the last run that changed something or failed.
     pub last_run_at: Option<String>,
-    /// What that run did.
+    /// What that run did (an outcome this release does not know reads as none, so the rest
+    /// of the state, open alerts included, is kept).
+    #[serde(default, deserialize_with = "lenient_outcome")]
     pub last_outcome: Option<OutcomeKind>,
     /// The error class and message when the last outcome was a failure.
     pub last_error: Option<String>,
@@ -35,6 +37,13 @@ pub struct RunState {
     /// The last alert delivery failure, if the last alert did not reach every sink.
     #[serde(default)]
     pub last_alert_error: Option<String>,
+}
+
+fn lenient_outcome<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<OutcomeKind>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// Lengths the two free-text messages are cut to, in turn, until a state fits its store.
@@ -88,6 +97,18 @@ pub enum StatePolicy {
 /// write given an etag it cannot use reads afresh.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateEtag(pub String);
+
+impl StateEtag {
+    /// A backend's own value as an etag.
+    pub fn of<T: Serialize>(value: &T) -> Self {
+        StateEtag(serde_json::to_string(value).unwrap_or_default())
+    }
+
+    /// The backend's value back; `None` for an etag of another shape (then it reads afresh).
+    pub fn value<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_str(&self.0).ok()
+    }
+}
 
 /// Kept run state as read.
 #[derive(Clone, Debug, Default)]
@@ -275,6 +296,14 @@ mod tests {
             RunState::from_bytes(old).and_then(|s| s.last_outcome),
             Some(OutcomeKind::RotatedByAnotherRunner),
             "state files of earlier releases still read"
+        );
+        let newer = br#"{"last_outcome":"suspended","consecutive_failures":3,"alerts":{"ip-403":{"dedup_key":"k","since":"2026-11-28T12:00:00Z","last_sent":null,"severity":"warning"}}}"#;
+        let read = RunState::from_bytes(newer).unwrap_or_default();
+        assert_eq!(read.last_outcome, None, "an unknown outcome reads as none");
+        assert_eq!(
+            (read.consecutive_failures, read.alerts.len()),
+            (3, 1),
+            "and the rest of the state is kept"
         );
     }
 }

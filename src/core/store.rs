@@ -42,23 +42,37 @@ impl std::fmt::Display for Version {
 /// when it holds. Whatever keeps it held in this process (a flock's descriptor) lives in the
 /// value and goes with it.
 pub struct Lease {
+    store: String,
     holder: String,
     base: Option<Version>,
     until: Option<DateTime<Utc>>,
     spent: bool,
     _guard: Option<Box<dyn Send + Sync>>,
+    on_drop: Option<DropHook>,
 }
 
+/// What a lease dropped without being handed back does (best effort), told whether it was
+/// spent.
+type DropHook = Box<dyn FnOnce(bool) + Send + Sync>;
+
 impl Lease {
-    /// A lease held by `holder` for a decision made from `base`, live until `until` (`None`:
-    /// until released or the process ends).
-    pub fn new(holder: String, base: Option<Version>, until: Option<DateTime<Utc>>) -> Self {
+    /// A lease on `store` (its backend and secret id: a write elsewhere does not trust it)
+    /// held by `holder` for a decision made from `base`, live until `until` (`None`: until
+    /// released or the process ends).
+    pub fn new(
+        store: String,
+        holder: String,
+        base: Option<Version>,
+        until: Option<DateTime<Utc>>,
+    ) -> Self {
         Lease {
+            store,
             holder,
             base,
             until,
             spent: false,
             _guard: None,
+            on_drop: None,
         }
     }
 
@@ -66,6 +80,23 @@ impl Lease {
     pub fn guarded_by(mut self, guard: impl Send + Sync + 'static) -> Self {
         self._guard = Some(Box::new(guard));
         self
+    }
+
+    /// Run `hook` if the lease is dropped without [`Self::handed_back`] (a run cancelled
+    /// halfway): where clearing it takes a call, the hook starts that call.
+    pub fn on_drop(mut self, hook: impl FnOnce(bool) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Box::new(hook));
+        self
+    }
+
+    /// The lease went back to its store: no drop hook runs.
+    pub fn handed_back(mut self) {
+        self.on_drop = None;
+    }
+
+    /// The store it was taken on.
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// The holder id.
@@ -76,11 +107,6 @@ impl Lease {
     /// The version the lease was taken from (`None`: nothing was stored).
     pub fn base(&self) -> Option<&Version> {
         self.base.as_ref()
-    }
-
-    /// When it stops holding (`None`: while this process holds it).
-    pub fn until(&self) -> Option<DateTime<Utc>> {
-        self.until
     }
 
     /// Whether it still holds at `now` with `margin` to spare (a write must finish in it).
@@ -100,9 +126,18 @@ impl Lease {
     }
 }
 
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(hook) = self.on_drop.take() {
+            hook(self.spent);
+        }
+    }
+}
+
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
+            .field("store", &self.store)
             .field("holder", &self.holder)
             .field("base", &self.base)
             .field("until", &self.until)
@@ -242,6 +277,12 @@ pub trait TokenStore: Send + Sync {
     fn is_named(&self, platform_name: &str) -> bool {
         let _ = platform_name;
         false
+    }
+    /// The platform's own full name of this secret, as the platform reports it (GCP:
+    /// `projects/NUMBER/secrets/ID`), so a notification is matched exactly; `None` where no
+    /// platform notifies about it.
+    async fn platform_name(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
     }
     /// The current version, or `None` when nothing was ever written.
     async fn read_current(&self) -> Result<Option<Stored>, StoreError>;

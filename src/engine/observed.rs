@@ -63,6 +63,10 @@ impl TokenStore for Tokens {
         self.0.is_named(platform_name)
     }
 
+    async fn platform_name(&self) -> Result<Option<String>, StoreError> {
+        self.0.platform_name().await
+    }
+
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
         self.1.count("read_current", self.0.read_current().await)
     }

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::alerter::Alerter;
-use crate::core::alert::{self, AlertPolicy};
+use crate::core::alert::AlertPolicy;
+use crate::core::alert::plan::{next_state, plan};
 use crate::core::result::{Outcome, OutcomeKind, RunResult};
 use crate::core::state::{RunState, StatePolicy, StateRead, StateStore};
 use crate::core::store::StateHint;
@@ -83,7 +84,7 @@ pub async fn alert_and_record(
         .as_deref()
         .and_then(RunState::from_bytes)
         .unwrap_or_default();
-    let planned = alert::plan(r, &previous.alerts, now, policy);
+    let planned = plan(r, &previous.alerts, now, policy);
     let mut delivered = Vec::new();
     let mut delivery_errors = Vec::new();
     for a in planned {
@@ -93,7 +94,7 @@ pub async fn alert_and_record(
         delivered.push((a, outcome));
     }
     let mut state = after(&previous, r, now);
-    state.alerts = alert::next_state(r, &previous.alerts, &delivered, now, policy);
+    state.alerts = next_state(r, &previous.alerts, &delivered, now, policy);
     state.last_alert_error = if !delivery_errors.is_empty() {
         Some(format!(
             "{}: {}",

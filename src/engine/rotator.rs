@@ -21,7 +21,7 @@ use super::record;
 use crate::core::alert::{AlertPolicy, Severity};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::credentials::CredentialSource;
-use crate::core::decide::{Decision, DuePolicy, DueReason, decide};
+use crate::core::decide::{Decision, DuePolicy, DueReason, Force, decide};
 use crate::core::document::format_time;
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
@@ -35,8 +35,9 @@ use crate::core::store::{Lease, StateHint, Stored, Version, WriteMode};
 /// What a run may do.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunOptions {
-    /// Rotate even if the stored token is fresh (ignores `renew_before` and `min_interval`).
-    pub force: bool,
+    /// Rotate a fresh token too: `Always` (`--force`) ignores `renew_before` and
+    /// `min_interval`; `Requested` (a push) never mints within `min_interval` of the last.
+    pub force: Force,
     /// Decide and report, but never mint or write.
     pub dry_run: bool,
     /// Treat the token as due this much earlier than `renew_before` says (the daemon's
@@ -217,7 +218,8 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
                         row.expires_in_secs = Some(d.expires_in(now).num_seconds());
                     }
                 }
-                if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.policy, false) {
+                if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.policy, Force::No)
+                {
                     row.due = true;
                     row.due_reason = Some(reason.to_string());
                 }

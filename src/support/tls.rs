@@ -165,7 +165,31 @@ pub fn client_builder(
     if s.family == IpFamily::Ipv4 {
         builder = builder.local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     }
+    // Our own proxy rule instead of reqwest's reading of the environment.
+    builder = builder.no_proxy();
+    if let Some(proxy) = env_proxy() {
+        builder = builder.proxy(proxy);
+    }
     Ok(builder)
+}
+
+/// The proxy for **HTTPS** targets, from `HTTPS_PROXY` / `https_proxy` / `ALL_PROXY` /
+/// `all_proxy` (as curl reads them), skipping `NO_PROXY` / `no_proxy` and, whatever those
+/// say, loopback (`localhost`, `127.0.0.0/8`, `::1`). A plain-http target (a loopback dev
+/// server) is never proxied: a proxy would see its tokens and secret ids in clear; so
+/// `HTTP_PROXY` is never used.
+fn env_proxy() -> Option<reqwest::Proxy> {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let url = var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])?;
+    let skip = var(&["NO_PROXY", "no_proxy"]).unwrap_or_default();
+    let skip = format!("{skip},localhost,127.0.0.0/8,::1");
+    reqwest::Proxy::https(url.trim())
+        .ok()
+        .map(|p| p.no_proxy(reqwest::NoProxy::from_string(&skip)))
 }
 
 /// Build a server config from DER material (used by the simulator and test servers).

@@ -622,6 +622,10 @@ impl crate::scenarios::Fixture for AwsFixture {
         }
     }
 
+    async fn previous(&self, store: &crate::scenarios::Store) -> Option<String> {
+        stage_of(&versions(&self.sm, &store.id).await, "AWSPREVIOUS")
+    }
+
     async fn calls(&self) -> Option<u64> {
         settle().await;
         Some(self.moto.api_calls() as u64)

@@ -34,6 +34,26 @@ impl Daemon {
         Daemon::spawn(env, cmd, port, extra_env).await
     }
 
+    /// The daemon with at most `nofile` descriptors (soft and hard: `ulimit -n`).
+    async fn start_limited(env: &Env, cfg: &Path, port: u16, nofile: u32) -> Daemon {
+        let base = env.command(cfg, &["--log-format", "json", "daemon"]);
+        let std = base.as_std();
+        let mut cmd = tokio::process::Command::new("sh");
+        for (k, v) in std.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(std.get_program())
+            .args(std.get_args())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        Daemon::spawn(env, cmd, port, &[]).await
+    }
+
     pub async fn spawn(
         env: &Env,
         mut cmd: tokio::process::Command,
@@ -602,6 +622,45 @@ async fn listens_on_port_from_the_environment_like_cloud_run() {
     let d = Daemon::start(&env, &cfg, port, &[("PORT", &p)]).await;
     assert_eq!(d.get("/healthz").await.0, 200);
     assert!(d.log().contains(&format!("0.0.0.0:{port}")), "{}", d.log());
+    // A listener others reach: /status (secret ids, errors) is off unless asked for;
+    // /metrics (token names and counts, for a scrape of the pod address) stays on.
+    let (code, body) = d.get("/status").await;
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(d.get("/metrics").await.0, 200);
+    assert_eq!(d.stop().await, 0);
+}
+
+#[tokio::test]
+async fn two_hundred_idle_connections_under_a_64_descriptor_limit_do_not_starve_healthz() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = config(&env, port, "", &["prod"]);
+    let d = Daemon::start_limited(&env, &cfg, port, 64).await;
+    // 200 clients that connect and never send a byte (or half a request line).
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(mut s) => {
+                if i % 2 == 0 {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x").await;
+                }
+                idle.push(s);
+            }
+            Err(e) => panic!("connect {i}: {e}"),
+        }
+    }
+    // A health check (and a second one) still gets an answer while they hang on.
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(Duration::from_secs(20), d.get("/healthz")).await;
+        assert_eq!(
+            answer.map(|a| a.0).ok(),
+            Some(200),
+            "healthz starved by idle connections\n{}",
+            d.log()
+        );
+    }
+    drop(idle);
     assert_eq!(d.stop().await, 0);
 }
 

@@ -63,7 +63,7 @@ async fn a_token_is_renewed_when_the_clock_reaches_expiry_minus_renew_before() {
     // A forced run five minutes later is not throttled: force ignores min_interval.
     clock.advance(chrono::Duration::minutes(5));
     let r = pass(RunOptions {
-        force: true,
+        force: deepvue_rotator::core::decide::Force::Always,
         ..RunOptions::default()
     })
     .await;

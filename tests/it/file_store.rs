@@ -1,4 +1,4 @@
-//! File-store specifics beyond the conformance suite: modes, pruning, crash leftovers.
+//! File-store specifics beyond the shared scenario suite: modes, pruning, crash leftovers.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

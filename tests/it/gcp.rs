@@ -1,5 +1,5 @@
-//! The `gcp` backend (credentials and token store) through the real binary, plus the store
-//! conformance suite.
+//! The `gcp` backend (credentials and token store): the shared scenario suite, and what is
+//! Secret Manager's own (the lease, crc32c, GC, ADC, call accounting).
 //!
 //! **Where they run.** Against the Secret Manager fake (`gcp_fake.rs`) on 127.0.0.1, or — when
 //! `DEEPVUE_ROTATOR_TEST_GCP_PROJECT` is set (with Application Default Credentials) — against
@@ -114,6 +114,7 @@ impl Gcp {
             project: Some(self.project.clone()),
             endpoint_url: self.fake.as_ref().map(|f| f.endpoint.clone()),
             anonymous: self.is_fake(),
+            allow_custom_endpoint_with_credentials: false,
         }
     }
 
@@ -508,6 +509,33 @@ async fn a_checksum_mismatch_makes_the_token_due_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_redirect_from_the_endpoint_is_never_followed() {
+    eprintln!("a_redirect…: needs an injected redirect, so it runs on the fake");
+    let env = Env::new().await;
+    let gcp = Gcp::fake().await;
+    let (creds, token) = gcp.provision().await;
+    let cfg = config(&env, &gcp, &creds, &token, "");
+    let elsewhere = crate::support::ProxyTrap::start().await;
+    let port = elsewhere
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if let Some(f) = &gcp.fake {
+        f.inject("AccessSecretVersion", Fault::RedirectTo(port));
+    }
+    let out = run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_ne!(out.code, 0, "a redirect is an error, not followed: {out}");
+    assert_eq!(
+        elsewhere.hits(),
+        0,
+        "the client went where the redirect pointed"
+    );
+    assert_eq!(env.calls(), 0, "nothing minted");
+}
+
+#[tokio::test]
 async fn a_lost_add_answer_is_found_by_its_write_id_not_added_twice() {
     eprintln!("a_lost_add_answer…: needs an injected lost answer, so it runs on the fake");
     let env = Env::new().await;
@@ -627,13 +655,24 @@ async fn adc_with_a_service_account_key_signs_its_own_jwts() {
         .to_string(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    // No [gcp] project, no anonymous: the project comes from the key file.
-    let cfg = env.write_config(&format!(
-        "{}[gcp]\nendpoint_url = \"{}\"\n\n{}",
-        env.deepvue_section(""),
-        fake.endpoint,
-        token_block("prod", &creds, &token, "")
-    ));
+    // No [gcp] project, no anonymous: the project comes from the key file. Credentials go
+    // to a non-Google endpoint only when that is said explicitly.
+    let text = |allow: &str| {
+        format!(
+            "{}[gcp]\nendpoint_url = \"{}\"\n{allow}\n{}",
+            env.deepvue_section(""),
+            fake.endpoint,
+            token_block("prod", &creds, &token, "")
+        )
+    };
+    let refused = env.write_config(&text(""));
+    let out = run(gcp.command(&env, &refused, &["rotate"])).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.all().contains("allow_custom_endpoint_with_credentials"),
+        "{out}"
+    );
+    let cfg = env.write_config(&text("allow_custom_endpoint_with_credentials = true\n"));
     let mut cmd = gcp.command(&env, &cfg, &["rotate", "--json"]);
     cmd.env("GOOGLE_APPLICATION_CREDENTIALS", &key_file);
     let out = run(cmd).await;
@@ -952,6 +991,11 @@ impl crate::scenarios::Fixture for GcpFixture {
 
     async fn versions(&self, store: &crate::scenarios::Store) -> usize {
         self.gcp.versions(&store.id).await.len()
+    }
+
+    async fn previous(&self, store: &crate::scenarios::Store) -> Option<String> {
+        let v = self.gcp.versions(&store.id).await;
+        v.get(1).map(|(n, _, _)| n.to_string())
     }
 
     async fn calls(&self) -> Option<u64> {

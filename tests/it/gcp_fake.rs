@@ -69,6 +69,9 @@ pub enum Fault {
     LoseAnswer,
     /// Answer 503 UNAVAILABLE without applying it.
     Unavailable,
+    /// Answer 307 to the same path on `127.0.0.1:<port>` (an endpoint that bounces clients
+    /// elsewhere) without applying it.
+    RedirectTo(u16),
 }
 
 #[derive(Default)]
@@ -480,6 +483,14 @@ async fn handle(
         .map(|i| g.faults.remove(i).1);
     if fault == Some(Fault::Unavailable) {
         return error(503, "UNAVAILABLE", "The service is currently unavailable.");
+    }
+    if let Some(Fault::RedirectTo(port)) = fault {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", format!("http://127.0.0.1:{port}{path}"))],
+            "",
+        )
+            .into_response();
     }
     let answer = rpc_call(
         &mut g,

@@ -431,6 +431,58 @@ async fn every_encoding_of_the_credentials_is_redacted_everywhere() {
     }
 }
 
+/// Secrets with `%`, `+`, `"`, `\\`, `/`, `=`, spaces and non-ASCII, echoed back by Deepvue
+/// in every spelling a peer might use: none survives in any output or kept state.
+#[tokio::test]
+async fn secrets_with_percent_quotes_slashes_and_non_ascii_are_redacted_in_every_encoding() {
+    use base64::Engine;
+    for secret in [
+        "Secret%Value123",
+        "qu\"ote\\back/slash=+plus",
+        "ünïcødé-sécret€ 中%41",
+    ] {
+        let env = Env::new().await;
+        let h = Hostile::start(|req: &crate::hostile::Request| {
+            let body = String::from_utf8_lossy(&req.body).into_owned();
+            let sent: String = url::form_urlencoded::parse(body.as_bytes())
+                .find(|(k, _)| k == "client_secret")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let lower = body.chars().collect::<String>().to_lowercase();
+            let detail = format!(
+                "bad request body: {body} | {lower} | {} | json {} | b64 {} | basic {}",
+                body.replace('+', "%20"),
+                serde_json::to_string(&sent).unwrap_or_default(),
+                base64::engine::general_purpose::STANDARD.encode(&sent),
+                base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{sent}")),
+            );
+            Answer::json(401, serde_json::json!({ "detail": detail }))
+        })
+        .await;
+        let cfg = hostile_config(&env, &h, "request_encoding = \"urlencoded\"", "");
+        let out = env.run_with_secret(&cfg, secret, &["rotate"]).await;
+        assert_eq!(out.code, 4, "{out}");
+        assert!(out.stdout.contains("[REDACTED]"), "{out}");
+        let state = std::fs::read_to_string(env.store_dir("prod").join("state.json"))
+            .unwrap_or_else(|e| panic!("state.json: {e}"));
+        let status = env.run(&cfg, &["status"]).await;
+        let json_status = env.run(&cfg, &["status", "--json"]).await;
+        for form in crate::support::secret_forms(secret) {
+            for (what, text) in [
+                ("rotate output", out.all()),
+                ("state.json", state.clone()),
+                ("status", status.all()),
+                ("status --json", json_status.all()),
+            ] {
+                assert!(
+                    !text.contains(&form),
+                    "{what} holds `{form}` of `{secret}`:\n{text}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_redirect_location_is_shown_without_its_secrets() {
     let env = Env::new().await;

@@ -35,7 +35,17 @@ pub struct Audited {
 }
 
 impl OpenBao {
+    /// The dev server over TLS (its own CA).
     pub async fn start() -> OpenBao {
+        Self::launch(true).await
+    }
+
+    /// The dev server on plain http (loopback only: how a local dev Vault is often run).
+    pub async fn start_plain() -> OpenBao {
+        Self::launch(false).await
+    }
+
+    async fn launch(tls_on: bool) -> OpenBao {
         deepvue_rotator::support::tls::install_default_provider();
         let bin = test_tool("BAO", "bao");
         let port = free_port();
@@ -56,17 +66,19 @@ impl OpenBao {
         let log = dir.path().join("bao.log");
         let out_file = std::fs::File::create(&stdout).unwrap_or_else(|e| panic!("{e}"));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec!["server".to_string(), "-dev".to_string()];
+        if tls_on {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", tls.display()));
+        }
+        args.extend([
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={ROOT}"),
+            "-dev-no-store-token".into(),
+            format!("-config={}", hcl.display()),
+        ]);
         let mut child = tokio::process::Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-tls",
-                &format!("-dev-tls-cert-dir={}", tls.display()),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={ROOT}"),
-                "-dev-no-store-token",
-                &format!("-config={}", hcl.display()),
-            ])
+            .args(&args)
             .env_remove("VAULT_ADDR")
             .env_remove("BAO_ADDR")
             .stdin(std::process::Stdio::null())
@@ -81,7 +93,8 @@ impl OpenBao {
                     bin.display()
                 )
             });
-        let addr = format!("https://127.0.0.1:{port}");
+        let scheme = if tls_on { "https" } else { "http" };
+        let addr = format!("{scheme}://127.0.0.1:{port}");
         let ca = tls.join("vault-ca.pem");
         let started = Instant::now();
         let http = loop {
@@ -93,13 +106,19 @@ impl OpenBao {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            if ca.exists()
-                && let Ok(http) = https_client(&HttpsSettings {
+            let client = if tls_on {
+                https_client(&HttpsSettings {
                     extra_ca: Some(&ca),
                     connect_timeout: Duration::from_secs(5),
                     family: IpFamily::Any,
                     user_agent: "it",
                 })
+                .ok()
+            } else {
+                reqwest::Client::builder().no_proxy().build().ok()
+            };
+            if (ca.exists() || !tls_on)
+                && let Some(http) = client
                 && let Ok(r) = http.get(format!("{addr}/v1/sys/health")).send().await
                 && r.status().is_success()
             {

@@ -134,6 +134,58 @@ fn push_body(event: &str, secret: &str, publish_time: chrono::DateTime<chrono::U
     })
 }
 
+/// A daemon config with `[daemon.pubsub]` trusting `jwks_url` (its CA in `ca`), `min_interval`.
+fn pubsub_config(
+    env: &Env,
+    gcp: &Gcp,
+    port: u16,
+    min_interval: &str,
+    (jwks_url, ca): (&str, &Path),
+    creds: &str,
+    token_secret: &str,
+) -> PathBuf {
+    env.write_config(&format!(
+        "{}{}[rotation]\nmin_interval = \"{min_interval}\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nschedule = false\n\n[daemon.pubsub]\naudience = \"{AUDIENCE}\"\nservice_account = \"{PUSH_SA}\"\njwks_url = \"{jwks_url}\"\nca_file = \"{}\"\n\n{}",
+        env.deepvue_section(""),
+        gcp.section(),
+        ca.display(),
+        token_block("prod", creds, token_secret, ", keep_versions = 5")
+    ))
+}
+
+/// A push body with this message id and no publishTime (what a replayer would send).
+fn bare_push(secret: &str, id: &str) -> Value {
+    json!({"message": {"attributes": {"eventType": "SECRET_ROTATE", "secretId": secret}, "messageId": id}})
+}
+
+async fn post_answer(d: &Daemon, bearer: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(d.url("/pubsub")).json(body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /pubsub: {e}\n{}", d.log()));
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or_default())
+}
+
+async fn metric(d: &Daemon, line_has: &[&str]) -> f64 {
+    let text = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| line_has.iter().all(|h| l.contains(h)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn post(d: &Daemon, bearer: Option<&str>, body: &Value) -> u16 {
     let mut req = reqwest::Client::new().post(d.url("/pubsub")).json(body);
     if let Some(b) = bearer {
@@ -156,14 +208,15 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
     let rx_ca = env.path("jwks-ca.pem");
     std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
     let port = free_port();
-    let cfg = env.write_config(&format!(
-        "{}{}[rotation]\nmin_interval = \"1s\"\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nschedule = false\n\n[daemon.pubsub]\naudience = \"{AUDIENCE}\"\nservice_account = \"{PUSH_SA}\"\njwks_url = \"{}\"\nca_file = \"{}\"\n\n{}",
-        env.deepvue_section(""),
-        gcp.section(),
-        rx.url("/oauth2/v3/certs"),
-        rx_ca.display(),
-        token_block("prod", &creds, &token_secret, ", keep_versions = 5")
-    ));
+    let cfg = pubsub_config(
+        &env,
+        &gcp,
+        port,
+        "1s",
+        (&rx.url("/oauth2/v3/certs"), &rx_ca),
+        &creds,
+        &token_secret,
+    );
     // A token that is already due (1 h left, renew_before 12 h): a daemon that schedules would
     // mint at once; this one waits for a push, which rotates anyway (forced).
     env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
@@ -177,7 +230,9 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
     // Documents keep whole seconds: publish the notification in a later second than that mint.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let d = Daemon::start(&gcp, &env, &cfg, port, "trace").await;
-    let notified = format!("projects/123456789012/secrets/{token_secret}");
+    // The name Secret Manager itself gives the secret (its project as a number), as its
+    // notifications carry it.
+    let notified = gcp.secret(&token_secret).await.name;
     let versions = async || gcp.versions(&token_secret).await.len();
     assert_eq!(versions().await, 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -214,8 +269,15 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
         ("tampered claims", Some(format!("{h}.{}.{}", URL_SAFE_NO_PAD.encode(json!({"iss":"https://accounts.google.com","aud":AUDIENCE,"email":PUSH_SA,"email_verified":true,"exp":now+3600,"iat":now,"x":1}).to_string()), good.rsplit('.').next().unwrap_or_default())), 401),
     ];
     for (what, bearer, want) in &bad {
-        let got = post(&d, bearer.as_deref(), &msg).await;
+        let (got, body) = post_answer(&d, bearer.as_deref(), &msg).await;
         assert_eq!(got, *want, "{what}\n{}", d.log());
+        // The reason is for the log; an unauthenticated caller learns nothing more.
+        let generic = if *want == 403 {
+            "forbidden"
+        } else {
+            "unauthorized"
+        };
+        assert_eq!(body, json!({"error": generic}), "{what}");
     }
     assert_eq!(versions().await, 1, "refused pushes do nothing");
     assert_eq!(env.calls(), 1);
@@ -223,13 +285,19 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
     // Other events and other secrets: 204, nothing done.
     let add = push_body("SECRET_VERSION_ADD", &notified, chrono::Utc::now());
     assert_eq!(post(&d, Some(&good), &add).await, 204);
-    let other = push_body(
-        "SECRET_ROTATE",
-        "projects/123456789012/secrets/someone-elses-secret",
-        chrono::Utc::now(),
-    );
-    assert_eq!(post(&d, Some(&good), &other).await, 204);
+    let number = notified.split('/').nth(1).unwrap_or_default().to_string();
+    for other in [
+        format!("projects/{number}/secrets/someone-elses-secret"),
+        // Same secret id, another project: not ours.
+        format!("projects/999/secrets/{token_secret}"),
+        // A bare id matches nothing: the resource name is compared whole.
+        token_secret.clone(),
+    ] {
+        let push = push_body("SECRET_ROTATE", &other, chrono::Utc::now());
+        assert_eq!(post(&d, Some(&good), &push).await, 204, "{other}");
+    }
     assert_eq!(versions().await, 1);
+    assert_eq!(env.calls(), 1);
 
     // A valid SECRET_ROTATE: one new version, although the token was fresh.
     let started = Instant::now();
@@ -239,10 +307,30 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
     assert_eq!(env.calls(), 2);
     eprintln!("push → new version: {} ms", latency.as_millis());
 
-    // Redelivered (same publishTime, rotation already done): acknowledged, nothing minted.
-    assert_eq!(post(&d, Some(&good), &msg).await, 200);
+    // Redelivered (the same message): acknowledged as a duplicate, nothing minted.
+    let (code, body) = post_answer(&d, Some(&good), &msg).await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("duplicate")));
     assert_eq!(versions().await, 2);
     assert_eq!(env.calls(), 2);
+
+    // Replayed: the token is signed, the body is not. Thirty new message ids without a
+    // publishTime right after a rotation: acknowledged and counted, never acted on.
+    for i in 0..30 {
+        let (code, body) = post_answer(
+            &d,
+            Some(&good),
+            &bare_push(&notified, &format!("replay-{i}")),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            matches!(body["outcome"].as_str(), Some("rate_limited" | "throttled")),
+            "{body}"
+        );
+    }
+    assert_eq!(versions().await, 2, "thirty replays, no version");
+    assert_eq!(env.calls(), 2, "thirty replays, no mint");
+    assert!(metric(&d, &["pubsub_pushes", "rate_limited"]).await >= 1.0);
 
     // /metrics counts the pushed rotation like a scheduled one.
     let text = reqwest::get(d.url("/metrics"))
@@ -273,5 +361,179 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
             s.len()
         );
     }
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_push_never_mints_within_min_interval_of_the_last_mint() {
+    deepvue_rotator::support::tls::install_default_provider();
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token_secret) = gcp.provision().await;
+    let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
+    let rx_ca = env.path("jwks-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let cfg = pubsub_config(
+        &env,
+        &gcp,
+        port,
+        "1h",
+        (&rx.url("/oauth2/v3/certs"), &rx_ca),
+        &creds,
+        &token_secret,
+    );
+    let out = crate::support::run(gcp.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = Daemon::start(&gcp, &env, &cfg, port, "info").await;
+    let notified = gcp.secret(&token_secret).await.name;
+    // Minted a moment ago, min_interval 1 h: a push asks, and is told it is throttled.
+    let (code, body) = post_answer(&d, Some(&token(json!({}))), &bare_push(&notified, "p1")).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("throttled")),
+        "{body}"
+    );
+    assert_eq!(gcp.versions(&token_secret).await.len(), 1);
+    assert_eq!(
+        env.calls(),
+        1,
+        "no mint within min_interval, whatever is pushed"
+    );
+    assert_eq!(metric(&d, &["pubsub_pushes", "throttled"]).await, 1.0);
+    gcp.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_key_endpoint_is_not_hammered_and_its_url_and_forged_log_lines_stay_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    deepvue_rotator::support::tls::install_default_provider();
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token_secret) = gcp.provision().await;
+    // The key endpoint serves the keys once (stale at once: max-age=0), then fails.
+    let (fetches, down) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let keys = jwks();
+    let h = {
+        let (fetches, down) = (fetches.clone(), down.clone());
+        crate::hostile::Hostile::start(move |_| {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            if down.load(Ordering::SeqCst) {
+                return crate::hostile::Answer::json(500, json!({"error": "down"}));
+            }
+            let mut a =
+                crate::hostile::Answer::json(200, serde_json::from_str(&keys).unwrap_or_default());
+            a.headers.push(("cache-control", "max-age=0".into()));
+            a
+        })
+        .await
+    };
+    let ca = env.path("jwks-ca.pem");
+    std::fs::write(&ca, &h.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let jwks_url = format!("https://{}/certs?key=KEYQUERY-SENTINEL-77", h.addr);
+    let cfg = pubsub_config(
+        &env,
+        &gcp,
+        port,
+        "1s",
+        (&jwks_url, &ca),
+        &creds,
+        &token_secret,
+    );
+    // Text logs: where a forged line would show.
+    let log = env.path("daemon-text.log");
+    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = gcp.command(&env, &cfg, &["--log-format", "text", "daemon"]);
+    cmd.env_remove("PORT")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(file);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let started = Instant::now();
+    while reqwest::get(url("/healthz"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+        != Some(200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notified = gcp.secret(&token_secret).await.name;
+    let client = reqwest::Client::new();
+    let push = |bearer: String, id: String| {
+        let client = client.clone();
+        let body = bare_push(&notified, &id);
+        let u = url("/pubsub");
+        async move {
+            let r = client.post(u).bearer_auth(bearer).json(&body).send().await;
+            let r = r.unwrap_or_else(|e| panic!("{e}"));
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    // The keys are fetched once; a genuine push rotates.
+    let (code, _) = push(token(json!({})), "first".into()).await;
+    assert_eq!(code, 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // Now the endpoint fails. A hundred junk tokens (an unknown kid carrying a forged log
+    // line and ANSI escapes) and a genuine push: the last good keys still verify, the
+    // failing endpoint is asked only while its backoff allows, and nothing is hammered.
+    down.store(true, Ordering::SeqCst);
+    let forged = "kid\nINFO FORGED-LINE the rotator was hacked\x1b[31m";
+    let junk = {
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "kid": forged}).to_string());
+        let good = token(json!({}));
+        let mut parts = good.splitn(2, '.');
+        let _ = parts.next();
+        format!("{header}.{}", parts.next().unwrap_or_default())
+    };
+    let mut bodies = Vec::new();
+    for i in 0..100 {
+        let (code, body) = push(junk.clone(), format!("junk-{i}")).await;
+        assert!(matches!(code, 401 | 503), "{code} {body}");
+        bodies.push(body);
+    }
+    let (code, body) = push(token(json!({})), "second".into()).await;
+    assert_ne!(
+        code, 503,
+        "the last good keys still verify a genuine push: {body}"
+    );
+    let asked = fetches.load(Ordering::SeqCst);
+    assert!(
+        asked <= 4,
+        "the failing key endpoint was asked {asked} times for 101 requests"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for b in &bodies {
+        assert!(
+            !b.contains("KEYQUERY"),
+            "the key URL's query reached a caller: {b}"
+        );
+    }
+    assert!(
+        !text.contains("KEYQUERY"),
+        "the key URL's query is in the log"
+    );
+    assert!(!text.contains('\x1b'), "an escape sequence reached the log");
+    assert!(
+        !text.lines().any(|l| l.starts_with("INFO FORGED-LINE")),
+        "a forged log line:\n{text}"
+    );
+    let refusals = text.matches("pubsub push refused").count();
+    assert!(
+        (1..=3).contains(&refusals),
+        "refusals are logged at most once per interval: {refusals} lines"
+    );
     gcp.cleanup().await;
 }

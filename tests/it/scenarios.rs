@@ -70,6 +70,9 @@ pub trait Fixture: Send + Sync {
     async fn credentials(&self, value: Option<&str>) -> Creds;
     /// How many versions the store holds, read with the backend's own client (not ours).
     async fn versions(&self, store: &Store) -> usize;
+    /// The version the backend itself calls the previous one (AWSPREVIOUS, the second
+    /// newest), read with its own client.
+    async fn previous(&self, store: &Store) -> Option<String>;
     /// Requests the backend has served so far, when it can count them.
     async fn calls(&self) -> Option<u64> {
         None
@@ -836,6 +839,11 @@ pub async fn six_concurrent_runners(fx: &dyn Fixture) {
                 Some("old-token-aaaa"),
                 "{b}: the version the runners decided from stays readable"
             );
+            assert_eq!(
+                fx.previous(&store).await.as_deref(),
+                Some(due.0.as_str()),
+                "{b}: and it is the previous one"
+            );
             let cur = token_at(&p, None).await.map(|t| t.1).unwrap_or_default();
             assert_ne!(cur, "old-token-aaaa", "{b}");
         }
@@ -1107,6 +1115,22 @@ impl FileFixture {
         self.counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The version numbers in `versions/`, oldest first.
+    fn version_files(&self, store: &Store) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(Path::new(&store.id).join("versions"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.strip_suffix(".json").map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
 }
 
 #[async_trait::async_trait]
@@ -1161,13 +1185,16 @@ impl Fixture for FileFixture {
     }
 
     async fn versions(&self, store: &Store) -> usize {
-        std::fs::read_dir(Path::new(&store.id).join("versions"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                    .count()
-            })
-            .unwrap_or_default()
+        self.version_files(store).len()
+    }
+
+    async fn previous(&self, store: &Store) -> Option<String> {
+        let files = self.version_files(store);
+        files
+            .len()
+            .checked_sub(2)
+            .and_then(|i| files.get(i))
+            .map(|n| n.trim_start_matches('0').to_string())
     }
 
     fn losers_wait(&self) -> bool {

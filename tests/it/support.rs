@@ -217,7 +217,9 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let mut forms = vec![
         secret.to_string(),
-        json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_string(),
+        json.get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_string(),
         percent("+", true),
         percent("+", false),
         percent("%20", true),
@@ -238,4 +240,60 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
     forms.sort();
     forms.dedup();
     forms
+}
+
+/// A "proxy" on 127.0.0.1 that only counts the connections it gets (and closes them): set
+/// as `HTTP_PROXY` / `HTTPS_PROXY` to prove a client went direct.
+pub struct ProxyTrap {
+    pub url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProxyTrap {
+    pub async fn start() -> ProxyTrap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy trap must bind 127.0.0.1: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        ProxyTrap {
+            url: format!("http://{addr}"),
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every proxy variable a client might read, pointing here.
+    pub fn set_on(&self, cmd: &mut tokio::process::Command) {
+        for v in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            cmd.env(v, &self.url);
+        }
+        cmd.env("NO_PROXY", "example.invalid")
+            .env("no_proxy", "example.invalid");
+    }
+}
+
+impl Drop for ProxyTrap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -53,11 +53,13 @@ async fn setup() -> (Env, OpenBao) {
 
 /// `[vault]` for this server with `auth`.
 fn vault_section(bao: &OpenBao, auth: &str) -> String {
-    format!(
-        "[vault]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {auth}\n\n",
-        bao.addr,
-        bao.ca.display()
-    )
+    // A plain-http dev server has no CA.
+    let ca = if bao.ca.exists() {
+        format!("ca_file = \"{}\"\n", bao.ca.display())
+    } else {
+        String::new()
+    };
+    format!("[vault]\naddress = \"{}\"\n{ca}auth = {auth}\n\n", bao.addr)
 }
 
 const TOKEN_AUTH: &str = "{ method = \"token\", token = { env = \"IT_VAULT_TOKEN\" } }";
@@ -1279,6 +1281,30 @@ async fn the_daemon_renews_its_vault_token_and_logs_in_again_while_rotating() {
     assert_eq!(d.stop().await, 0);
 }
 
+#[tokio::test]
+async fn a_proxy_never_sees_a_loopback_vault_plain_or_tls() {
+    let trap = crate::support::ProxyTrap::start().await;
+    for bao in [OpenBao::start_plain().await, OpenBao::start().await] {
+        let env = Env::new().await;
+        bao.put(
+            CREDS,
+            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
+        )
+        .await;
+        let cfg = config(&env, &bao, TOKEN_AUTH, "");
+        let mut cmd = vault_command(&env, &cfg, &["rotate"]);
+        trap.set_on(&mut cmd);
+        let out = run(cmd).await;
+        assert_eq!(out.code, 0, "{}: {out}", bao.addr);
+        assert_eq!(bao.current_version(TOKEN).await, 1, "{}", bao.addr);
+    }
+    assert_eq!(
+        trap.hits(),
+        0,
+        "HTTP_PROXY / HTTPS_PROXY were used for a loopback Vault (and the Deepvue simulator)"
+    );
+}
+
 /// Fresh KV v2 paths on one OpenBao, through the root token (in a file).
 pub struct VaultFixture {
     bao: OpenBao,
@@ -1356,13 +1382,23 @@ impl crate::scenarios::Fixture for VaultFixture {
         }
         crate::scenarios::Creds {
             toml: format!("{{ backend = \"vault\", path = \"{path}\" }}"),
-            id: path,
+            // How every Vault message names a secret.
+            id: format!("KV v2 mount `secret`, path `{path}`"),
         }
     }
 
     async fn versions(&self, store: &crate::scenarios::Store) -> usize {
         let path = store.id.trim_start_matches("secret/");
         self.bao.current_version(path).await as usize
+    }
+
+    async fn previous(&self, store: &crate::scenarios::Store) -> Option<String> {
+        let path = store.id.trim_start_matches("secret/");
+        let current = self.bao.current_version(path).await;
+        current
+            .checked_sub(1)
+            .filter(|p| *p > 0)
+            .map(|p| p.to_string())
     }
 
     async fn calls(&self) -> Option<u64> {

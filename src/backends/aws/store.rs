@@ -59,16 +59,6 @@ struct TagState {
     current: Option<String>,
 }
 
-impl TagState {
-    fn etag(&self) -> StateEtag {
-        StateEtag(serde_json::to_string(self).unwrap_or_default())
-    }
-
-    fn of(etag: &StateEtag) -> Option<TagState> {
-        serde_json::from_str(&etag.0).ok()
-    }
-}
-
 /// A token secret in AWS Secrets Manager.
 #[derive(Clone)]
 pub struct AwsStore {
@@ -331,7 +321,7 @@ impl AwsStore {
     async fn describe_state(&self) -> Result<StateRead, StoreError> {
         let Some(d) = self.describe().await? else {
             return Ok(StateRead {
-                etag: Some(TagState::default().etag()),
+                etag: Some(StateEtag::of(&TagState::default())),
                 ..StateRead::default()
             });
         };
@@ -351,14 +341,11 @@ impl AwsStore {
         let needs_write = torn || (marker_on.is_some() && bytes.is_none());
         Ok(StateRead {
             bytes,
-            etag: Some(
-                TagState {
-                    keys,
-                    marker_on,
-                    current,
-                }
-                .etag(),
-            ),
+            etag: Some(StateEtag::of(&TagState {
+                keys,
+                marker_on,
+                current,
+            })),
             needs_write,
         })
     }
@@ -531,14 +518,14 @@ impl StateStore for AwsStore {
             None => Vec::new(),
         };
         // What read_state saw; a write without a read in this run looks for itself.
-        let base = match etag.and_then(TagState::of) {
+        let base: TagState = match etag.and_then(StateEtag::value) {
             Some(b) => b,
             None => self
                 .describe_state()
                 .await?
                 .etag
                 .as_ref()
-                .and_then(TagState::of)
+                .and_then(StateEtag::value)
                 .unwrap_or_default(),
         };
         let (marker_on, current) = (base.marker_on.as_deref(), base.current.as_deref());

@@ -98,6 +98,11 @@ impl FileStore {
         StoreError::new("file", self.dir.display().to_string(), kind, message)
     }
 
+    /// What a lease taken here names as its store.
+    fn lease_store(&self) -> String {
+        format!("file:{}", self.dir.display())
+    }
+
     fn io(&self, what: &str, path: &Path, e: std::io::Error) -> StoreError {
         let kind = match e.kind() {
             IoKind::PermissionDenied | IoKind::ReadOnlyFilesystem => ErrorKind::Permanent,
@@ -720,11 +725,11 @@ impl Leases for FileStore {
         self.blocking(move |s| s.open_versions(&root, true).map(drop))
             .await?;
         let holder = format!("pid-{}", std::process::id());
-        Ok(Lease::new(holder, base.cloned(), None).guarded_by(lock))
+        Ok(Lease::new(self.lease_store(), holder, base.cloned(), None).guarded_by(lock))
     }
 
     async fn release(&self, lease: Lease) {
-        drop(lease);
+        lease.handed_back(); // the flock goes with its descriptor
     }
 }
 

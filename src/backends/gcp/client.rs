@@ -91,6 +91,11 @@ impl GcpClients {
                             .with_time_limit(RETRY_BUDGET),
                     )
                     .with_attempt_timeout(ATTEMPT_TIMEOUT);
+                // Never follow a redirect: it would carry the credentials (and the payload)
+                // to wherever the answer points. (gax's own switch, hidden from its docs.)
+                builder = google_cloud_gax::client_builder::internal::with_follow_redirects(
+                    builder, false,
+                );
                 if let Some(e) = &self.section.endpoint_url {
                     builder = builder.with_endpoint(e.trim_end_matches('/'));
                 }

@@ -65,6 +65,11 @@ pub struct GcpSection {
     /// Send no credentials (only with `endpoint_url`).
     #[serde(default)]
     pub anonymous: bool,
+    /// Send Google credentials to an `endpoint_url` that is not a `googleapis.com` host (a
+    /// private endpoint or a proxy you run). Default false: such an endpoint would receive
+    /// the service account's access tokens.
+    #[serde(default)]
+    pub allow_custom_endpoint_with_credentials: bool,
 }
 
 impl SectionEntry for GcpSection {
@@ -92,16 +97,24 @@ impl SectionEntry for GcpSection {
             )));
         }
         if let Some(e) = &self.endpoint_url {
-            let url = url::Url::parse(e).map_err(|x| {
-                Problem::invalid(format!(
-                    "gcp.endpoint_url `{}` is not a URL ({x})",
-                    shown_url(e)
-                ))
-            })?;
+            // No user info, query or fragment: the client would send or print them.
+            let url = crate::support::url::plain_endpoint("gcp.endpoint_url", e)?;
             if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
                 return Err(Problem::insecure(format!(
                     "gcp.endpoint_url must use https:// (plain http only for a loopback \
                      emulator; got `{}`)",
+                    shown_url(e)
+                )));
+            }
+            let google = url.host_str().is_some_and(|h| {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                h == "googleapis.com" || h.ends_with(".googleapis.com")
+            });
+            if !self.anonymous && !google && !self.allow_custom_endpoint_with_credentials {
+                return Err(Problem::insecure(format!(
+                    "gcp.endpoint_url `{}` is not a googleapis.com host, and Google credentials \
+                     would be sent to it: set anonymous = true for a fake or emulator, or \
+                     allow_custom_endpoint_with_credentials = true for an endpoint you run",
                     shown_url(e)
                 )));
             }
@@ -283,14 +296,6 @@ impl StoreEntry for GcpStoreConfig {
     }
 }
 
-/// Whether a notification's `secretId` (`projects/<NUMBER>/secrets/<id>`) names the secret
-/// configured as `configured`: the secret ids match (the project is a number there, a name
-/// here).
-pub(crate) fn names_secret(configured: &str, notified: &str) -> bool {
-    let notified = notified.rsplit("/secrets/").next().unwrap_or(notified);
-    SecretName::parse(configured).is_some_and(|n| n.secret == notified)
-}
-
 fn identity(id: &str) -> String {
     match SecretName::parse(id) {
         Some(SecretName {
@@ -326,19 +331,6 @@ mod tests {
         ] {
             assert!(SecretName::parse(bad).is_none(), "{bad}");
         }
-        let cfg = GcpStoreConfig {
-            secret_id: "deepvue-prod-token".into(),
-            keep_versions: None,
-        };
-        assert!(names_secret(
-            &cfg.secret_id,
-            "projects/123456789012/secrets/deepvue-prod-token"
-        ));
-        assert!(!names_secret(
-            &cfg.secret_id,
-            "projects/123456789012/secrets/deepvue-prod-token-2"
-        ));
-        assert!(!names_secret(&cfg.secret_id, "projects/123/secrets/other"));
     }
 
     #[test]
@@ -347,6 +339,7 @@ mod tests {
             project: Some("my-project".into()),
             endpoint_url: e.map(str::to_string),
             anonymous: anon,
+            allow_custom_endpoint_with_credentials: false,
         };
         assert!(s(None, false).validate().is_ok());
         assert!(
@@ -355,7 +348,34 @@ mod tests {
         );
         assert!(s(Some("http://127.0.0.1:8085"), true).validate().is_ok());
         assert!(s(Some("http://example.com"), false).validate().is_err());
-        assert!(s(Some("https://example.com"), false).validate().is_ok());
+        // Credentials go to Google's hosts only, unless said explicitly.
+        assert!(s(Some("https://example.com"), false).validate().is_err());
+        assert!(s(Some("https://example.com"), true).validate().is_ok());
+        assert!(
+            s(Some("https://secretmanager.googleapis.com"), false)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            s(
+                Some("https://secretmanager.googleapis.com.evil.example"),
+                false
+            )
+            .validate()
+            .is_err()
+        );
+        let allowed = GcpSection {
+            allow_custom_endpoint_with_credentials: true,
+            ..s(Some("https://private.example/sm"), false)
+        };
+        assert!(allowed.validate().is_ok());
+        for bad in [
+            "https://user:pw@secretmanager.googleapis.com",
+            "https://secretmanager.googleapis.com/?key=x",
+            "https://secretmanager.googleapis.com/#f",
+        ] {
+            assert!(s(Some(bad), false).validate().is_err(), "{bad}");
+        }
         assert!(
             GcpSection {
                 project: Some("My Project".into()),

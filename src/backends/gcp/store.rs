@@ -106,16 +106,6 @@ struct AnnotationBase {
     annotations: HashMap<String, String>,
 }
 
-impl AnnotationBase {
-    fn to_etag(&self) -> StateEtag {
-        StateEtag(serde_json::to_string(self).unwrap_or_default())
-    }
-
-    fn of(etag: &StateEtag) -> Option<AnnotationBase> {
-        serde_json::from_str(&etag.0).ok()
-    }
-}
-
 /// Why a lease could not be had.
 enum LeaseError {
     Busy(String),
@@ -123,11 +113,15 @@ enum LeaseError {
 }
 
 /// A token secret in GCP Secret Manager.
+#[derive(Clone)]
 pub struct GcpStore {
     clients: Arc<GcpClients>,
     secret_id: String,
     keep_versions: u32,
     lease_ttl: Duration,
+    /// The secret's full name as Secret Manager reports it (a property of the secret, not of
+    /// a run: it never changes).
+    platform_name: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl GcpStore {
@@ -143,6 +137,7 @@ impl GcpStore {
             secret_id,
             keep_versions: keep_versions.max(2),
             lease_ttl,
+            platform_name: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -339,14 +334,21 @@ impl GcpStore {
         }
     }
 
-    /// The holder id of `lease` when a write may rely on it: still live with enough left for
-    /// an add (short leases, in tests, are trusted for their second half).
-    fn usable(&self, lease: Option<&Lease>) -> Option<String> {
+    /// The holder id of the lease a write carries when the write may rely on it: taken on
+    /// this secret, from the version the write expects to replace, and still live with enough
+    /// left for an add (short leases, in tests, are trusted for their second half).
+    fn usable(&self, mode: WriteMode<'_>) -> Option<String> {
         let margin =
             chrono::Duration::from_std(WRITE_MARGIN.min(self.lease_ttl / 2)).unwrap_or_default();
-        lease
+        mode.lease()
+            .filter(|l| l.store() == self.lease_store() && l.base() == mode.expected())
             .filter(|l| l.holds(Utc::now(), margin))
             .map(|l| l.holder().to_string())
+    }
+
+    /// What a lease taken here names as its store.
+    fn lease_store(&self) -> String {
+        format!("gcp:{}", self.secret_id)
     }
 
     /// `latest` still is what `mode` expects.
@@ -581,8 +583,15 @@ impl TokenStore for GcpStore {
         self.secret_id.clone()
     }
 
-    fn is_named(&self, platform_name: &str) -> bool {
-        super::names_secret(&self.secret_id, platform_name)
+    /// The name Secret Manager reports (its project as a *number*, as notifications carry
+    /// it); read once, as it never changes.
+    async fn platform_name(&self) -> Result<Option<String>, StoreError> {
+        let name = self.name().await?;
+        self.platform_name
+            .get_or_try_init(|| async { Ok(self.existing_secret(&name).await?.name) })
+            .await
+            .cloned()
+            .map(Some)
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
@@ -647,7 +656,7 @@ impl TokenStore for GcpStore {
         let name = self.name().await?;
         // Under the lease the write carries, the engine re-read `latest` after taking it; only
         // a holder stalled past its lease or a writer that ignores leases can have added since.
-        let write_id = match self.usable(mode.lease()) {
+        let write_id = match self.usable(mode) {
             Some(holder) => holder,
             None => {
                 let (lease, _) = match self.take_lease(&name, after).await {
@@ -687,21 +696,26 @@ impl Leases for GcpStore {
             Err(LeaseError::Busy(why)) => return Err(self.err(ErrorKind::Conflict, why)),
             Err(LeaseError::Store(e)) => return Err(e),
         };
-        let until = record.expires();
-        Ok(Lease::new(
-            record.holder,
-            base.cloned(),
-            until.or_else(|| Some(Utc::now())),
-        ))
+        let until = record.expires().or_else(|| Some(Utc::now()));
+        // A run dropped halfway (a push whose caller went away) does not leave the lease to
+        // expire: it is cleared in the background, best effort, unless a version was written.
+        let (store, holder) = (self.clone(), record.holder.clone());
+        let clear = move |spent: bool| {
+            if let (false, Ok(rt)) = (spent, tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move { store.clear_lease(&name, &holder).await });
+            }
+        };
+        Ok(Lease::new(self.lease_store(), record.holder, base.cloned(), until).on_drop(clear))
     }
 
     async fn release(&self, lease: Lease) {
-        if lease.is_spent() {
-            return; // a newer version tells every runner it is spent: no call
-        }
-        if let Ok(name) = self.name().await {
+        if !lease.is_spent()
+            && let Ok(name) = self.name().await
+        {
             self.clear_lease(&name, lease.holder()).await;
         }
+        // Spent: a newer version tells every runner so, no call.
+        lease.handed_back();
     }
 }
 
@@ -724,7 +738,7 @@ impl StateStore for GcpStore {
         let (bytes, torn) = state_annotations::decode(&base.annotations);
         Ok(StateRead {
             bytes,
-            etag: Some(base.to_etag()),
+            etag: Some(StateEtag::of(&base)),
             needs_write: torn,
         })
     }
@@ -741,7 +755,7 @@ impl StateStore for GcpStore {
             None => Vec::new(),
         };
         let name = self.name().await?;
-        let mut base = match etag.and_then(AnnotationBase::of) {
+        let mut base = match etag.and_then(StateEtag::value) {
             Some(b) => b,
             None => self
                 .annotation_base(&name)

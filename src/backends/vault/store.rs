@@ -528,16 +528,6 @@ impl TokenStore for VaultStore {
     }
 }
 
-impl MetaBase {
-    fn etag(&self) -> StateEtag {
-        StateEtag(serde_json::to_string(self).unwrap_or_default())
-    }
-
-    fn of(etag: &StateEtag) -> Option<MetaBase> {
-        serde_json::from_str(&etag.0).ok()
-    }
-}
-
 /// Run state in the path's `custom_metadata`.
 #[async_trait]
 impl StateStore for VaultStore {
@@ -554,7 +544,7 @@ impl StateStore for VaultStore {
         let (bytes, torn) = state_meta::decode(&base.custom);
         Ok(StateRead {
             bytes,
-            etag: Some(base.etag()),
+            etag: Some(StateEtag::of(&base)),
             // State keys that do not decode (a torn write, keys edited by hand): the next
             // write_state clears them, or every run would pay the metadata read.
             needs_write: torn,
@@ -570,7 +560,7 @@ impl StateStore for VaultStore {
             Some(b) => state_meta::encode(b).map_err(|e| self.err(ErrorKind::Permanent, e))?,
             None => Vec::new(),
         };
-        let mut base = match etag.and_then(MetaBase::of) {
+        let mut base = match etag.and_then(StateEtag::value) {
             Some(b) => b,
             None => self.meta_base().await?,
         };

@@ -1,15 +1,14 @@
 //! Alerts: the vocabulary (conditions, severities, the alert every sink receives, what its
-//! delivery came to), the contract of a place alerts go ([`Sink`]), and the pure plan of what
-//! to send ([`plan`], [`next_state`]).
+//! delivery came to), the contract of a place alerts go ([`Sink`]), and, in `plan`, the pure
+//! plan of what to send.
 
-mod plan;
+pub mod plan;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::egress::EgressReport;
-pub use plan::{next_state, plan};
 
 /// `[alerting]`: how alerts are worded, escalated and repeated.
 #[derive(Clone, Debug)]

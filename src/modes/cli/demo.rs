@@ -6,6 +6,7 @@ use std::io::Write;
 use super::views;
 use crate::app::App;
 use crate::config;
+use crate::core::decide::Force;
 use crate::core::error::combine_exit_codes;
 use crate::core::report::{TokenReport, describe_report, render_status};
 use crate::engine::rotator::RunOptions;
@@ -122,7 +123,7 @@ async fn demo() -> anyhow::Result<u8> {
         ..Behavior::default()
     });
     let forced = RunOptions {
-        force: true,
+        force: Force::Always,
         ..RunOptions::default()
     };
     let r = views(rotator, rotator.rotate_all(jobs, forced).await);

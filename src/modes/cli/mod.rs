@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::app::App;
 use crate::config;
+use crate::core::decide::Force;
 use crate::core::error::{EXIT_CONFIG, combine_exit_codes};
 use crate::core::report::{TokenReport, describe_report, render_status};
 use crate::core::result::RunResult;
@@ -99,7 +100,7 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
         }
     };
     let opts = RunOptions {
-        force: args.force,
+        force: if args.force { Force::Always } else { Force::No },
         dry_run: args.dry_run,
         ..RunOptions::default()
     };
@@ -120,8 +121,7 @@ pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
 
 /// The serialized views of a pass's results, time left counted from the rotator's clock.
 pub(super) fn views(rotator: &Rotator, results: Vec<RunResult>) -> Vec<TokenReport> {
-    let now = rotator.clock().now();
-    results.iter().map(|r| TokenReport::of(r, now)).collect()
+    TokenReport::all(&results, rotator.clock().now())
 }
 
 /// `status`: every token's version, expiry and last outcome (never the token).

@@ -18,7 +18,7 @@ use super::Shared;
 /// Largest request body accepted (no endpoint here takes one; a push endpoint may).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// `/status` and `/metrics` with `[daemon] status_endpoints = false`.
+/// `/status` (and `/readyz`'s error text) unless `[daemon] status_endpoints` is on.
 fn hidden(s: &Shared) -> Option<Response> {
     (!s.app().config.daemon.status_endpoints)
         .then(|| (StatusCode::NOT_FOUND, "not found\n").into_response())
@@ -104,8 +104,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    if let Some(r) = hidden(&s) {
-        return r;
+    if !s.app().config.daemon.metrics_endpoint {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     (
         [(

@@ -43,6 +43,11 @@ struct AlertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -56,6 +61,7 @@ pub struct Metrics {
     authorize: Family<ClassLabel, Counter>,
     store: Family<StoreLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
+    pushes: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -68,6 +74,7 @@ impl Metrics {
         let authorize = Family::<ClassLabel, Counter>::default();
         let store = Family::<StoreLabels, Counter>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
+        let pushes = Family::<OutcomeLabel, Counter>::default();
         let build = Family::<VersionLabel, Gauge>::default();
         registry.register(
             "deepvue_rotator_token_expiry_timestamp_seconds",
@@ -101,6 +108,13 @@ impl Metrics {
             alerts.clone(),
         );
         registry.register(
+            "deepvue_rotator_pubsub_pushes",
+            "Verified SECRET_ROTATE pushes for a configured token, by what came of them \
+             (rotated, throttled, fresh, failed, …; duplicate, rate_limited, already_rotated: \
+             acknowledged without acting)",
+            pushes.clone(),
+        );
+        registry.register(
             "deepvue_rotator_build_info",
             "Build information; always 1",
             build.clone(),
@@ -118,6 +132,7 @@ impl Metrics {
             authorize,
             store,
             alerts,
+            pushes,
         }
     }
 
@@ -144,6 +159,11 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// A verified push for a configured token, by what came of it.
+    pub fn push(&self, outcome: &'static str) {
+        self.pushes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// A finished rotation attempt (`rotated`, `rotated_by_another_runner`, `failed`).

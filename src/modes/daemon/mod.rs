@@ -27,6 +27,7 @@ mod http;
 mod metrics;
 mod pubsub;
 mod schedule;
+mod serve;
 mod systemd;
 
 use std::collections::{BTreeMap, HashSet};
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     busy: Mutex<HashSet<String>>,
     /// Where finished runs go: the scheduler loop records them.
     reports: Reports,
+    /// The push endpoint's memory of message ids and per-token actions.
+    pushes: pubsub::PushLog,
 }
 
 /// A token marked busy until dropped.
@@ -301,22 +304,25 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         verifier: RwLock::new(None),
         busy: Mutex::new(HashSet::new()),
         reports: tx.clone(),
+        pushes: pubsub::PushLog::default(),
     });
     shared.set_pubsub(pubsub.as_ref());
     let stop_http = CancellationToken::new();
     let server = {
         let router = http::router(shared.clone());
         let stop = stop_http.clone();
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            // Answers go out at once (no Nagle wait for the scraper's delayed ACK).
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
+        // A request may run a pushed rotation: the longest a rotation may hold its lease.
+        let limits = serve::Limits::for_descriptors(
+            serve::descriptor_limit(),
+            app.config.lock_timeout + Duration::from_secs(30),
+        );
+        tokio::spawn(serve::serve(
+            listener,
+            router,
+            limits,
+            stop,
+            Duration::from_secs(5),
+        ))
     };
     let notifier = Notifier::from_env();
     info!(
@@ -345,10 +351,8 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         task.abort();
     }
     stop_http.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => warn!(error = %e, "HTTP server task failed"),
+    if let Err(e) = server.await {
+        warn!(error = %e, "HTTP server task failed");
     }
     info!("deepvue-rotator daemon stopped");
     code
@@ -630,9 +634,10 @@ impl Daemon {
         self.publish();
         loop {
             let now = self.now();
+            // The heartbeat proves the loop turns: wall clock, whatever the schedule reads.
             self.shared
                 .heartbeat_ms
-                .store(now.timestamp_millis(), Ordering::Relaxed);
+                .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
             if let Some(w) = self.watchdog
                 && last_ping.is_none_or(|t: tokio::time::Instant| t.elapsed() >= w / 2)
             {
@@ -774,6 +779,7 @@ mod tests {
             retry_initial: Duration::from_secs(30),
             retry_max: Duration::from_secs(900),
             status_endpoints: true,
+            metrics_endpoint: true,
             pubsub: None,
         }
     }

@@ -13,12 +13,24 @@
 //! `SIGNATURE_REMOVED_BY_GOOGLE`, which this endpoint refuses.
 //!
 //! **What a push does.** Only `eventType = SECRET_ROTATE` for a configured token's store
-//! secret (matched by secret id; `secretId` carries the project *number*) rotates, **forced**
-//! (the rotation schedule is the operator's request) through the daemon's own `Rotator`, and
-//! the report goes to the scheduler like any other run. A redelivery whose rotation already
-//! happened (the stored document was issued after the message's `publishTime`) is
-//! acknowledged without minting. Everything else (other events, unknown secrets, malformed
-//! messages) is acknowledged with 204 and a log line.
+//! secret rotates: matched by the full resource name (`projects/NUMBER/secrets/ID`, compared
+//! with the name Secret Manager itself reports for the configured secret, so another
+//! project's secret of the same id never matches). The OIDC signature covers the sender, not
+//! the body, so **a push can ask for a rotation, never for more than one per window**: it
+//! rotates a fresh token too, but never one minted less than `min_interval` ago (`throttled`);
+//! a `messageId` already acted on is acknowledged as a duplicate (the last
+//! [`RECENT_MESSAGES`] are remembered); pushes for one token closer together than
+//! [`PUSH_GAP`] are acknowledged and counted, not acted on; a redelivery whose rotation
+//! already happened (the stored document was issued after the message's `publishTime`) is
+//! acknowledged without minting. The rotation runs through the daemon's own `Rotator`, and
+//! the result goes to the scheduler like any other run. Everything else (other events,
+//! unknown secrets, malformed messages) is acknowledged with 204 and a log line.
+//!
+//! **Refusals** answer a generic body (`unauthorized`, `forbidden`, `unavailable`); the reason
+//! goes to the log, control characters escaped (a `kid` is attacker-supplied), at most one
+//! line per [`REFUSAL_LOG_EVERY`] with a count of those left out. **Keys** are fetched one at a
+//! time and never with the cache locked; a failed fetch backs off (up to [`LONGEST_BACKOFF`])
+//! while the last good keys keep verifying.
 //!
 //! **Answers.** 2xx acknowledges (success, and permanent failures: they alert, and a
 //! redelivery would fail the same way); 429 while the token is already being rotated and 503
@@ -41,6 +53,7 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::config::daemon::PubsubConfig;
+use crate::core::decide::Force;
 use crate::core::error::ErrorKind;
 use crate::core::result::Outcome;
 use crate::engine::rotator::RunOptions;
@@ -58,6 +71,18 @@ const REFETCH_EVERY: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 const LONGEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A failed key fetch waits this long before the next, doubling up to [`LONGEST_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between failed key fetches.
+pub const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+/// At most one refusal line per this long (the rest are counted in the next line).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Message ids remembered as acted on.
+pub const RECENT_MESSAGES: usize = 4096;
+/// Pushes for one token closer together than this are acknowledged, not acted on.
+pub const PUSH_GAP: Duration = Duration::from_secs(10);
+/// Why a pushed rotation is asked for, in its result.
+const PUSHED: &str = "a Pub/Sub SECRET_ROTATE push";
 
 /// Why a push was refused.
 #[derive(Debug)]
@@ -77,9 +102,34 @@ fn unauthorized(why: impl Into<String>) -> Refused {
 
 #[derive(Default)]
 struct Keys {
+    /// The last good keys (kept while a refetch fails).
     keys: HashMap<String, (Vec<u8>, Vec<u8>)>,
     fresh_until: Option<Instant>,
+    /// When the last fetch started.
     fetched_at: Option<Instant>,
+    /// A fetch is running: others use what is cached meanwhile.
+    fetching: bool,
+    /// Failed fetches in a row, and when the next may start.
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+impl Keys {
+    /// Whether a fetch may start now: none running, none in the last `every`, no backoff.
+    fn may_fetch(&self, now: Instant, every: Duration) -> bool {
+        !self.fetching
+            && self.next_attempt.is_none_or(|t| now >= t)
+            && self
+                .fetched_at
+                .is_none_or(|t| now.duration_since(t) >= every)
+    }
+}
+
+/// One refusal line per [`REFUSAL_LOG_EVERY`]; the others are counted.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    left_out: u64,
 }
 
 /// The OIDC verifier of `[daemon.pubsub]`: one per configuration, its key cache shared by
@@ -87,7 +137,8 @@ struct Keys {
 pub struct Verifier {
     cfg: PubsubConfig,
     http: tokio::sync::OnceCell<reqwest::Client>,
-    keys: tokio::sync::Mutex<Keys>,
+    keys: std::sync::Mutex<Keys>,
+    refusals: std::sync::Mutex<RefusalLog>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +188,8 @@ impl Verifier {
         Verifier {
             cfg,
             http: tokio::sync::OnceCell::new(),
-            keys: tokio::sync::Mutex::new(Keys::default()),
+            keys: std::sync::Mutex::new(Keys::default()),
+            refusals: std::sync::Mutex::new(RefusalLog::default()),
         }
     }
 
@@ -163,13 +215,16 @@ impl Verifier {
             })
     }
 
-    async fn fetch(&self, keys: &mut Keys) -> Result<(), Refused> {
+    /// Fetch the JWKS (no lock held): the RSA keys and how long they are fresh.
+    async fn fetch(&self) -> Result<(HashMap<String, (Vec<u8>, Vec<u8>)>, Duration), Refused> {
         let unavailable = |why: String| Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
             why,
         };
         let shown = crate::support::text::shown_url(&self.cfg.jwks_url);
-        keys.fetched_at = Some(Instant::now());
+        // The error without its URL: the query may hold a key (`shown` is the URL to show).
+        let plain =
+            |e: reqwest::Error| crate::support::text::escape_control(&e.without_url().to_string());
         let resp = self
             .client()
             .await?
@@ -177,7 +232,12 @@ impl Verifier {
             .timeout(FETCH_TIMEOUT)
             .send()
             .await
-            .map_err(|e| unavailable(format!("cannot fetch the signing keys from {shown}: {e}")))?;
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot fetch the signing keys from {shown}: {}",
+                    plain(e)
+                ))
+            })?;
         if !resp.status().is_success() {
             return Err(unavailable(format!(
                 "{shown} answered HTTP {} for the signing keys",
@@ -185,13 +245,15 @@ impl Verifier {
             )));
         }
         let age = max_age(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable(format!("reading the signing keys from {shown}: {e}")))?;
+        let body = resp.bytes().await.map_err(|e| {
+            unavailable(format!(
+                "reading the signing keys from {shown}: {}",
+                plain(e)
+            ))
+        })?;
         let jwks: Jwks = serde_json::from_slice(&body)
             .map_err(|e| unavailable(format!("{shown} is not a JWKS: {e}")))?;
-        keys.keys = jwks
+        let keys = jwks
             .keys
             .into_iter()
             .filter(|k| {
@@ -203,32 +265,101 @@ impl Verifier {
                 Some((k.kid?, (unsigned(n), unsigned(e))))
             })
             .collect();
-        keys.fresh_until = Some(Instant::now() + age);
-        Ok(())
+        Ok((keys, age))
     }
 
-    /// The public key for `kid`: from the cache while fresh, else fetched (one fetch at a
-    /// time; an unknown `kid` refetches at most every [`REFETCH_EVERY`]).
+    fn cache(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The public key for `kid`: from the cache while fresh; else one fetch at a time, never
+    /// with the cache locked, at most every [`REFETCH_EVERY`] for an unknown `kid`, and after
+    /// a failure only when its backoff is over. A failed fetch keeps the last good keys.
     async fn key(&self, kid: &str) -> Result<(Vec<u8>, Vec<u8>), Refused> {
-        let mut keys = self.keys.lock().await;
-        let stale = keys.fresh_until.is_none_or(|t| Instant::now() >= t);
-        if stale {
-            self.fetch(&mut keys).await?;
-        }
-        if let Some(k) = keys.keys.get(kid) {
-            return Ok(k.clone());
-        }
-        let may_refetch = keys.fetched_at.is_none_or(|t| t.elapsed() >= REFETCH_EVERY);
-        if !stale && may_refetch {
-            self.fetch(&mut keys).await?;
-            if let Some(k) = keys.keys.get(kid) {
-                return Ok(k.clone());
+        let now = Instant::now();
+        let fetch = {
+            let mut keys = self.cache();
+            let stale = keys.fresh_until.is_none_or(|t| now >= t);
+            let known = keys.keys.get(kid).cloned();
+            let fetch = match (&known, stale) {
+                (Some(k), false) => return Ok(k.clone()),
+                // Stale: refresh when allowed, answering from the last good keys meanwhile.
+                (_, true) => keys.may_fetch(now, Duration::ZERO),
+                // Fresh but this kid is unknown (Google rotated keys): refetch, not too often.
+                (None, false) => keys.may_fetch(now, REFETCH_EVERY),
+            };
+            if fetch {
+                keys.fetching = true;
+                keys.fetched_at = Some(now);
+            }
+            fetch
+        };
+        if fetch {
+            let fetched = self.fetch().await;
+            let mut keys = self.cache();
+            keys.fetching = false;
+            match fetched {
+                Ok((fresh, age)) => {
+                    keys.keys = fresh;
+                    keys.fresh_until = Some(Instant::now() + age);
+                    keys.failures = 0;
+                    keys.next_attempt = None;
+                }
+                Err(e) => {
+                    keys.failures = keys.failures.saturating_add(1);
+                    let wait = FIRST_BACKOFF
+                        .saturating_mul(
+                            2u32.saturating_pow(keys.failures.saturating_sub(1).min(16)),
+                        )
+                        .min(LONGEST_BACKOFF);
+                    keys.next_attempt = Some(Instant::now() + wait);
+                    if keys.keys.is_empty() {
+                        return Err(e);
+                    }
+                    warn!(error = %e.why, "the signing keys could not be refreshed; verifying with the last good ones");
+                }
             }
         }
-        Err(unauthorized(format!(
-            "the token's signing key `{}` is not among Google's keys",
-            crate::support::text::truncate(kid, 64)
-        )))
+        let keys = self.cache();
+        match keys.keys.get(kid) {
+            Some(k) => Ok(k.clone()),
+            None if keys.keys.is_empty() => Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                why: "the signing keys are not available yet (a fetch is running or backing off)"
+                    .into(),
+            }),
+            None => Err(unauthorized(format!(
+                "the token's signing key `{}` is not among Google's keys",
+                crate::support::text::escape_control(&crate::support::text::truncate(kid, 64))
+            ))),
+        }
+    }
+
+    /// Log a refusal: at most one line per [`REFUSAL_LOG_EVERY`], control characters escaped.
+    fn log_refusal(&self, r: &Refused) {
+        let now = Instant::now();
+        let mut log = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log
+            .last
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY)
+        {
+            log.left_out = log.left_out.saturating_add(1);
+            return;
+        }
+        let left_out = std::mem::take(&mut log.left_out);
+        log.last = Some(now);
+        drop(log);
+        warn!(
+            status = r.status.as_u16(),
+            why = %crate::support::text::escape_control(&r.why),
+            refused_since_last_line = left_out,
+            "pubsub push refused"
+        );
     }
 
     /// Verify a bearer token; the claims on success.
@@ -251,7 +382,10 @@ impl Verifier {
         if header.alg.as_deref() != Some("RS256") {
             return Err(unauthorized(format!(
                 "the token is not RS256-signed (alg {})",
-                crate::support::text::truncate(header.alg.as_deref().unwrap_or("none"), 16)
+                crate::support::text::escape_control(&crate::support::text::truncate(
+                    header.alg.as_deref().unwrap_or("none"),
+                    16
+                ))
             )));
         }
         let Some(kid) = header.kid.filter(|k| !k.is_empty()) else {
@@ -352,6 +486,16 @@ fn answer(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The generic answer to a refused push: the reason is for the log only.
+fn refused(status: StatusCode) -> Response {
+    let what = match status {
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        _ => "unavailable",
+    };
+    answer(status, json!({ "error": what }))
+}
+
 /// The push handler.
 pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(verifier) = s.verifier() else {
@@ -365,15 +509,12 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
                 .or_else(|| v.strip_prefix("bearer "))
         })
     else {
-        warn!("pubsub push refused: no bearer token");
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "a Google-signed OIDC bearer token is required"}),
-        );
+        verifier.log_refusal(&unauthorized("no bearer token"));
+        return refused(StatusCode::UNAUTHORIZED);
     };
     if let Err(r) = verifier.verify(token.trim()).await {
-        warn!(status = r.status.as_u16(), why = %r.why, "pubsub push refused");
-        return answer(r.status, json!({"error": r.why}));
+        verifier.log_refusal(&r);
+        return refused(r.status);
     }
     let push: Push = match serde_json::from_slice(&body) {
         Ok(p) => p,
@@ -383,6 +524,8 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         }
     };
     let m = push.message;
+    let escape = crate::support::text::escape_control;
+    let message_id = escape(&crate::support::text::truncate(&m.message_id, 128));
     let event = m.attributes.get("eventType").map(String::as_str);
     let secret = m
         .attributes
@@ -395,20 +538,51 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             v["name"].as_str().map(str::to_string)
         })
         .unwrap_or_default();
+    let shown_secret = escape(&crate::support::text::truncate(&secret, 300));
     if event != Some("SECRET_ROTATE") {
         info!(
-            message_id = %m.message_id,
-            event = event.unwrap_or("(none)"),
-            secret = %secret,
+            message_id = %message_id,
+            event = %escape(event.unwrap_or("(none)")),
+            secret = %shown_secret,
             "pubsub push acknowledged: only SECRET_ROTATE rotates"
         );
         return StatusCode::NO_CONTENT.into_response();
     }
+    if s.pushes.seen(&m.message_id) {
+        s.metrics.push("duplicate");
+        info!(message_id = %message_id, "pubsub push acknowledged: this message was acted on already");
+        return answer(StatusCode::OK, json!({"outcome": "duplicate"}));
+    }
     let app = s.app();
-    let Some(job) = app.jobs.iter().find(|j| j.store.tokens.is_named(&secret)) else {
-        info!(message_id = %m.message_id, secret = %secret, "pubsub push acknowledged: no configured token stores that secret");
+    let mut job = None;
+    for j in &app.jobs {
+        match j.store.tokens.platform_name().await {
+            Ok(Some(name)) if name == secret => {
+                job = Some(j);
+                break;
+            }
+            Ok(_) => {}
+            // The secret's own name cannot be read now: ask for a redelivery.
+            Err(e) => {
+                warn!(token = %j.name, error = %e, "pubsub push: cannot read the store secret's name");
+                return refused(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
+    }
+    let Some(job) = job else {
+        info!(message_id = %message_id, secret = %shown_secret, "pubsub push acknowledged: no configured token stores that secret");
+        s.pushes.remember(&m.message_id);
         return StatusCode::NO_CONTENT.into_response();
     };
+    if !s.pushes.may_act(&job.name) {
+        s.metrics.push("rate_limited");
+        info!(token = %job.name, message_id = %message_id, "pubsub push acknowledged, not acted on: another push for this token came in the last {}s", PUSH_GAP.as_secs());
+        s.pushes.remember(&m.message_id);
+        return answer(
+            StatusCode::OK,
+            json!({"token": job.name, "outcome": "rate_limited"}),
+        );
+    }
     let published = m
         .publish_time
         .as_deref()
@@ -429,23 +603,25 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     {
         info!(
             token = %job.name,
-            message_id = %m.message_id,
+            message_id = %message_id,
             version = %stored.version,
             "pubsub push acknowledged: already rotated after this notification was published"
         );
+        s.metrics.push("already_rotated");
+        s.pushes.remember(&m.message_id);
         return answer(
             StatusCode::OK,
             json!({"token": job.name, "outcome": "already_rotated", "version": stored.version}),
         );
     }
-    info!(token = %job.name, message_id = %m.message_id, "SECRET_ROTATE: rotating");
+    info!(token = %job.name, message_id = %message_id, "SECRET_ROTATE: rotating unless minted within min_interval");
     let result = app
         .rotator
         .pass()
         .rotate_token(
             job,
             RunOptions {
-                force: true,
+                force: Force::Requested(PUSHED),
                 ..RunOptions::default()
             },
         )
@@ -454,6 +630,10 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         Outcome::Failed(f) if f.kind == ErrorKind::Transient => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
+    if status.is_success() {
+        s.pushes.remember(&m.message_id);
+    }
+    s.metrics.push(result.outcome.as_str());
     let body = json!({
         "token": result.token.name,
         "outcome": result.outcome.as_str(),
@@ -461,6 +641,65 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
     });
     s.finished(&job.name, result);
     answer(status, body)
+}
+
+/// What the push endpoint remembers: the message ids it acted on (bounded), and when it last
+/// acted for each token.
+#[derive(Default)]
+pub(crate) struct PushLog {
+    inner: std::sync::Mutex<PushLogInner>,
+}
+
+#[derive(Default)]
+struct PushLogInner {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+    acted: HashMap<String, Instant>,
+}
+
+impl PushLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PushLogInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `id` was acted on (or acknowledged) already.
+    fn seen(&self, id: &str) -> bool {
+        !id.is_empty() && self.lock().ids.contains(id)
+    }
+
+    /// Remember `id` (the oldest is forgotten past [`RECENT_MESSAGES`]).
+    fn remember(&self, id: &str) {
+        if id.is_empty() {
+            return;
+        }
+        let mut log = self.lock();
+        if log.ids.insert(id.to_string()) {
+            log.order.push_back(id.to_string());
+            while log.order.len() > RECENT_MESSAGES {
+                if let Some(old) = log.order.pop_front() {
+                    log.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Whether a push may act for `token` now (none in the last [`PUSH_GAP`]); if so, it is
+    /// counted as acting.
+    fn may_act(&self, token: &str) -> bool {
+        let now = Instant::now();
+        let mut log = self.lock();
+        if log
+            .acted
+            .get(token)
+            .is_some_and(|t| now.duration_since(*t) < PUSH_GAP)
+        {
+            return false;
+        }
+        log.acted.insert(token.to_string(), now);
+        true
+    }
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ async fn rotation(app: &App, step: RotationEvent) -> Result<Value, Failure> {
     let job = app
         .jobs
         .iter()
-        .find(|j| j.store.tokens.is_named(&step.secret_id))
+        .find(|j| j.store.native.is_some() && j.store.tokens.is_named(&step.secret_id))
         .ok_or_else(|| {
             Failure::new(
                 ErrorKind::Config,

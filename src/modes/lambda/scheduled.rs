@@ -16,8 +16,7 @@ pub(super) async fn run(app: &App) -> Result<Value, Failure> {
         .rotator
         .rotate_all(&app.jobs, RunOptions::default())
         .await;
-    let now = app.rotator.clock().now();
-    let reports: Vec<TokenReport> = results.iter().map(|r| TokenReport::of(r, now)).collect();
+    let reports = TokenReport::all(&results, app.rotator.clock().now());
     let failed: Vec<&TokenReport> = reports.iter().filter(|r| r.error.is_some()).collect();
     if failed.is_empty() {
         return Ok(json!({ "tokens": reports }));

@@ -84,13 +84,18 @@ variable "approle_role_name" {
 }
 
 variable "secret_id_ttl" {
-  description = "AppRole secret_id TTL in seconds (0: no expiry). The secret_id is generated out of band, never by Terraform (it would land in the state)."
+  description = "AppRole secret_id TTL in seconds (default 30 days; 0 would never expire, so a leaked secret_id would log in forever). Issue a new secret_id before it ends. The secret_id is generated out of band, never by Terraform (it would land in the state)."
   type        = number
-  default     = 0
+  default     = 2592000
+
+  validation {
+    condition     = var.secret_id_ttl > 0 && var.secret_id_ttl <= 31536000
+    error_message = "secret_id_ttl must be between 1 second and 1 year: a secret_id that never expires is refused."
+  }
 }
 
 variable "secret_id_bound_cidrs" {
-  description = "CIDRs allowed to log in with a secret_id of this role (e.g. the rotator's egress range). Empty: any."
+  description = "CIDRs allowed to log in with a secret_id of this role: set it to the rotator's own addresses (its static egress range or subnet), so a leaked secret_id is useless elsewhere. Empty: any address."
   type        = list(string)
   default     = []
 }
