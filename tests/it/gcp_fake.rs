@@ -2,18 +2,23 @@
 //! format `google-cloud-secretmanager-v1` sends, for the `gcp` tests and benchmarks.
 //!
 //! Faithful where the rotator depends on it:
-//! - every request must carry `$alt=json;enum-encoding=int` (400 otherwise); enums answer as
-//!   ints, int64 as strings, bytes as standard base64, durations as `"86400s"`;
-//! - errors are `{"error":{"code","message","status"}}` (the client reads the code from
-//!   `status`); a stale etag is `FAILED_PRECONDITION` with HTTP 400;
+//! - `$alt=json;enum-encoding=int` (what the Rust and Python clients send) answers enums as
+//!   ints; plain JSON (no `$alt`, or `$alt=json`) answers them by name; any other `$alt` is a
+//!   400; int64 as strings, bytes as standard base64, durations as `"86400s"`;
+//! - errors are `{"error":{"code","message","status"[,"details"]}}` (the client reads the code
+//!   from `status`); a stale etag is `FAILED_PRECONDITION` with HTTP 400; injected denials,
+//!   quota and aborts carry `details` (`google.rpc.ErrorInfo`, `RetryInfo`) as the API does;
 //! - secrets and versions have independent etags (quoted); every update changes the secret's;
 //! - names in answers carry the project **number**, as Secret Manager's do;
 //! - annotations: key syntax and the 16 KiB cap on keys plus values; version aliases;
-//!   `versionDestroyTtl` (a destroy then disables and schedules);
+//!   `versionDestroyTtl` (a destroy then disables and schedules; enabling or disabling the
+//!   version cancels the scheduled destruction);
 //! - `latest` is the highest-numbered version whatever its state; accessing a disabled or
 //!   destroyed version is `FAILED_PRECONDITION`; `dataCrc32c` is checked on add and returned
 //!   on access;
-//! - list: newest first, `pageSize`/`pageToken`, the `state:` filters;
+//! - list: newest first, `pageSize` (0 = the server's choice, capped at 25,000, negative is
+//!   `INVALID_ARGUMENT`), an opaque `pageToken` bound to its filter (a bad one is
+//!   `INVALID_ARGUMENT`, never page 1), the `state:` filters, `totalSize` only without a filter;
 //! - with a service-account public key set, the bearer must be a self-signed RS256 JWT by it.
 //!
 //! Test hooks (also over HTTP under `/__fake/`): calls per RPC, injected faults (an answer
@@ -72,6 +77,12 @@ pub enum Fault {
     /// Answer 307 to the same path on `127.0.0.1:<port>` (an endpoint that bounces clients
     /// elsewhere) without applying it.
     RedirectTo(u16),
+    /// 403 PERMISSION_DENIED (an IAM binding missing), with an `ErrorInfo` detail.
+    PermissionDenied,
+    /// 429 RESOURCE_EXHAUSTED (a quota), with `ErrorInfo` and `RetryInfo` details.
+    ResourceExhausted,
+    /// 409 ABORTED (a concurrency conflict on the server), with an `ErrorInfo` detail.
+    Aborted,
 }
 
 #[derive(Default)]
@@ -85,6 +96,8 @@ struct Inner {
     sa_key: Option<(Vec<u8>, Vec<u8>, String)>,
     bearer_ok: u64,
     rejected: u64,
+    /// This request asked for enums as ints (`$alt=json;enum-encoding=int`).
+    int_enums: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -122,6 +135,70 @@ fn error(http: u16, status: &str, message: impl Into<String>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// An error with `details`, as the API sends for denials, quota and aborts.
+fn error_with(http: u16, status: &str, message: impl Into<String>, details: Value) -> Response {
+    let body = json!({"error": {"code": http, "message": message.into(), "status": status, "details": details}});
+    (
+        StatusCode::from_u16(http).unwrap_or(StatusCode::BAD_REQUEST),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// What an injected denial, quota or abort answers for `rpc` on `resource`.
+fn fault_answer(fault: Fault, rpc: &str, resource: &str) -> Option<Response> {
+    let info = |reason: &str, domain: &str, metadata: Value| json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": domain, "metadata": metadata});
+    let permission = match rpc {
+        "AddSecretVersion" => "secretmanager.versions.add",
+        "AccessSecretVersion" => "secretmanager.versions.access",
+        "GetSecret" => "secretmanager.secrets.get",
+        "UpdateSecret" => "secretmanager.secrets.update",
+        "ListSecretVersions" => "secretmanager.versions.list",
+        "DestroySecretVersion" => "secretmanager.versions.destroy",
+        _ => "secretmanager.secrets.get",
+    };
+    Some(match fault {
+        Fault::PermissionDenied => error_with(
+            403,
+            "PERMISSION_DENIED",
+            format!(
+                "Permission '{permission}' denied for resource '{resource}' (or it may not exist)."
+            ),
+            json!([info(
+                "IAM_PERMISSION_DENIED",
+                "iam.googleapis.com",
+                json!({"permission": permission, "resource": resource})
+            )]),
+        ),
+        Fault::ResourceExhausted => error_with(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded for quota metric 'Access requests' and limit 'Access requests per \
+             minute per project per region' of service 'secretmanager.googleapis.com'.",
+            json!([
+                info(
+                    "RATE_LIMIT_EXCEEDED",
+                    "googleapis.com",
+                    json!({"service": "secretmanager.googleapis.com", "quota_metric": "secretmanager.googleapis.com/access_requests", "quota_limit": "AccessRequestsPerMinutePerProjectPerRegion"})
+                ),
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
+            ]),
+        ),
+        Fault::Aborted => error_with(
+            409,
+            "ABORTED",
+            "The operation was aborted due to a concurrent modification; retry.",
+            json!([info(
+                "ABORTED",
+                "secretmanager.googleapis.com",
+                json!({"resource": resource})
+            )]),
+        ),
+        _ => return None,
+    })
 }
 
 fn ok(v: Value) -> Response {
@@ -198,7 +275,7 @@ impl Inner {
         let mut j = json!({
             "name": format!("projects/{number}/secrets/{}/versions/{}", s.id, v.n),
             "createTime": ts(v.created),
-            "state": v.state,
+            "state": if self.int_enums { json!(v.state) } else { json!(state_name(v.state)) },
             "etag": format!("\"{:x}\"", v.etag),
             "clientSpecifiedPayloadChecksum": v.client_crc,
         });
@@ -235,6 +312,19 @@ fn resolve(s: &FSecret, v: &str) -> Option<usize> {
         u64::try_from(*s.aliases.get(v)?).ok()?
     };
     s.versions.iter().position(|x| x.n == n)
+}
+
+/// An opaque page token: the offset, bound to the filter it was issued for.
+fn page_token(offset: usize, filter: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1|{offset}|{filter}"))
+}
+
+fn page_token_offset(token: &str, filter: &str) -> Option<usize> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    let mut parts = raw.splitn(3, '|');
+    (parts.next()? == "v1").then_some(())?;
+    let offset = parts.next()?.parse().ok()?;
+    (parts.next()? == filter).then_some(offset)
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -309,6 +399,11 @@ impl GcpFake {
     }
 
     /// The next `method` call suffers `fault`.
+    /// Drop every injected fault not used yet.
+    pub fn clear_faults(&self) {
+        self.with(|g| g.faults.clear());
+    }
+
     pub fn inject(&self, method: &str, fault: Fault) {
         self.with(|s| s.faults.push((method.to_string(), fault)));
     }
@@ -404,13 +499,17 @@ async fn handle(
         *g.calls.entry("OAuthToken".to_string()).or_default() += 1;
         return error(400, "INVALID_ARGUMENT", "the fake issues no OAuth tokens");
     }
-    if query.get("$alt").map(String::as_str) != Some("json;enum-encoding=int") {
-        return error(
-            400,
-            "INVALID_ARGUMENT",
-            "the fake expects $alt=json;enum-encoding=int on every call",
-        );
-    }
+    g.int_enums = match query.get("$alt").map(String::as_str) {
+        Some("json;enum-encoding=int") => true,
+        None | Some("json") => false,
+        Some(other) => {
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                format!("unsupported $alt `{other}`: json, or json;enum-encoding=int"),
+            );
+        }
+    };
     if let Some((n, e, email)) = g.sa_key.clone() {
         if bearer_ok(&headers, &n, &e, &email) {
             g.bearer_ok += 1;
@@ -483,6 +582,11 @@ async fn handle(
         .map(|i| g.faults.remove(i).1);
     if fault == Some(Fault::Unavailable) {
         return error(503, "UNAVAILABLE", "The service is currently unavailable.");
+    }
+    if let Some(answer) =
+        fault.and_then(|f| fault_answer(f, rpc, &format!("projects/{project}/secrets/{secret}")))
+    {
+        return answer;
     }
     if let Some(Fault::RedirectTo(port)) = fault {
         return (
@@ -692,15 +796,23 @@ fn rpc_call(
                     format!("filter `{filter}` is not faked"),
                 );
             }
-            let size = query
-                .get("pageSize")
-                .and_then(|p| p.parse::<usize>().ok())
-                .filter(|p| *p > 0)
-                .unwrap_or(25);
-            let start = query
-                .get("pageToken")
-                .and_then(|p| p.parse::<usize>().ok())
-                .unwrap_or(0);
+            let size = match query.get("pageSize").map(|p| p.parse::<i64>()) {
+                None => 25_000,
+                Some(Ok(0)) => 25_000,
+                Some(Ok(n)) if n > 0 => n.min(25_000) as usize,
+                Some(_) => {
+                    return error(400, "INVALID_ARGUMENT", "page_size must be positive");
+                }
+            };
+            let start = match query.get("pageToken").filter(|t| !t.is_empty()) {
+                None => 0,
+                Some(t) => match page_token_offset(t, &filter) {
+                    Some(n) => n,
+                    None => {
+                        return error(400, "INVALID_ARGUMENT", "The page token is invalid.");
+                    }
+                },
+            };
             let mut all: Vec<FVersion> = s
                 .versions
                 .iter()
@@ -715,9 +827,14 @@ fn rpc_call(
                 .take(size)
                 .map(|v| g.version_json(&s, v))
                 .collect();
-            let mut out = json!({"versions": page, "totalSize": total});
+            let mut out = json!({"versions": page});
+            // "The total number of SecretVersions but 0 when the filter field is set" (0 is
+            // left out of the JSON).
+            if filter.trim().is_empty() && total > 0 {
+                out["totalSize"] = json!(total);
+            }
             if start + size < total {
-                out["nextPageToken"] = json!((start + size).to_string());
+                out["nextPageToken"] = json!(page_token(start + size, &filter));
             }
             return ok(out);
         }
@@ -779,8 +896,15 @@ fn rpc_call(
                         );
                     }
                     match verb_rpc {
-                        "EnableSecretVersion" => ver.state = 1,
-                        "DisableSecretVersion" => ver.state = 2,
+                        // Either cancels a scheduled destruction.
+                        "EnableSecretVersion" => {
+                            ver.state = 1;
+                            ver.scheduled = None;
+                        }
+                        "DisableSecretVersion" => {
+                            ver.state = 2;
+                            ver.scheduled = None;
+                        }
                         _ => match ttl {
                             Some(t) if t > 0 => {
                                 ver.state = 2;

@@ -1,14 +1,18 @@
 //! A real `moto_server` (AWS emulator) on 127.0.0.1, started per test. It is installed by
-//! `./scripts/test.sh`; if it cannot start, the test fails saying so.
+//! `./scripts/test.sh`; if it cannot start, the test fails saying so. Tests reach it through a
+//! (rule-less) fault proxy that counts the API calls as they arrive: a count is exact the
+//! moment the caller has its answer, with no log to wait for.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::support::{free_port, test_tool};
 
 pub struct Moto {
+    /// The counting proxy in front of moto: what every test configures.
     pub endpoint: String,
-    log: PathBuf,
+    /// moto itself.
+    pub direct: String,
+    proxy: crate::faults::FaultProxy,
     _dir: tempfile::TempDir,
     _child: tokio::process::Child,
 }
@@ -49,21 +53,23 @@ impl Moto {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let proxy = crate::faults::FaultProxy::start(&endpoint, None).await;
+        proxy.count_as(
+            "api",
+            std::sync::Arc::new(|r| r.method == axum::http::Method::POST),
+        );
         Moto {
-            endpoint,
-            log,
+            endpoint: proxy.url.clone(),
+            direct: endpoint,
+            proxy,
             _dir: dir,
             _child: child,
         }
     }
 
-    /// API requests served so far (moto logs one line per request; health checks are GETs).
+    /// API requests made so far (counted at the proxy as they arrive; health checks are GETs).
     pub fn api_calls(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"POST / HTTP"))
-            .count()
+        self.proxy.count("api")
     }
 
     /// Call a query-protocol action (SNS, SQS) and return the XML answer.

@@ -217,28 +217,43 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
         &creds,
         &token_secret,
     );
-    // A token that is already due (1 h left, renew_before 12 h): a daemon that schedules would
-    // mint at once; this one waits for a push, which rotates anyway (forced).
-    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
-        token_ttl_secs: 3600,
-        ..Default::default()
-    });
-    let out = crate::support::run(gcp.command(&env, &cfg, &["rotate"])).await;
-    assert_eq!(out.code, 0, "{out}");
-    env.sim
-        .set_behavior(deepvue_rotator::simulator::Behavior::default());
-    // Documents keep whole seconds: publish the notification in a later second than that mint.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A token that is already due (1 h left, renew_before 12 h; minted 23 h ago, so no
+    // min_interval holds a push back): a daemon that schedules would mint at once; this one
+    // waits for a push, which rotates anyway (forced).
+    {
+        use secrecy::ExposeSecret;
+        let seed = crate::scenarios::doc_left("simtok_seeded", 1).to_json();
+        gcp.add(&token_secret, seed.expose_secret().as_bytes())
+            .await;
+    }
     let d = Daemon::start(&gcp, &env, &cfg, port, "trace").await;
     // The name Secret Manager itself gives the secret (its project as a number), as its
     // notifications carry it.
     let notified = gcp.secret(&token_secret).await.name;
     let versions = async || gcp.versions(&token_secret).await.len();
     assert_eq!(versions().await, 1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The daemon has read the store (its expiry gauge shows the token) and let it be.
+    let started = Instant::now();
+    while metric(
+        &d,
+        &[
+            "deepvue_rotator_token_expiry_timestamp_seconds",
+            "token=\"prod\"",
+        ],
+    )
+    .await
+        == 0.0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon never read the store\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         env.calls(),
-        1,
+        0,
         "schedule = false: the daemon does not mint a due token by itself"
     );
 
@@ -280,7 +295,7 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
         assert_eq!(body, json!({"error": generic}), "{what}");
     }
     assert_eq!(versions().await, 1, "refused pushes do nothing");
-    assert_eq!(env.calls(), 1);
+    assert_eq!(env.calls(), 0);
 
     // Other events and other secrets: 204, nothing done.
     let add = push_body("SECRET_VERSION_ADD", &notified, chrono::Utc::now());
@@ -297,21 +312,21 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
         assert_eq!(post(&d, Some(&good), &push).await, 204, "{other}");
     }
     assert_eq!(versions().await, 1);
-    assert_eq!(env.calls(), 1);
+    assert_eq!(env.calls(), 0);
 
     // A valid SECRET_ROTATE: one new version, although the token was fresh.
     let started = Instant::now();
     assert_eq!(post(&d, Some(&good), &msg).await, 200, "{}", d.log());
     let latency = started.elapsed();
     assert_eq!(versions().await, 2, "{}", d.log());
-    assert_eq!(env.calls(), 2);
+    assert_eq!(env.calls(), 1);
     eprintln!("push → new version: {} ms", latency.as_millis());
 
     // Redelivered (the same message): acknowledged as a duplicate, nothing minted.
     let (code, body) = post_answer(&d, Some(&good), &msg).await;
     assert_eq!((code, body["outcome"].as_str()), (200, Some("duplicate")));
     assert_eq!(versions().await, 2);
-    assert_eq!(env.calls(), 2);
+    assert_eq!(env.calls(), 1);
 
     // Replayed: the token is signed, the body is not. Thirty new message ids without a
     // publishTime right after a rotation: acknowledged and counted, never acted on.
@@ -329,7 +344,7 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
         );
     }
     assert_eq!(versions().await, 2, "thirty replays, no version");
-    assert_eq!(env.calls(), 2, "thirty replays, no mint");
+    assert_eq!(env.calls(), 1, "thirty replays, no mint");
     assert!(metric(&d, &["pubsub_pushes", "rate_limited"]).await >= 1.0);
 
     // /metrics counts the pushed rotation like a scheduled one.
@@ -534,6 +549,88 @@ async fn a_failing_key_endpoint_is_not_hammered_and_its_url_and_forged_log_lines
     assert!(
         (1..=3).contains(&refusals),
         "refusals are logged at most once per interval: {refusals} lines"
+    );
+    gcp.cleanup().await;
+}
+
+/// A push that arrives while the scheduler is rotating the same token is told to come back
+/// (429 `busy`, Pub/Sub redelivers) and mints nothing; its redelivery after the rotation finds
+/// the token rotated after it was published. One token is never rotated by two at once.
+#[tokio::test]
+async fn a_push_while_the_scheduler_rotates_the_token_is_busy_and_mints_nothing() {
+    deepvue_rotator::support::tls::install_default_provider();
+    let env = Env::new().await;
+    let gcp = Gcp::start().await;
+    let (creds, token_secret) = gcp.provision().await;
+    let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
+    let rx_ca = env.path("jwks-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port();
+    let cfg = pubsub_config(
+        &env,
+        &gcp,
+        port,
+        "1s",
+        (&rx.url("/oauth2/v3/certs"), &rx_ca),
+        &creds,
+        &token_secret,
+    );
+    // The scheduler on: nothing stored, so it mints at once; Deepvue answers slowly, and the
+    // push comes in meanwhile.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap_or_default()
+        .replace("schedule = false\n", "");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    env.sim.set_behavior(deepvue_rotator::simulator::Behavior {
+        latency_ms: 4000,
+        ..Default::default()
+    });
+    let d = Daemon::start(&gcp, &env, &cfg, port, "info").await;
+    let started = Instant::now();
+    while env.calls() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the scheduler never called Deepvue\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let notified = gcp.secret(&token_secret).await.name;
+    let msg = push_body("SECRET_ROTATE", &notified, chrono::Utc::now());
+    let good = token(json!({}));
+    let (code, body) = post_answer(&d, Some(&good), &msg).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (429, Some("busy")),
+        "{body}\n{}",
+        d.log()
+    );
+    // The scheduled rotation lands: one version, one mint.
+    let versions = async || gcp.versions(&token_secret).await.len();
+    let started = Instant::now();
+    while versions().await < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the scheduled rotation never landed\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.sim
+        .set_behavior(deepvue_rotator::simulator::Behavior::default());
+    // Pub/Sub redelivers the same message: the token was rotated after it was published.
+    let (code, body) = post_answer(&d, Some(&good), &msg).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("already_rotated")),
+        "{body}\n{}",
+        d.log()
+    );
+    assert_eq!(versions().await, 1);
+    assert_eq!(
+        env.calls(),
+        1,
+        "one mint: the push never rotated beside the scheduler"
     );
     gcp.cleanup().await;
 }

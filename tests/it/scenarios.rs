@@ -253,6 +253,15 @@ async fn token_at(p: &StoreParts, v: Option<&Version>) -> Option<(Version, Strin
     Some((stored.version, doc.access_token.expose_secret().to_string()))
 }
 
+/// The token a store holds now, read with our store: a valid document, or a panic.
+pub async fn current_token(fx: &dyn Fixture, store: &Store) -> String {
+    let p = parts(fx, store);
+    token_at(&p, None)
+        .await
+        .map(|t| t.1)
+        .unwrap_or_else(|| panic!("{}: nothing stored", fx.backend()))
+}
+
 /// A one-token config (`prod`) for the binary, with `extra` top-level TOML.
 fn config(
     fx: &dyn Fixture,

@@ -111,7 +111,7 @@ impl Metrics {
             "deepvue_rotator_pubsub_pushes",
             "Verified SECRET_ROTATE pushes for a configured token, by what came of them \
              (rotated, throttled, fresh, failed, …; duplicate, rate_limited, already_rotated: \
-             acknowledged without acting)",
+             acknowledged without acting; busy: asked for a redelivery)",
             pushes.clone(),
         );
         registry.register(

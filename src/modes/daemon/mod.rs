@@ -176,6 +176,8 @@ struct Slot {
     /// The next attempt; `None` while a rotation is in flight, or with the timers off.
     next: Option<DateTime<Utc>>,
     in_flight: bool,
+    /// When the rotation in flight started (the next-rotation gauge shows it meanwhile).
+    started: Option<DateTime<Utc>>,
     failures: u32,
     failing: Option<String>,
 }
@@ -190,9 +192,16 @@ impl Slot {
             expiry: None,
             next: Some(now),
             in_flight: false,
+            started: None,
             failures: 0,
             failing: None,
         }
+    }
+
+    /// What the next-rotation gauge shows: the next attempt, or while one is in flight, when
+    /// it started (the gauge never disappears while a token is being rotated).
+    fn gauge_next(&self) -> Option<DateTime<Utc>> {
+        self.next.or(self.started.filter(|_| self.in_flight))
     }
 
     fn pick_jitter(&mut self) {
@@ -212,6 +221,7 @@ impl Slot {
         d: &config::daemon::DaemonConfig,
     ) -> Option<&'static str> {
         self.in_flight = false;
+        self.started = None;
         let expiry = result.expiry();
         // A run that could not even read the store says nothing about the token: keep what
         // was known.
@@ -444,7 +454,7 @@ impl Daemon {
             self.shared.metrics.token(
                 name,
                 s.expiry.map(|e| e.timestamp()),
-                s.next.map(|n| n.timestamp()),
+                s.gauge_next().map(|n| n.timestamp()),
             );
         }
         let failing = views.iter().filter(|v| v.failing.is_some()).count();
@@ -477,6 +487,7 @@ impl Daemon {
         stop_minting: &CancellationToken,
     ) {
         let app = self.app();
+        let now = self.now();
         let mut batch = Vec::new();
         for name in names {
             let Some(i) = app.jobs.iter().position(|j| j.name == name) else {
@@ -488,6 +499,7 @@ impl Daemon {
             // In flight either way: a push that holds it reports back when done.
             slot.next = None;
             slot.in_flight = true;
+            slot.started = Some(now);
             let Some(claim) = self.shared.claim(&name) else {
                 continue;
             };
@@ -719,7 +731,7 @@ impl Daemon {
         self.shared.metrics.token(
             name,
             slot.expiry.map(|e| e.timestamp()),
-            slot.next.map(|n| n.timestamp()),
+            slot.gauge_next().map(|n| n.timestamp()),
         );
         self.dirty = true;
     }

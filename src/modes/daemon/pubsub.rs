@@ -574,6 +574,15 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         s.pushes.remember(&m.message_id);
         return StatusCode::NO_CONTENT.into_response();
     };
+    // Busy first: a push told to come back (429) has not acted, so its redelivery may.
+    let Some(_claim) = s.claim(&job.name) else {
+        info!(token = %job.name, "pubsub push: the token is being rotated right now; asking for redelivery");
+        s.metrics.push("busy");
+        return answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"token": job.name, "outcome": "busy"}),
+        );
+    };
     if !s.pushes.may_act(&job.name) {
         s.metrics.push("rate_limited");
         info!(token = %job.name, message_id = %message_id, "pubsub push acknowledged, not acted on: another push for this token came in the last {}s", PUSH_GAP.as_secs());
@@ -588,13 +597,6 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
         .as_deref()
         .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
         .map(|t| t.with_timezone(&Utc));
-    let Some(_claim) = s.claim(&job.name) else {
-        info!(token = %job.name, "pubsub push: the token is being rotated right now; asking for redelivery");
-        return answer(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"token": job.name, "outcome": "busy"}),
-        );
-    };
     // A redelivery whose rotation already happened: the stored token was issued after the
     // notification was published (documents keep whole seconds).
     if let (Some(p), Ok(Some(stored))) = (published, job.store.tokens.read_current().await)
