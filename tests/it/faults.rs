@@ -4,6 +4,7 @@
 //!
 //! - a **lost write answer** (the write lands, its answer does not — through every retry the
 //!   client makes): exactly one version, one mint, and the run reports `rotated`;
+//! - a **cut write answer** (a connection reset after the headers): one version, one mint;
 //! - a **throttling storm** on the write: bounded attempts, never a second version;
 //! - a **conflict storm**: six runners whose writes are all held until every one has decided,
 //!   then released together: one version;
@@ -46,6 +47,9 @@ pub type Matcher = Arc<dyn Fn(&Seen) -> bool + Send + Sync>;
 pub enum Action {
     /// Forward it, then answer `status` instead of the upstream's answer (the answer is lost).
     LoseAnswer(u16),
+    /// Forward it, then cut the connection in the middle of the answer (headers sent, the body
+    /// broken off): the client sees a transport error, not a status.
+    CutAnswer,
     /// Answer this without forwarding.
     Fail {
         status: u16,
@@ -211,6 +215,21 @@ impl FaultProxy {
                                     "",
                                 )
                                     .into_response()
+                            }
+                            Some(Action::CutAnswer) => {
+                                let _ = forward(&client, &upstream, &seen).await;
+                                let broken = futures::stream::once(async {
+                                    Err::<Bytes, std::io::Error>(std::io::Error::new(
+                                        std::io::ErrorKind::ConnectionReset,
+                                        "cut by the fault proxy",
+                                    ))
+                                });
+                                let mut r = Response::new(Body::from_stream(broken));
+                                r.headers_mut().insert(
+                                    axum::http::header::CONTENT_TYPE,
+                                    axum::http::HeaderValue::from_static("application/json"),
+                                );
+                                r
                             }
                             Some(Action::HoldThenForward(gate)) => {
                                 gate.wait().await;
@@ -486,6 +505,39 @@ pub async fn lost_write_answer(fx: &dyn Faulty) {
     assert_eq!(s.env.calls(), 1, "{b}");
 }
 
+/// The write lands but every answer to it is cut mid-way (a connection reset after the
+/// headers): whatever the run makes of it, the store holds one version, Deepvue was called
+/// once, and the next run finds the token fresh.
+pub async fn cut_write_answer(fx: &dyn Faulty) {
+    let b = fx.backend();
+    let s = Setup::new(fx, "").await;
+    let probe = WriteProbe::of(fx);
+    s.proxy.on(
+        "cut",
+        Arc::new(move |r| probe.is_write(r)),
+        Action::CutAnswer,
+        8,
+    );
+    let out = s.rotate(&["rotate", "--json"]).await;
+    assert!(
+        matches!(outcome(&out).as_str(), "rotated" | "failed"),
+        "{b}: {out}"
+    );
+    assert!(s.proxy.count("cut") >= 1, "{b}: the answer was cut");
+    assert_eq!(s.env.calls(), 1, "{b}: minted once");
+    assert_eq!(fx.versions(&s.store).await, 1, "{b}: one version: {out}");
+    s.proxy.clear("cut");
+    let out = s.rotate(&["rotate", "--json"]).await;
+    assert_eq!(
+        outcome(&out),
+        "fresh",
+        "{b}: the landed token stands: {out}"
+    );
+    assert_eq!(s.env.calls(), 1, "{b}: nothing minted again");
+    assert_eq!(fx.versions(&s.store).await, 1, "{b}");
+    assert!(current_token(&s).await.starts_with("simtok_"), "{b}");
+}
+
 /// Every write answered "throttled" for a while: the client's attempts are bounded, nothing is
 /// written twice, and the token is rotated once the storm is over.
 pub async fn throttling_storm(fx: &dyn Faulty) {
@@ -676,6 +728,10 @@ macro_rules! matrix {
             #[tokio::test]
             async fn a_lost_write_answer_leaves_one_version_and_one_mint() {
                 lost_write_answer(&$fixture).await;
+            }
+            #[tokio::test]
+            async fn a_write_answer_cut_by_a_connection_reset_leaves_one_version() {
+                cut_write_answer(&$fixture).await;
             }
             #[tokio::test]
             async fn a_throttling_storm_is_bounded_and_writes_nothing_twice() {

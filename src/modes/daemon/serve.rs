@@ -82,10 +82,16 @@ fn lock(conns: &Conns) -> std::sync::MutexGuard<'_, BTreeMap<u64, Conn>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Close the oldest connection with no request in progress; whether there was one.
+/// Close the oldest connection with no request in progress; whether there was one. It leaves
+/// the table at once: its task may close it only later (this is one thread), and a second
+/// eviction must pick another connection, not the same one again.
 fn evict_idle(conns: &Conns) -> bool {
-    let map = lock(conns);
-    match map.values().find(|c| !c.busy.load(Ordering::Relaxed)) {
+    let mut map = lock(conns);
+    let oldest = map
+        .iter()
+        .find(|(_, c)| !c.busy.load(Ordering::Relaxed))
+        .map(|(id, _)| *id);
+    match oldest.and_then(|id| map.remove(&id)) {
         Some(c) => {
             c.close.cancel();
             true
@@ -121,7 +127,10 @@ pub async fn serve(
                     warn!(error = %e, "cannot accept a connection; closing an idle one");
                     warned_at = Some(Instant::now());
                 }
-                if !evict_idle(&conns) {
+                if evict_idle(&conns) {
+                    // Let the evicted connection's task run and give its descriptor back.
+                    tokio::task::yield_now().await;
+                } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 continue;
@@ -217,7 +226,12 @@ async fn serve_connection(
             }
         }
     }
-    // Closing: a request in progress finishes (bounded by the request timeout), then out.
+    // Closing. No request of ours in progress (idle, or a request head still arriving, which a
+    // graceful shutdown would wait on until the header timeout): close it now. Otherwise the
+    // request in progress finishes (bounded by the request timeout), then out.
+    if !busy.load(Ordering::Relaxed) {
+        return;
+    }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(limits.request, conn).await;
 }
