@@ -101,6 +101,8 @@ BASE_ENV = {}
 
 
 def main():
+    # The simulator and the fake come from the full build (the fake is an example: built here).
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "--example", "gcp_fake"], cwd=ROOT, check=True)
     for tool in (FULL, FAKE):
         if not os.access(tool, os.X_OK):
             fail(f"{tool} is missing: run after `cargo test --all-targets` (./scripts/test.sh)")

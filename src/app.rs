@@ -69,6 +69,11 @@ impl App {
             .map(|t| {
                 let mut j = job(t, &ctx);
                 j.store = observed(j.store, observer.clone());
+                j.replicas = j
+                    .replicas
+                    .into_iter()
+                    .map(|r| observed(r, observer.clone()))
+                    .collect();
                 j
             })
             .collect();
@@ -124,6 +129,7 @@ fn job(t: &TokenConfig, ctx: &BuildContext<'_>) -> Job {
         name: t.name.clone(),
         policy: t.policy,
         store: t.store.build(ctx),
+        replicas: t.replicas.iter().map(|r| r.build(ctx)).collect(),
         credentials: t.credentials.build(ctx),
     }
 }

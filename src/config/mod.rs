@@ -141,7 +141,9 @@ struct RawRotation {
 struct RawToken {
     name: String,
     credentials: CredentialsConfig,
-    store: StoreConfig,
+    store: Option<StoreConfig>,
+    /// Fan-out: the primary first, then the replicas (instead of `store`).
+    stores: Option<Vec<StoreConfig>>,
     renew_before: Option<Dur>,
     min_interval: Option<Dur>,
 }
@@ -164,11 +166,24 @@ pub struct TokenConfig {
     pub name: String,
     /// Where the client credentials come from.
     pub credentials: CredentialsConfig,
-    /// Where the token document goes.
+    /// Where the token document goes: the primary store, which decisions and the mint are
+    /// made from and conditional on.
     pub store: StoreConfig,
+    /// Stores the primary's current token is copied to (`stores = [primary, replica, …]`).
+    pub replicas: Vec<StoreConfig>,
     /// When it is due.
     pub policy: DuePolicy,
 }
+
+impl TokenConfig {
+    /// The primary store, then the replicas.
+    pub fn all_stores(&self) -> impl Iterator<Item = &StoreConfig> {
+        std::iter::once(&self.store).chain(&self.replicas)
+    }
+}
+
+/// At most this many stores per token (the primary included).
+pub const MAX_STORES: usize = 8;
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -510,7 +525,40 @@ impl RawToken {
         t.credentials
             .validate(&format!("{at}.credentials"))
             .map_err(problem)?;
-        t.store.validate(&format!("{at}.store")).map_err(problem)?;
+        let (store, replicas) = match (t.store, t.stores) {
+            (Some(store), None) => {
+                store.validate(&format!("{at}.store")).map_err(problem)?;
+                (store, Vec::new())
+            }
+            (None, Some(stores)) => {
+                if stores.is_empty() || stores.len() > MAX_STORES {
+                    return Err(err(format!(
+                        "{at}.stores must list 1 to {MAX_STORES} stores (the primary first), \
+                         not {}",
+                        stores.len()
+                    )));
+                }
+                for (i, s) in stores.iter().enumerate() {
+                    s.validate(&format!("{at}.stores[{i}]")).map_err(problem)?;
+                }
+                let mut stores = stores.into_iter();
+                let Some(primary) = stores.next() else {
+                    return Err(err(format!("{at}.stores is empty")));
+                };
+                (primary, stores.collect())
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(format!(
+                    "{at}: give either `store` (one store) or `stores` (the primary first, then \
+                     replicas), not both"
+                )));
+            }
+            (None, None) => {
+                return Err(err(format!(
+                    "{at}: missing `store` (or `stores = [primary, replica, …]`)"
+                )));
+            }
+        };
         let policy = DuePolicy {
             renew_before: t.renew_before.map_or(default.renew_before, |d| d.0),
             min_interval: t.min_interval.map_or(default.min_interval, |d| d.0),
@@ -519,7 +567,8 @@ impl RawToken {
         Ok(TokenConfig {
             name: t.name,
             credentials: t.credentials,
-            store: t.store,
+            store,
+            replicas,
             policy,
         })
     }
@@ -547,19 +596,22 @@ fn validate_tokens(
         if !names.insert(t.name.clone()) {
             return Err(err(format!("{at}.name `{}` is used twice", t.name)));
         }
-        let store_key = t.store.identity();
-        if t.credentials.identity().as_ref() == Some(&store_key) {
-            return Err(err(format!(
-                "{at}: the credentials secret `{}` is also the token store; the first \
-                 rotation would overwrite the credentials. Use two secrets",
-                store_key.1
-            )));
-        }
-        if !stores.insert(store_key.clone()) {
-            return Err(err(format!(
-                "{at}.store: {} store `{}` is already used by another token",
-                store_key.0, store_key.1
-            )));
+        for store in t.all_stores() {
+            let store_key = store.identity();
+            if t.credentials.identity().as_ref() == Some(&store_key) {
+                return Err(err(format!(
+                    "{at}: the credentials secret `{}` is also the token store; the first \
+                     rotation would overwrite the credentials. Use two secrets",
+                    store_key.1
+                )));
+            }
+            if !stores.insert(store_key.clone()) {
+                return Err(err(format!(
+                    "{at}.store: {} store `{}` is already used by another token (or listed \
+                     twice in this one's stores)",
+                    store_key.0, store_key.1
+                )));
+            }
         }
         tokens.push(t);
     }
@@ -950,6 +1002,38 @@ mod no_panic {
             other => rest = format!("[{other}]\n{key} = {v}\n"),
         }
         format!("[deepvue]\n{deepvue}\n{rest}\n{sink}\n[[tokens]]\n{token}store = {{ {store} }}\n")
+    }
+
+    #[test]
+    fn stores_lists_the_primary_first_then_replicas() {
+        let msg = |text: &str| {
+            parse(text, "t.toml")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let token = "[[tokens]]\nname = \"a\"\ncredentials = { backend = \"env\" }\n";
+        let file = |p: &str| format!("{{ backend = \"file\", path = \"/var/lib/d/{p}\" }}");
+        let ok = format!("{token}stores = [{}, {}]\n", file("one"), file("two"));
+        let c = parse(&ok, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tokens[0].replicas.len(), 1);
+        assert_eq!(c.tokens[0].all_stores().count(), 2);
+        let both = format!(
+            "{token}store = {}\nstores = [{}]\n",
+            file("one"),
+            file("two")
+        );
+        assert!(msg(&both).contains("not both"), "{}", msg(&both));
+        assert!(msg(token).contains("missing `store`"), "{}", msg(token));
+        let empty = format!("{token}stores = []\n");
+        assert!(msg(&empty).contains("1 to 8 stores"), "{}", msg(&empty));
+        let twice = format!("{token}stores = [{}, {}]\n", file("one"), file("one"));
+        assert!(msg(&twice).contains("already used"), "{}", msg(&twice));
+        let bad = format!(
+            "{token}stores = [{}, {{ backend = \"file\" }}]\n",
+            file("one")
+        );
+        assert!(msg(&bad).contains("stores[1]"), "{}", msg(&bad));
     }
 
     proptest! {

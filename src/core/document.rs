@@ -94,6 +94,16 @@ struct RawDocument {
 }
 
 impl TokenDocument {
+    /// Whether `other` carries the same access token (compared in constant time; the token
+    /// never leaves this function).
+    pub fn same_token(&self, other: &TokenDocument) -> bool {
+        let (a, b) = (
+            self.access_token.expose_secret().as_bytes(),
+            other.access_token.expose_secret().as_bytes(),
+        );
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
     /// Serialize for a store write. The result is itself secret (it holds the token); it is
     /// written into a zeroising buffer sized up front (no reallocation leaves a copy behind).
     pub fn to_json(&self) -> SecretString {

@@ -9,7 +9,7 @@ use super::alert::{Action, AlertOutcome};
 use super::document::{describe_left, format_time};
 use super::egress::EgressReport;
 use super::error::ErrorKind;
-use super::result::{Outcome, OutcomeKind, RunResult};
+use super::result::{Outcome, OutcomeKind, ReplicaState, RunResult};
 use super::store::Version;
 use crate::support::text::{escape_control, format_duration, truncate};
 
@@ -22,6 +22,26 @@ pub struct ReportError {
     pub message: String,
     /// Deepvue's own `detail`, when Deepvue answered.
     pub deepvue_detail: Option<String>,
+}
+
+/// One replica store in a report (`stores = [primary, replica, …]`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaReport {
+    /// Its backend.
+    pub backend: &'static str,
+    /// Its secret id.
+    pub secret_id: String,
+    /// `in_sync`, `copied`, `newer` (holds a later token: left alone), `no_source` (the
+    /// primary holds no usable token), `busy` (another runner is copying to it), `failed`.
+    pub state: &'static str,
+    /// Its current version after the run.
+    pub version: Option<Version>,
+    /// Its token's expiry.
+    pub expiry: Option<String>,
+    /// Whether it holds the primary's token.
+    pub in_sync: bool,
+    /// The failure, when `state` is `failed`.
+    pub error: Option<ReportError>,
 }
 
 /// The serialized view of one token's [`RunResult`].
@@ -55,6 +75,9 @@ pub struct TokenReport {
     /// lifetime that was clamped, a rotation lock that could not be taken (the report then
     /// comes from an unlocked read).
     pub warnings: Vec<String>,
+    /// The replica stores (only for a token with `stores = [primary, replica, …]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaReport>,
 }
 
 impl TokenReport {
@@ -88,12 +111,37 @@ impl TokenReport {
             egress: r.egress.clone(),
             alerts: r.alerts.clone(),
             warnings: r.warnings.clone(),
+            replicas: r
+                .replicas
+                .iter()
+                .map(|x| ReplicaReport {
+                    backend: x.backend,
+                    secret_id: x.secret_id.clone(),
+                    state: x.state.as_str(),
+                    version: x.held.as_ref().map(|h| h.version.clone()),
+                    expiry: x.held.as_ref().and_then(|h| h.expiry).map(format_time),
+                    in_sync: matches!(x.state, ReplicaState::InSync | ReplicaState::Copied),
+                    error: match &x.state {
+                        ReplicaState::Failed(f) => Some(ReportError {
+                            kind: f.kind,
+                            message: f.message.clone(),
+                            deepvue_detail: None,
+                        }),
+                        _ => None,
+                    },
+                })
+                .collect(),
         }
     }
 
-    /// This token's exit code.
+    /// This token's exit code: its own failure's, else a failed replica's.
     pub fn exit_code(&self) -> u8 {
-        self.error.as_ref().map_or(0, |e| e.kind.exit_code())
+        super::error::combine_exit_codes(
+            self.error
+                .iter()
+                .chain(self.replicas.iter().filter_map(|r| r.error.as_ref()))
+                .map(|e| e.kind.exit_code()),
+        )
     }
 
     /// The views of a pass's results, time left counted from `now`.
@@ -135,6 +183,26 @@ pub struct StatusRow {
     pub active_alerts: Vec<String>,
     /// The last alert delivery failure.
     pub last_alert_error: Option<String>,
+    /// The replica stores (only for a token with `stores = [primary, replica, …]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// A replica store in `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// Its backend.
+    pub backend: &'static str,
+    /// Its secret id.
+    pub secret_id: String,
+    /// Its current version.
+    pub version: Option<Version>,
+    /// Its token's expiry.
+    pub expiry: Option<String>,
+    /// Whether it holds the primary's current token.
+    pub in_sync: bool,
+    /// A problem reading it now.
+    pub problem: Option<String>,
 }
 
 fn left(secs: Option<i64>) -> String {
@@ -154,6 +222,33 @@ pub fn describe_report(r: &TokenReport) -> String {
     );
     let at = format!("[{} {}]", r.backend, r.secret_id);
     let mut line = describe_outcome(r, &v, &exp, &at);
+    let failed = r.replicas.iter().filter(|x| x.error.is_some()).count();
+    if !r.replicas.is_empty() {
+        line.push_str(&format!(
+            "\n  replicas: {} of {} in sync{}",
+            r.replicas.iter().filter(|x| x.in_sync).count(),
+            r.replicas.len(),
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    for x in &r.replicas {
+        let what = match (&x.error, x.state) {
+            (Some(e), _) => format!("FAILED [{}] {}", e.kind, escape_control(&e.message)),
+            (None, "copied") => format!("copied -> version {}", v(&x.version)),
+            (None, "newer") => "holds a newer token than the primary; left alone".into(),
+            (None, "no_source") => "not written: the primary holds no usable token".into(),
+            (None, "busy") => "another runner is copying to it right now".into(),
+            (None, _) => format!("in sync, version {}", v(&x.version)),
+        };
+        line.push_str(&format!(
+            "\n  replica [{} {}]: {what}",
+            x.backend, x.secret_id
+        ));
+    }
     for w in &r.warnings {
         line.push_str(&format!("\n  WARNING {}", escape_control(w)));
     }
@@ -291,6 +386,21 @@ pub fn render_status(rows: &[StatusRow]) -> String {
         }
         if let Some(d) = r.due_reason.as_deref().filter(|_| r.due) {
             let _ = writeln!(out, "  due: {}", escape_control(d));
+        }
+        for x in &r.replicas {
+            let state = match (&x.problem, x.in_sync) {
+                (Some(p), _) => format!("problem: {}", escape_control(p)),
+                (None, true) => "in sync".into(),
+                (None, false) => "NOT in sync with the primary".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  replica {} `{}`: version {}, expiry {}; {state}",
+                x.backend,
+                escape_control(&x.secret_id),
+                x.version.as_ref().map_or("-", |v| v.0.as_str()),
+                x.expiry.as_deref().unwrap_or("-"),
+            );
         }
     }
     out

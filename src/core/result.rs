@@ -42,6 +42,50 @@ impl Held {
     }
 }
 
+/// What became of one replica store in a run's fan-out (`stores = [primary, replica, …]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// Its backend.
+    pub backend: &'static str,
+    /// Its secret id.
+    pub secret_id: String,
+    /// What the run did there.
+    pub state: ReplicaState,
+    /// What it holds after the run (when it could be read).
+    pub held: Option<Held>,
+}
+
+/// What a run did to a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// It already held the primary's token.
+    InSync,
+    /// The primary's token was copied to it (a new version there).
+    Copied,
+    /// It holds a token issued after the primary's: left alone (a replica never regresses).
+    Newer,
+    /// The primary holds no usable token: nothing to copy.
+    NoSource,
+    /// Another runner holds its lease and is copying to it right now.
+    Busy,
+    /// Reading or writing it failed; it keeps what it had.
+    Failed(Failure),
+}
+
+impl ReplicaState {
+    /// Stable lowercase name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReplicaState::InSync => "in_sync",
+            ReplicaState::Copied => "copied",
+            ReplicaState::Newer => "newer",
+            ReplicaState::NoSource => "no_source",
+            ReplicaState::Busy => "busy",
+            ReplicaState::Failed(_) => "failed",
+        }
+    }
+}
+
 /// A classified failure: never a secret, always naming the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -153,6 +197,8 @@ pub struct RunResult {
     pub egress: Option<EgressReport>,
     /// Alerts this run triggered or resolved.
     pub alerts: Vec<AlertOutcome>,
+    /// The replica stores, when the token has any, after this run's fan-out.
+    pub replicas: Vec<Replica>,
 }
 
 impl RunResult {
@@ -166,6 +212,7 @@ impl RunResult {
             warnings: Vec::new(),
             egress: None,
             alerts: Vec::new(),
+            replicas: Vec::new(),
         }
     }
 
@@ -192,8 +239,21 @@ impl RunResult {
         self.current.as_ref().map(|h| &h.version)
     }
 
-    /// This token's exit code.
+    /// The replicas whose read or write failed.
+    pub fn failed_replicas(&self) -> impl Iterator<Item = &Failure> {
+        self.replicas.iter().filter_map(|r| match &r.state {
+            ReplicaState::Failed(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// This token's exit code: its own failure's, else a failed replica's.
     pub fn exit_code(&self) -> u8 {
-        self.failure().map_or(0, |f| f.kind.exit_code())
+        super::error::combine_exit_codes(
+            self.failure()
+                .into_iter()
+                .chain(self.failed_replicas())
+                .map(|f| f.kind.exit_code()),
+        )
     }
 }

@@ -8,6 +8,7 @@
 pub mod alerter;
 pub mod deepvue;
 pub mod egress;
+pub mod fanout;
 pub mod observed;
 pub mod record;
 pub mod rotator;

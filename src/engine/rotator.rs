@@ -51,8 +51,11 @@ pub struct Job {
     pub name: String,
     /// When it is due.
     pub policy: DuePolicy,
-    /// Where its document (and run state) live.
+    /// Where its document (and run state) live: the primary store.
     pub store: StoreParts,
+    /// Replica stores the primary's current token is copied to (their versions only; run
+    /// state and alerts live with the primary).
+    pub replicas: Vec<StoreParts>,
     /// Where its credentials come from.
     pub credentials: Box<dyn CredentialSource>,
 }
@@ -207,7 +210,9 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
             problem: None,
             active_alerts: Vec::new(),
             last_alert_error: None,
+            replicas: Vec::new(),
         };
+        let mut primary = None;
         match job.store.tokens.read_current().await {
             Ok(stored) => {
                 if let Some(s) = &stored {
@@ -223,6 +228,7 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
                     row.due = true;
                     row.due_reason = Some(reason.to_string());
                 }
+                primary = stored.and_then(|s| s.document.ok());
             }
             Err(e) => row.problem = Some(e.to_string()),
         }
@@ -251,6 +257,30 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
             Ok(_) => {}
             Err(e) => row.problem = row.problem.or(Some(e.to_string())),
         }
+        row.replicas = futures::future::join_all(job.replicas.iter().map(|parts| async {
+            let store = parts.tokens.as_ref();
+            let mut r = crate::core::report::ReplicaStatus {
+                backend: store.backend(),
+                secret_id: store.secret_id(),
+                version: None,
+                expiry: None,
+                in_sync: false,
+                problem: None,
+            };
+            match store.read_current().await {
+                Ok(Some(s)) => {
+                    r.version = Some(s.version);
+                    if let Ok(d) = &s.document {
+                        r.expiry = Some(format_time(d.expiry));
+                        r.in_sync = primary.as_ref().is_some_and(|p| p.same_token(d));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => r.problem = Some(e.to_string()),
+            }
+            r
+        }))
+        .await;
         row
     }
 }
@@ -348,7 +378,20 @@ impl Pass<'_> {
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> RunResult {
         let span = token_span(job);
         async {
-            let run = self.rotate_inner(job, opts).await;
+            let mut run = self.rotate_inner(job, opts).await;
+            // Fan-out from what the primary holds now, whatever this run did there (a failed
+            // mint still heals a replica that missed the last rotation).
+            if !opts.dry_run && !job.replicas.is_empty() {
+                run.result.replicas = super::fanout::sync(&super::fanout::Fan {
+                    name: &job.name,
+                    primary: &job.store,
+                    replicas: &job.replicas,
+                })
+                .await;
+                if let Some(summary) = super::fanout::describe(&run.result.replicas) {
+                    warn!(replicas = %summary, "fan-out incomplete; the next pass copies again");
+                }
+            }
             let result = self
                 .finish(job, run.result, run.hint, opts.dry_run, run.record)
                 .await;

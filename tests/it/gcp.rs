@@ -945,6 +945,11 @@ impl GcpFixture {
         Self::on(Gcp::fake().await)
     }
 
+    /// The fake behind it (faults are injected there).
+    pub fn fake_server(&self) -> Option<&GcpFake> {
+        self.gcp.fake.as_ref()
+    }
+
     fn on(gcp: Gcp) -> GcpFixture {
         let clients = GcpClients::new(&gcp.gcp_section());
         GcpFixture {

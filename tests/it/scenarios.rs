@@ -207,7 +207,7 @@ pub fn valid_credentials() -> String {
 const LOCK_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The store's contracts, built by the registry from its config entry, as the app builds them.
-fn parts(fx: &dyn Fixture, store: &Store) -> StoreParts {
+pub fn parts(fx: &dyn Fixture, store: &Store) -> StoreParts {
     #[derive(serde::Deserialize)]
     struct Entry {
         store: StoreConfig,

@@ -656,8 +656,10 @@ impl TokenStore for GcpStore {
         let name = self.name().await?;
         // Under the lease the write carries, the engine re-read `latest` after taking it; only
         // a holder stalled past its lease or a writer that ignores leases can have added since.
-        let write_id = match self.usable(mode) {
-            Some(holder) => holder,
+        // A write without a lease takes one of its own for the add, and gives it back
+        // whatever the add did (a later writer checks `latest` itself).
+        let (write_id, own) = match self.usable(mode) {
+            Some(holder) => (holder, false),
             None => {
                 let (lease, _) = match self.take_lease(&name, after).await {
                     Ok(l) => l,
@@ -668,13 +670,17 @@ impl TokenStore for GcpStore {
                     self.clear_lease(&name, &lease.holder).await;
                     return Err(self.conflict(mode, "another runner wrote first"));
                 }
-                lease.holder
+                (lease.holder, true)
             }
         };
         let json = doc.to_json_with_write_id(&write_id);
-        let version = self
+        let added = self
             .add(&name, json.expose_secret().as_bytes(), &write_id, after)
-            .await?;
+            .await;
+        if own {
+            self.clear_lease(&name, &write_id).await;
+        }
+        let version = added?;
         self.collect_garbage(&name, version).await;
         Ok(Version(version.to_string()))
     }

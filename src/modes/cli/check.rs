@@ -308,21 +308,25 @@ async fn alerting(rotator: &Rotator) -> Vec<CheckItem> {
 async fn stores(jobs: &[Job]) -> Vec<CheckItem> {
     let mut items = Vec::new();
     for job in jobs {
-        let check = format!("{CHECK_STORES} (token `{}`)", job.name);
-        let tokens = &job.store.tokens;
-        items.push(match tokens.check().await {
-            Ok(()) => item(
-                "stores",
-                check,
-                "pass",
-                format!(
-                    "{} store `{}` reachable and writable",
-                    tokens.backend(),
-                    tokens.secret_id()
+        // The primary, then every replica (fan-out), one item each.
+        for (i, parts) in std::iter::once(&job.store).chain(&job.replicas).enumerate() {
+            let role = if i == 0 { "" } else { ", replica" };
+            let check = format!("{CHECK_STORES} (token `{}`{role})", job.name);
+            let tokens = &parts.tokens;
+            items.push(match tokens.check().await {
+                Ok(()) => item(
+                    "stores",
+                    check,
+                    "pass",
+                    format!(
+                        "{} store `{}` reachable and writable",
+                        tokens.backend(),
+                        tokens.secret_id()
+                    ),
                 ),
-            ),
-            Err(e) => item("stores", check, "fail", e.to_string()),
-        });
+                Err(e) => item("stores", check, "fail", e.to_string()),
+            });
+        }
     }
     items
 }

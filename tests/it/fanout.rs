@@ -1,0 +1,304 @@
+//! Fan-out (`stores = [primary, replica, …]`): one mint, the same token in every store; a
+//! replica that refuses is reported and healed by the next pass without a mint; a replica
+//! holding a newer token is never overwritten; concurrent runners leave one version per store.
+//! Real servers: a file store as the primary, moto, OpenBao and the Secret Manager fake as
+//! replicas.
+
+use chrono::{DateTime, Utc};
+use deepvue_rotator::core::store::WriteMode;
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::aws::AwsFixture;
+use crate::gcp::GcpFixture;
+use crate::gcp_fake::Fault;
+use crate::scenarios::{FileFixture, Fixture, Store, current_token, valid_credentials};
+use crate::support::{Env, Output, run};
+use crate::vault::VaultFixture;
+
+/// Four stores of one token: file (primary), AWS, Vault, GCP.
+struct Fan {
+    env: Env,
+    file: FileFixture,
+    aws: AwsFixture,
+    vault: VaultFixture,
+    gcp: GcpFixture,
+    stores: Vec<Store>,
+    cfg: std::path::PathBuf,
+}
+
+impl Fan {
+    async fn start() -> Fan {
+        let env = Env::new().await;
+        let file = FileFixture::start();
+        let aws = AwsFixture::provisioned().await;
+        let vault = VaultFixture::start().await;
+        let gcp = GcpFixture::fake().await;
+        let creds = aws.credentials(Some(&valid_credentials())).await;
+        let stores = vec![
+            file.store().await,
+            aws.store().await,
+            vault.store().await,
+            gcp.store().await,
+        ];
+        let list: Vec<&str> = stores.iter().map(|s| s.toml.as_str()).collect();
+        let cfg = env.write_config(&format!(
+            "{}{}{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [\n  {}\n]\n",
+            env.deepvue_section(""),
+            aws.sections(),
+            vault.sections(),
+            gcp.sections(),
+            creds.toml,
+            list.join(",\n  ")
+        ));
+        Fan {
+            env,
+            file,
+            aws,
+            vault,
+            gcp,
+            stores,
+            cfg,
+        }
+    }
+
+    fn fixtures(&self) -> [&dyn Fixture; 4] {
+        [&self.file, &self.aws, &self.vault, &self.gcp]
+    }
+
+    /// The binary with every backend's test environment.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = self.env.command(&self.cfg, args);
+        for fx in self.fixtures() {
+            let theirs = fx.command(&self.env, &self.cfg, args);
+            for (k, v) in theirs.as_std().get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+        }
+        cmd
+    }
+
+    async fn rotate(&self, args: &[&str]) -> (Output, Value) {
+        let out = run(self.command(args)).await;
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+        (out, v[0].clone())
+    }
+
+    /// The token each store holds (read with our stores).
+    async fn tokens(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for (fx, store) in self.fixtures().into_iter().zip(&self.stores) {
+            all.push(current_token(fx, store).await);
+        }
+        all
+    }
+
+    async fn versions(&self) -> Vec<usize> {
+        let mut all = Vec::new();
+        for (fx, store) in self.fixtures().into_iter().zip(&self.stores) {
+            all.push(fx.versions(store).await);
+        }
+        all
+    }
+
+    async fn cleanup(&self) {
+        self.gcp.cleanup().await;
+    }
+}
+
+fn states(report: &Value) -> Vec<String> {
+    report["replicas"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_same(tokens: &[String]) -> bool {
+    tokens.windows(2).all(|w| w[0] == w[1])
+}
+
+#[tokio::test]
+async fn one_mint_writes_the_same_token_to_file_aws_vault_and_gcp_and_a_rerun_copies_nothing() {
+    let fan = Fan::start().await;
+    let (out, r) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(r["outcome"], "rotated", "{out}");
+    assert_eq!(states(&r), ["copied", "copied", "copied"], "{out}");
+    assert_eq!(fan.env.calls(), 1, "one authorize call for four stores");
+    let tokens = fan.tokens().await;
+    assert!(
+        all_same(&tokens) && tokens[0].starts_with("simtok_"),
+        "four stores, one token"
+    );
+    let expiries: Vec<&Value> = r["replicas"]
+        .as_array()
+        .map(|a| a.iter().map(|x| &x["expiry"]).collect())
+        .unwrap_or_default();
+    assert!(
+        expiries.iter().all(|e| **e == r["expiry"]),
+        "the same expiry everywhere: {out}"
+    );
+    assert_eq!(fan.versions().await, [1, 1, 1, 1]);
+
+    // Again: the primary is fresh, every replica in sync; nothing minted or written.
+    let (out, r) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(r["outcome"], "fresh", "{out}");
+    assert_eq!(states(&r), ["in_sync", "in_sync", "in_sync"], "{out}");
+    assert_eq!(fan.env.calls(), 1);
+    assert_eq!(fan.versions().await, [1, 1, 1, 1]);
+
+    // The human line says how the replicas stand.
+    let out = run(fan.command(&["rotate"])).await;
+    assert!(out.stdout.contains("replicas: 3 of 3 in sync"), "{out}");
+
+    // `status` shows each store's version and whether it holds the primary's token.
+    let out = run(fan.command(&["status", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let rows: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let replicas = rows[0]["replicas"].as_array().cloned().unwrap_or_default();
+    assert_eq!(replicas.len(), 3, "{out}");
+    for x in &replicas {
+        assert_eq!(x["in_sync"], true, "{out}");
+        assert_eq!(
+            x["version"].as_str().map(str::is_empty),
+            Some(false),
+            "{out}"
+        );
+    }
+    // `check` reaches every store, replicas included.
+    let out = run(fan.command(&["check", "--json"])).await;
+    let items: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let stores: Vec<&Value> = items
+        .as_array()
+        .map(|a| a.iter().filter(|i| i["item"] == "stores").collect())
+        .unwrap_or_default();
+    assert_eq!(stores.len(), 4, "{out}");
+    assert!(stores.iter().all(|i| i["status"] == "pass"), "{out}");
+
+    // A forced fan-out at trace level: no token or client secret, in any encoding, anywhere.
+    let mut cmd = fan.command(&["rotate", "--force", "--json"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    let all = out.all();
+    let mut secrets = fan.env.sim.issued_tokens();
+    secrets.push(crate::support::CLIENT_SECRET.to_string());
+    for secret in &secrets {
+        for form in crate::support::secret_forms(secret) {
+            assert!(
+                !all.contains(&form),
+                "a secret ({} chars) in the output",
+                secret.len()
+            );
+        }
+    }
+    assert!(all_same(&fan.tokens().await));
+    fan.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_refuses_is_reported_and_the_next_pass_heals_it_without_a_mint() {
+    let fan = Fan::start().await;
+    if let Some(f) = fan.gcp.fake_server() {
+        for _ in 0..10 {
+            f.inject("AddSecretVersion", Fault::Unavailable);
+        }
+    }
+    let (out, r) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 1, "a failed replica fails the run: {out}");
+    assert_eq!(r["outcome"], "rotated", "the primary rotated: {out}");
+    assert_eq!(states(&r), ["copied", "copied", "failed"], "{out}");
+    let gcp = &r["replicas"][2];
+    assert_eq!(gcp["backend"], "gcp");
+    assert_eq!(gcp["error"]["kind"], "transient", "{out}");
+    assert!(
+        gcp["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("token `prod`") && m.contains("replica gcp")),
+        "names the token and the replica: {out}"
+    );
+    let human = run(fan.command(&["rotate"])).await;
+    assert!(
+        human.stdout.contains("1 failed") || human.stdout.contains("3 of 3 in sync"),
+        "{human}"
+    );
+
+    // The store answers again: the next pass copies the primary's token, no mint.
+    if let Some(f) = fan.gcp.fake_server() {
+        f.clear_faults();
+    }
+    let (out, r) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(r["outcome"], "fresh", "{out}");
+    assert!(
+        states(&r).iter().all(|s| s == "in_sync" || s == "copied"),
+        "{out}"
+    );
+    assert_eq!(fan.env.calls(), 1, "healed without calling Deepvue");
+    assert!(all_same(&fan.tokens().await), "healed");
+    assert_eq!(fan.versions().await, [1, 1, 1, 1]);
+    fan.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replica_holding_a_newer_token_is_never_overwritten() {
+    use deepvue_rotator::core::document::TokenDocument;
+    let fan = Fan::start().await;
+    let (out, _) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    // Someone writes a token issued later than the primary's into the Vault replica.
+    let later: DateTime<Utc> =
+        chrono::DateTime::from_timestamp(Utc::now().timestamp() + 3600, 0).unwrap_or_else(Utc::now);
+    let newer = TokenDocument {
+        access_token: SecretString::from("newer-than-the-primary".to_string()),
+        token_type: "bearer".into(),
+        expiry: later + chrono::Duration::hours(24),
+        issued_at: later,
+    };
+    let parts = crate::scenarios::parts(&fan.vault, &fan.stores[2]);
+    let cur = parts
+        .tokens
+        .read_current()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|s| s.version);
+    parts
+        .tokens
+        .write(&newer, WriteMode::from_current(cur.as_ref(), None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (out, r) = fan.rotate(&["rotate", "--force", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(r["outcome"], "rotated", "{out}");
+    assert_eq!(states(&r), ["copied", "newer", "copied"], "{out}");
+    assert_eq!(
+        current_token(&fan.vault, &fan.stores[2]).await,
+        "newer-than-the-primary",
+        "left alone"
+    );
+    fan.cleanup().await;
+}
+
+#[tokio::test]
+async fn six_concurrent_runners_mint_once_and_leave_one_version_per_store() {
+    let fan = Fan::start().await;
+    let runs: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(run(fan.command(&["rotate", "--json"]))))
+        .collect();
+    for r in runs {
+        let out = r.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.code, 0, "{out}");
+    }
+    assert_eq!(fan.env.calls(), 1, "one mint");
+    assert_eq!(fan.versions().await, [1, 1, 1, 1], "one version per store");
+    assert!(all_same(&fan.tokens().await));
+    fan.cleanup().await;
+}
