@@ -25,4 +25,6 @@ BAO_BIN="${BAO:-.tools/venv/bin/bao}"
 python3 bench/vault.py target/release/deepvue-rotator "$BAO_BIN"
 python3 bench/gcp.py target/release/deepvue-rotator target/release/examples/gcp_fake
 echo
+python3 bench/fanout.py target/release/deepvue-rotator "$MOTO" "$BAO_BIN" target/release/examples/gcp_fake
+echo
 python3 bench/daemon.py target/release/deepvue-rotator "${IDLE:-600}"

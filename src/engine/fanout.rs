@@ -18,7 +18,7 @@ use crate::core::document::TokenDocument;
 use crate::core::error::ErrorKind;
 use crate::core::parts::StoreParts;
 use crate::core::result::{Failure, Held, Replica, ReplicaState};
-use crate::core::store::{Lease, Stored, TokenStore, Version, WriteMode};
+use crate::core::store::{Lease, StoreError, Stored, TokenStore, Version, WriteMode};
 
 /// The token a fan-out is for: its name (every failure names it), its primary and its
 /// replicas.
@@ -41,9 +41,19 @@ impl Fan<'_> {
     }
 }
 
-/// Copy the primary's current token to every replica; one entry per replica, in
-/// configuration order. Nothing to do (an empty list) for a token with one store.
-pub async fn sync(job: &Fan<'_>) -> Vec<Replica> {
+/// What each replica held when read (in configuration order): the versions its copy will be
+/// conditional on. Read while the primary is being decided and minted, so the fan-out's wall
+/// time after the primary's write is one write, not a read and a write.
+pub type Reads = Vec<Result<Option<Stored>, StoreError>>;
+
+/// Read every replica's current version, concurrently.
+pub async fn read(job: &Fan<'_>) -> Reads {
+    join_all(job.replicas.iter().map(|p| p.tokens.read_current())).await
+}
+
+/// Copy the primary's current token to every replica whose read is in `reads`; one entry per
+/// replica, in configuration order. Nothing to do (an empty list) for a token with one store.
+pub async fn copy(job: &Fan<'_>, reads: Reads) -> Vec<Replica> {
     if job.replicas.is_empty() {
         return Vec::new();
     }
@@ -57,12 +67,19 @@ pub async fn sync(job: &Fan<'_>) -> Vec<Replica> {
             format!("cannot read the primary store to copy it to the replicas: {e}"),
         ))),
     };
-    join_all(job.replicas.iter().map(|parts| one(job, parts, &source))).await
+    join_all(
+        job.replicas
+            .iter()
+            .zip(reads)
+            .map(|(parts, current)| one(job, parts, current, &source)),
+    )
+    .await
 }
 
 async fn one(
     job: &Fan<'_>,
     parts: &StoreParts,
+    current: Result<Option<Stored>, StoreError>,
     source: &Result<TokenDocument, Option<Failure>>,
 ) -> Replica {
     let store = parts.tokens.as_ref();
@@ -82,7 +99,7 @@ async fn one(
             ),
         )
     };
-    let current = match store.read_current().await {
+    let current = match current {
         Ok(c) => c,
         Err(e) => {
             replica.state = ReplicaState::Failed(fail(e.kind, e.to_string()));

@@ -378,16 +378,24 @@ impl Pass<'_> {
     pub async fn rotate_token(&self, job: &Job, opts: RunOptions) -> RunResult {
         let span = token_span(job);
         async {
-            let mut run = self.rotate_inner(job, opts).await;
-            // Fan-out from what the primary holds now, whatever this run did there (a failed
-            // mint still heals a replica that missed the last rotation).
-            if !opts.dry_run && !job.replicas.is_empty() {
-                run.result.replicas = super::fanout::sync(&super::fanout::Fan {
-                    name: &job.name,
-                    primary: &job.store,
-                    replicas: &job.replicas,
-                })
-                .await;
+            // Fan-out: the replicas are read while the primary is decided and minted, then
+            // given what the primary holds now, whatever this run did there (a failed mint
+            // still heals a replica that missed the last rotation).
+            let fan = super::fanout::Fan {
+                name: &job.name,
+                primary: &job.store,
+                replicas: &job.replicas,
+            };
+            let fans = !opts.dry_run && !job.replicas.is_empty();
+            let (mut run, reads) = tokio::join!(self.rotate_inner(job, opts), async {
+                if fans {
+                    super::fanout::read(&fan).await
+                } else {
+                    Vec::new()
+                }
+            });
+            if fans {
+                run.result.replicas = super::fanout::copy(&fan, reads).await;
                 if let Some(summary) = super::fanout::describe(&run.result.replicas) {
                     warn!(replicas = %summary, "fan-out incomplete; the next pass copies again");
                 }

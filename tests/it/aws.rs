@@ -99,28 +99,31 @@ pub fn stage_of(v: &HashMap<String, Vec<String>>, stage: &str) -> Option<String>
 
 /// The document of a version id.
 pub async fn document_at(sm: &Client, name: &str, version_id: &str) -> TokenDocument {
-    let out = sm
-        .get_secret_value()
-        .secret_id(name)
-        .version_id(version_id)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("get {name} {version_id}: {e:?}"));
-    TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
-        .unwrap_or_else(|e| panic!("{name} {version_id} is not a token document: {e}"))
+    document_of(
+        sm.get_secret_value().version_id(version_id),
+        name,
+        version_id,
+    )
+    .await
 }
 
 /// The document at a stage.
 pub async fn document(sm: &Client, name: &str, stage: &str) -> TokenDocument {
-    let out = sm
-        .get_secret_value()
+    document_of(sm.get_secret_value().version_stage(stage), name, stage).await
+}
+
+async fn document_of(
+    get: aws_sdk_secretsmanager::operation::get_secret_value::builders::GetSecretValueFluentBuilder,
+    name: &str,
+    which: &str,
+) -> TokenDocument {
+    let out = get
         .secret_id(name)
-        .version_stage(stage)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("get {name} {stage}: {e:?}"));
+        .unwrap_or_else(|e| panic!("get {name} {which}: {e:?}"));
     TokenDocument::from_json(out.secret_string().unwrap_or_default().as_bytes())
-        .unwrap_or_else(|e| panic!("{name} {stage} is not a token document: {e}"))
+        .unwrap_or_else(|e| panic!("{name} {which} is not a token document: {e}"))
 }
 
 pub fn aws_section(moto: &Moto) -> String {

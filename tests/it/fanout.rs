@@ -225,6 +225,15 @@ async fn a_replica_that_refuses_is_reported_and_the_next_pass_heals_it_without_a
             .is_some_and(|m| m.contains("token `prod`") && m.contains("replica gcp")),
         "names the token and the replica: {out}"
     );
+    // The condition alerts (log only here: no sink configured), with the replica's token's
+    // time left deciding its severity.
+    let alert = |r: &Value, action: &str| {
+        r["alerts"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["condition"] == "replica-behind" && x["action"] == action)
+        })
+    };
+    assert!(alert(&r, "trigger"), "replica-behind triggered: {out}");
     let human = run(fan.command(&["rotate"])).await;
     assert!(
         human.stdout.contains("1 failed") || human.stdout.contains("3 of 3 in sync"),
@@ -243,8 +252,52 @@ async fn a_replica_that_refuses_is_reported_and_the_next_pass_heals_it_without_a
         "{out}"
     );
     assert_eq!(fan.env.calls(), 1, "healed without calling Deepvue");
+    assert!(alert(&r, "resolve"), "replica-behind resolved: {out}");
     assert!(all_same(&fan.tokens().await), "healed");
     assert_eq!(fan.versions().await, [1, 1, 1, 1]);
+    fan.cleanup().await;
+}
+
+/// A Vault replica whose policy may read but not write: a permanent failure, named, with the
+/// exit code it maps to; once the policy allows it (here: the root token again), the next pass
+/// copies without a mint.
+#[tokio::test]
+async fn a_vault_replica_without_write_permission_fails_permanently_then_heals() {
+    let fan = Fan::start().await;
+    fan.vault
+        .bao()
+        .policy(
+            "read-only",
+            "path \"secret/data/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/*\" { capabilities = [\"read\"] }\n",
+        )
+        .await;
+    let ro = fan
+        .vault
+        .bao()
+        .ok(
+            "POST",
+            "auth/token/create",
+            Some(serde_json::json!({"policies": ["read-only"], "no_default_policy": true})),
+        )
+        .await["auth"]["client_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!ro.is_empty());
+    let mut cmd = fan.command(&["rotate", "--json"]);
+    cmd.env("IT_VAULT_TOKEN", &ro);
+    let out = run(cmd).await;
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let r = &r[0];
+    assert_eq!(r["outcome"], "rotated", "{out}");
+    assert_eq!(states(r), ["copied", "failed", "copied"], "{out}");
+    assert_eq!(r["replicas"][1]["error"]["kind"], "permanent", "{out}");
+    assert_eq!(out.code, 1, "{out}");
+    let (out, r) = fan.rotate(&["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(states(&r), ["in_sync", "copied", "in_sync"], "{out}");
+    assert_eq!(fan.env.calls(), 1, "healed without a mint");
+    assert!(all_same(&fan.tokens().await));
     fan.cleanup().await;
 }
 
@@ -301,4 +354,66 @@ async fn six_concurrent_runners_mint_once_and_leave_one_version_per_store() {
     assert_eq!(fan.versions().await, [1, 1, 1, 1], "one version per store");
     assert!(all_same(&fan.tokens().await));
     fan.cleanup().await;
+}
+
+/// The daemon fans out on every pass, polls included: a replica that refuses shows as
+/// `deepvue_rotator_replica_in_sync 0`, and the next poll heals it (gauge 1) without a mint.
+#[tokio::test]
+async fn the_daemon_heals_a_replica_at_its_next_poll_and_says_so_in_metrics() {
+    let env = Env::new().await;
+    let file = FileFixture::start();
+    let gcp = GcpFixture::fake().await;
+    let creds = gcp.credentials(Some(&valid_credentials())).await;
+    let (primary, replica) = (file.store().await, gcp.store().await);
+    let port = crate::support::free_port();
+    let cfg = env.write_config(&format!(
+        "{}{}[daemon]\nlisten = \"127.0.0.1:{port}\"\npoll_every = \"1s\"\njitter = \"0s\"\n\n[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [{}, {}]\n",
+        env.deepvue_section(""),
+        gcp.sections(),
+        creds.toml,
+        primary.toml,
+        replica.toml
+    ));
+    if let Some(f) = gcp.fake_server() {
+        for _ in 0..10 {
+            f.inject("AddSecretVersion", Fault::Unavailable);
+        }
+    }
+    let cmd = gcp.command(&env, &cfg, &["--log-format", "json", "daemon"]);
+    let d = crate::daemon::Daemon::spawn(&env, cmd, port, &[]).await;
+    let gauge = async || {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("deepvue_rotator_replica_in_sync{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let until = async |want: f64, what: &str| {
+        let started = std::time::Instant::now();
+        while gauge().await != Some(want) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{what} within 60 s\n{}",
+                d.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    until(0.0, "the replica reported behind").await;
+    if let Some(f) = gcp.fake_server() {
+        f.clear_faults();
+    }
+    until(1.0, "the replica healed by a poll").await;
+    assert_eq!(env.calls(), 1, "healed without a mint");
+    assert_eq!(
+        current_token(&file, &primary).await,
+        current_token(&gcp, &replica).await
+    );
+    assert_eq!(d.stop().await, 0);
+    gcp.cleanup().await;
 }

@@ -198,25 +198,57 @@ async fn post(d: &Daemon, bearer: Option<&str>, body: &Value) -> u16 {
         .as_u16()
 }
 
+/// A simulator, the GCP store with credentials and an empty token secret, a JWKS endpoint,
+/// and a push daemon's config with `min_interval` (the daemon is not started).
+struct Setup {
+    env: Env,
+    gcp: Gcp,
+    token_secret: String,
+    port: u16,
+    cfg: PathBuf,
+    _rx: Receiver,
+}
+
+impl Setup {
+    async fn start(min_interval: &str) -> Setup {
+        deepvue_rotator::support::tls::install_default_provider();
+        let env = Env::new().await;
+        let gcp = Gcp::start().await;
+        let (creds, token_secret) = gcp.provision().await;
+        let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
+        let rx_ca = env.path("jwks-ca.pem");
+        std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let cfg = pubsub_config(
+            &env,
+            &gcp,
+            port,
+            min_interval,
+            (&rx.url("/oauth2/v3/certs"), &rx_ca),
+            &creds,
+            &token_secret,
+        );
+        Setup {
+            env,
+            gcp,
+            token_secret,
+            port,
+            cfg,
+            _rx: rx,
+        }
+    }
+}
+
 #[tokio::test]
 async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
-    deepvue_rotator::support::tls::install_default_provider();
-    let env = Env::new().await;
-    let gcp = Gcp::start().await;
-    let (creds, token_secret) = gcp.provision().await;
-    let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
-    let rx_ca = env.path("jwks-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
-    let cfg = pubsub_config(
-        &env,
-        &gcp,
+    let Setup {
+        env,
+        gcp,
+        token_secret,
         port,
-        "1s",
-        (&rx.url("/oauth2/v3/certs"), &rx_ca),
-        &creds,
-        &token_secret,
-    );
+        cfg,
+        _rx,
+    } = Setup::start("1s").await;
     // A token that is already due (1 h left, renew_before 12 h; minted 23 h ago, so no
     // min_interval holds a push back): a daemon that schedules would mint at once; this one
     // waits for a push, which rotates anyway (forced).
@@ -381,23 +413,14 @@ async fn pubsub_push_rotates_once_per_verified_secret_rotate() {
 
 #[tokio::test]
 async fn a_push_never_mints_within_min_interval_of_the_last_mint() {
-    deepvue_rotator::support::tls::install_default_provider();
-    let env = Env::new().await;
-    let gcp = Gcp::start().await;
-    let (creds, token_secret) = gcp.provision().await;
-    let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
-    let rx_ca = env.path("jwks-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
-    let cfg = pubsub_config(
-        &env,
-        &gcp,
+    let Setup {
+        env,
+        gcp,
+        token_secret,
         port,
-        "1h",
-        (&rx.url("/oauth2/v3/certs"), &rx_ca),
-        &creds,
-        &token_secret,
-    );
+        cfg,
+        _rx,
+    } = Setup::start("1h").await;
     let out = crate::support::run(gcp.command(&env, &cfg, &["rotate"])).await;
     assert_eq!(out.code, 0, "{out}");
     let d = Daemon::start(&gcp, &env, &cfg, port, "info").await;
@@ -558,23 +581,14 @@ async fn a_failing_key_endpoint_is_not_hammered_and_its_url_and_forged_log_lines
 /// the token rotated after it was published. One token is never rotated by two at once.
 #[tokio::test]
 async fn a_push_while_the_scheduler_rotates_the_token_is_busy_and_mints_nothing() {
-    deepvue_rotator::support::tls::install_default_provider();
-    let env = Env::new().await;
-    let gcp = Gcp::start().await;
-    let (creds, token_secret) = gcp.provision().await;
-    let rx = Receiver::start(&[("/oauth2/v3/certs", 200, &jwks())]).await;
-    let rx_ca = env.path("jwks-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port();
-    let cfg = pubsub_config(
-        &env,
-        &gcp,
+    let Setup {
+        env,
+        gcp,
+        token_secret,
         port,
-        "1s",
-        (&rx.url("/oauth2/v3/certs"), &rx_ca),
-        &creds,
-        &token_secret,
-    );
+        cfg,
+        _rx,
+    } = Setup::start("1s").await;
     // The scheduler on: nothing stored, so it mints at once; Deepvue answers slowly, and the
     // push comes in meanwhile.
     let text = std::fs::read_to_string(&cfg)

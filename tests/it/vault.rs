@@ -1358,6 +1358,11 @@ pub struct VaultFixture {
 }
 
 impl VaultFixture {
+    /// Its OpenBao server.
+    pub fn bao(&self) -> &OpenBao {
+        &self.bao
+    }
+
     pub async fn start() -> VaultFixture {
         let bao = OpenBao::start().await;
         let token = secret_file(bao.dir.path(), "root-token", ROOT);

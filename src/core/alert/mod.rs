@@ -34,6 +34,8 @@ pub enum Condition {
     CredentialsRejected,
     /// Rotation keeps failing and the stored token is within `escalate_before` of expiry.
     RotationFailing,
+    /// A replica store (`stores = [primary, …]`) could not be given the primary's token.
+    ReplicaBehind,
 }
 
 impl Condition {
@@ -44,6 +46,7 @@ impl Condition {
             Condition::EgressDrift => "egress-drift",
             Condition::CredentialsRejected => "credentials-rejected",
             Condition::RotationFailing => "rotation-failing",
+            Condition::ReplicaBehind => "replica-behind",
         }
     }
 }

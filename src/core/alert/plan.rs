@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::{Action, Alert, AlertOutcome, AlertPolicy, AlertState, Condition, Severity};
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
-use crate::core::result::{Outcome, RunResult};
+use crate::core::result::{Outcome, ReplicaState, RunResult};
 use crate::support::text::truncate;
 use crate::support::time::{format_time, parse_time};
 fn dedup_key(env: &str, token: &str, c: Condition) -> String {
@@ -55,6 +55,20 @@ fn evaluate(
         Outcome::Fresh | Outcome::Throttled { .. } => cleared.push(Condition::RotationFailing),
         Outcome::WouldRotate => {}
     }
+    // Replicas: behind while any copy fails; caught up once none does (a busy one is being
+    // copied by another runner; a run with no primary token says nothing).
+    if !r.replicas.is_empty() {
+        if r.failed_replicas().next().is_some() {
+            active.push(Condition::ReplicaBehind);
+        } else if r.replicas.iter().all(|x| {
+            matches!(
+                x.state,
+                ReplicaState::InSync | ReplicaState::Copied | ReplicaState::Newer
+            )
+        }) {
+            cleared.push(Condition::ReplicaBehind);
+        }
+    }
     if let Some(e) = &r.egress {
         if !e.outside_expected().is_empty() {
             active.push(Condition::EgressDrift);
@@ -70,6 +84,26 @@ fn left_secs(r: &RunResult, now: DateTime<Utc>) -> Option<i64> {
     r.expires_in(now).map(|d| d.num_seconds())
 }
 
+/// Seconds the failing replicas' tokens have left (the soonest; `None`: one holds none).
+fn replica_left_secs(r: &RunResult, now: DateTime<Utc>) -> Option<i64> {
+    let mut soonest: Option<i64> = None;
+    for x in &r.replicas {
+        if matches!(x.state, ReplicaState::Failed(_)) {
+            let left = (x.held.as_ref()?.expiry? - now).num_seconds();
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+    }
+    soonest
+}
+
+/// How long the token a condition is about has left: a replica's own, or the primary's.
+fn left_for(c: Condition, r: &RunResult, now: DateTime<Utc>) -> Option<i64> {
+    match c {
+        Condition::ReplicaBehind => replica_left_secs(r, now),
+        _ => left_secs(r, now),
+    }
+}
+
 /// Decide what to send: new or repeating triggers to every sink, escalations at once, retries
 /// only to the sinks that failed last time, and one resolve when a delivered condition clears.
 pub fn plan(
@@ -79,10 +113,10 @@ pub fn plan(
     cfg: &AlertPolicy,
 ) -> Vec<Alert> {
     let (active, cleared) = evaluate(r, now, cfg);
-    let sev = severity(left_secs(r, now), cfg);
     let repeat = chrono::Duration::from_std(cfg.repeat_every).unwrap_or(chrono::Duration::MAX);
     let mut out = Vec::new();
     for c in active {
+        let sev = severity(left_for(c, r, now), cfg);
         let prev = previous.get(&c).filter(|s| !s.resolving);
         let due = match prev {
             None => true,
@@ -104,6 +138,7 @@ pub fn plan(
         if s.last_sent.is_none() && !s.resolving {
             continue; // no sink ever heard of it: nothing to resolve
         }
+        let sev = severity(left_for(c, r, now), cfg);
         let mut alert = build(Action::Resolve, c, sev, r, now, cfg);
         if s.resolving {
             alert.targets = Some(s.pending.clone());
@@ -185,7 +220,7 @@ fn build(
 ) -> Alert {
     let env = &cfg.environment;
     let egress = r.egress.as_ref();
-    let left_s = left_secs(r, now);
+    let left_s = left_for(c, r, now);
     let left = crate::core::document::describe_left(left_s);
     let name = &r.token.name;
     let egress_line = egress
@@ -245,6 +280,17 @@ fn build(
             ),
             "Check the client_id / client_secret in the credentials backend; reactivate or re-issue them in Deepvue if they were revoked.".to_string(),
         ),
+        (Action::Trigger, Condition::ReplicaBehind) => (
+            format!(
+                "[{env}] replica store(s) of Deepvue token `{}` are behind the primary: {}; the replica's token: {left}",
+                name,
+                r.failed_replicas()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            "Fix the replica store's access (the error above); the next pass copies the primary's token to it without minting. Applications reading that store get the old token until then.".to_string(),
+        ),
         (Action::Trigger, Condition::RotationFailing) => (
             format!(
                 "[{env}] rotation of Deepvue token `{}` is failing: {}; {left}",
@@ -260,7 +306,19 @@ fn build(
         severity,
         token: name.clone(),
         environment: env.clone(),
-        store: format!("{} {}", r.token.backend, r.token.secret_id),
+        store: match c {
+            // The replicas behind (when resolving: all of them).
+            Condition::ReplicaBehind => {
+                let failed = r.failed_replicas().count() > 0;
+                r.replicas
+                    .iter()
+                    .filter(|x| !failed || matches!(x.state, ReplicaState::Failed(_)))
+                    .map(|x| format!("{} {}", x.backend, x.secret_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+            _ => format!("{} {}", r.token.backend, r.token.secret_id),
+        },
         summary: truncate(&summary, 1000),
         detail,
         egress: egress.cloned(),

@@ -48,6 +48,13 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    token: String,
+    backend: &'static str,
+    secret_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -62,6 +69,7 @@ pub struct Metrics {
     store: Family<StoreLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     pushes: Family<OutcomeLabel, Counter>,
+    replicas: Family<ReplicaLabels, Gauge>,
 }
 
 impl Metrics {
@@ -76,6 +84,7 @@ impl Metrics {
         let alerts = Family::<AlertLabels, Counter>::default();
         let pushes = Family::<OutcomeLabel, Counter>::default();
         let build = Family::<VersionLabel, Gauge>::default();
+        let replicas = Family::<ReplicaLabels, Gauge>::default();
         registry.register(
             "deepvue_rotator_token_expiry_timestamp_seconds",
             "When the stored token expires (Unix seconds)",
@@ -115,6 +124,12 @@ impl Metrics {
             pushes.clone(),
         );
         registry.register(
+            "deepvue_rotator_replica_in_sync",
+            "1 when a replica store (stores = [primary, …]) holds the primary's token after the \
+             token's last pass, 0 when it is behind",
+            replicas.clone(),
+        );
+        registry.register(
             "deepvue_rotator_build_info",
             "Build information; always 1",
             build.clone(),
@@ -133,6 +148,7 @@ impl Metrics {
             store,
             alerts,
             pushes,
+            replicas,
         }
     }
 
@@ -164,6 +180,26 @@ impl Metrics {
     /// A verified push for a configured token, by what came of it.
     pub fn push(&self, outcome: &'static str) {
         self.pushes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// After a pass over `token`: whether each replica holds the primary's token (a replica
+    /// being copied by another runner, or with no primary token to copy, keeps its last value).
+    pub fn replicas(&self, token: &str, replicas: &[crate::core::result::Replica]) {
+        use crate::core::result::ReplicaState;
+        for x in replicas {
+            let v = match x.state {
+                ReplicaState::InSync | ReplicaState::Copied | ReplicaState::Newer => 1,
+                ReplicaState::Failed(_) => 0,
+                ReplicaState::Busy | ReplicaState::NoSource => continue,
+            };
+            self.replicas
+                .get_or_create(&ReplicaLabels {
+                    token: token.to_string(),
+                    backend: x.backend,
+                    secret_id: x.secret_id.clone(),
+                })
+                .set(v);
+        }
     }
 
     /// A finished rotation attempt (`rotated`, `rotated_by_another_runner`, `failed`).

@@ -723,6 +723,7 @@ impl Daemon {
         if let Some(outcome) = slot.record(report, now, &app.config.daemon) {
             self.shared.metrics.rotation(name, outcome);
         }
+        self.shared.metrics.replicas(name, &report.replicas);
         if !app.config.daemon.schedule {
             // Only requests rotate: no timer for this token.
             slot.next = None;
