@@ -331,3 +331,49 @@ async fn a_config_that_does_not_load_fails_every_invocation_as_config() {
         "{body}"
     );
 }
+
+/// Fan-out in the scheduled mode: a replica that cannot be written fails the invocation
+/// (naming the replica) although the primary rotated; once it can, the next invocation copies
+/// the token to it without a mint.
+#[tokio::test]
+async fn a_scheduled_fan_out_fails_on_a_replica_it_cannot_write_then_heals_it() {
+    const REPLICA: &str = "deepvue/replica";
+    let (env, moto, sm) = provisioned().await;
+    let mut lambda = Lambda::start().await;
+    lambda.function(
+        &env,
+        &format!(
+            "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"aws\", secret_id = \"{CREDS}\" }}\nstores = [{{ backend = \"aws\", secret_id = \"{TOKEN}\" }}, {{ backend = \"aws\", secret_id = \"{REPLICA}\" }}]\n",
+            env.deepvue_section(""),
+            aws_section(&moto)
+        ),
+    );
+    // The replica's secret does not exist yet (and the store may not create it).
+    let (ok, body) = lambda.invoke(scheduler_event()).await;
+    assert!(!ok, "{body}\n{}", log(&env));
+    let msg = body["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("replica aws `{REPLICA}`")),
+        "names the replica: {msg}"
+    );
+    assert_eq!(versions(&sm, TOKEN).await.len(), 1, "the primary rotated");
+    crate::aws::create_secret(&sm, REPLICA, None).await;
+    let (ok, body) = lambda.invoke(scheduler_event()).await;
+    assert!(ok, "{body}\n{}", log(&env));
+    assert_eq!(body["tokens"][0]["outcome"], "fresh", "{body}");
+    assert_eq!(
+        body["tokens"][0]["replicas"][0]["state"], "copied",
+        "{body}"
+    );
+    assert_eq!(env.calls(), 1, "healed without a mint");
+    assert_eq!(
+        document(&sm, REPLICA, "AWSCURRENT")
+            .await
+            .access_token
+            .expose_secret(),
+        document(&sm, TOKEN, "AWSCURRENT")
+            .await
+            .access_token
+            .expose_secret()
+    );
+}
