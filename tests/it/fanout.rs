@@ -409,6 +409,22 @@ async fn the_daemon_heals_a_replica_at_its_next_poll_and_says_so_in_metrics() {
         f.clear_faults();
     }
     until(1.0, "the replica healed by a poll").await;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.contains(
+            "deepvue_rotator_replica_in_sync{token=\"prod\",replica=\"1\",backend=\"gcp\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&replica.id),
+        "/metrics never shows a secret id"
+    );
     assert_eq!(env.calls(), 1, "healed without a mint");
     assert_eq!(
         current_token(&file, &primary).await,

@@ -50,8 +50,10 @@ struct OutcomeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
     token: String,
+    /// Its place in `stores` (1 = the first replica): never its secret id, which /metrics
+    /// does not show.
+    replica: String,
     backend: &'static str,
-    secret_id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,8 +127,8 @@ impl Metrics {
         );
         registry.register(
             "deepvue_rotator_replica_in_sync",
-            "1 when a replica store (stores = [primary, …]) holds the primary's token after the \
-             token's last pass, 0 when it is behind",
+            "1 when a replica store (stores = [primary, …]; `replica` is its place after the \
+             primary) holds the primary's token after the token's last pass, 0 when it is behind",
             replicas.clone(),
         );
         registry.register(
@@ -186,7 +188,7 @@ impl Metrics {
     /// being copied by another runner, or with no primary token to copy, keeps its last value).
     pub fn replicas(&self, token: &str, replicas: &[crate::core::result::Replica]) {
         use crate::core::result::ReplicaState;
-        for x in replicas {
+        for (i, x) in replicas.iter().enumerate() {
             let v = match x.state {
                 ReplicaState::InSync | ReplicaState::Copied | ReplicaState::Newer => 1,
                 ReplicaState::Failed(_) => 0,
@@ -195,8 +197,8 @@ impl Metrics {
             self.replicas
                 .get_or_create(&ReplicaLabels {
                     token: token.to_string(),
+                    replica: (i + 1).to_string(),
                     backend: x.backend,
-                    secret_id: x.secret_id.clone(),
                 })
                 .set(v);
         }
