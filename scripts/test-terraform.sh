@@ -2,10 +2,12 @@
 # Offline checks of terraform/ (providers cannot be downloaded here, so no `terraform init` /
 # `validate` of the modules): installs its tools (idempotent), then runs
 #   1. terraform fmt -check -recursive terraform/
-#   2. checkov over terraform/ (0 failed checks; skips only inline, listed in module READMEs)
+#   2. checkov over terraform/ (0 failed checks; skips only inline, listed in module/example READMEs)
 #   3. tests/terraform/test_iam.py          IAM actions / GCP permissions / Vault capabilities
 #   4. tests/terraform/test_config_render.py the rendered configs are valid TOML the rotator loads
-#   5. tests/terraform/test_moto_iam.py      a real rotation against moto with only the module's policy
+#   5. tests/terraform/test_moto_iam.py      real rotations of two tokens against moto with only the
+#                                            module's policy, ARN-scoped (tests/terraform/moto_resource_arns.py
+#                                            lets moto see the secret ARNs); a secret outside the map is denied
 # and exits non-zero if any of them failed.
 #
 # Tools, in .tools/venv-tf inside the checkout (nothing system-wide):

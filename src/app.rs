@@ -141,3 +141,18 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+/// The runtime of a one-shot `rotate` that fans out: two worker threads (or one on a one-core
+/// machine), so the replica reads, each a task with its own client to set up (TLS roots, SDK
+/// configuration, a handshake: CPU, not I/O), run beside the primary's decision and mint.
+/// (A single-store run stays on one thread: the second costs ~0.2 ms of start-up.)
+pub fn rotate_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if cores < 2 {
+        return runtime();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

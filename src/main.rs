@@ -83,7 +83,18 @@ fn main() -> ExitCode {
     for why in not_hardened {
         tracing::debug!(error = %why, "core dumps could not be turned off");
     }
-    let rt = match app::runtime() {
+    let config = cli.config.as_deref();
+    // A `rotate` loads its configuration first: one that fans out gets two worker threads.
+    let mut loaded = match &cli.command {
+        Command::Rotate(_) => Some(cli::load_config(config)),
+        _ => None,
+    };
+    let runtime = if matches!(&loaded, Some(Ok(c)) if c.fans_out()) {
+        app::rotate_runtime()
+    } else {
+        app::runtime()
+    };
+    let rt = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             deepvue_rotator::support::output::diag(&format!(
@@ -92,10 +103,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = cli.config.as_deref();
     ExitCode::from(rt.block_on(async {
         match cli.command {
-            Command::Rotate(args) => cli::rotate(config, args).await,
+            Command::Rotate(args) => match loaded.take() {
+                Some(Ok(c)) => cli::rotate_loaded(c, args).await,
+                Some(Err(code)) => code,
+                None => cli::rotate(config, args).await,
+            },
             Command::Status { json } => cli::status(config, json).await,
             Command::Read(args) => cli::read(config, args).await,
             Command::Check { json } => cli::check(config, json).await,

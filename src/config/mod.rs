@@ -211,6 +211,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether any token is written to more than one store.
+    pub fn fans_out(&self) -> bool {
+        self.tokens.iter().any(|t| !t.replicas.is_empty())
+    }
+}
+
+impl Config {
     /// What the rotator needs.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -596,7 +603,12 @@ fn validate_tokens(
         if !names.insert(t.name.clone()) {
             return Err(err(format!("{at}.name `{}` is used twice", t.name)));
         }
-        for store in t.all_stores() {
+        for (k, store) in t.all_stores().enumerate() {
+            let key_at = if t.replicas.is_empty() {
+                format!("{at}.store")
+            } else {
+                format!("{at}.stores[{k}]")
+            };
             let store_key = store.identity();
             if t.credentials.identity().as_ref() == Some(&store_key) {
                 return Err(err(format!(
@@ -607,7 +619,7 @@ fn validate_tokens(
             }
             if !stores.insert(store_key.clone()) {
                 return Err(err(format!(
-                    "{at}.store: {} store `{}` is already used by another token (or listed \
+                    "{key_at}: {} store `{}` is already used by another token (or listed \
                      twice in this one's stores)",
                     store_key.0, store_key.1
                 )));
@@ -1065,15 +1077,24 @@ mod aws_tests {
     #[test]
     fn aws_backends_parse_and_validate() {
         assert_eq!(message(AWS), "");
-        // One secret as name and as ARN is one store.
+        // One secret as a full ARN and as a partial one (no suffix) is one store.
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token";
         let dup = format!(
-            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"aws\", secret_id = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token-AbC123\" }}\n"
+            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstores = [{{ backend = \"aws\", secret_id = \"{arn}-AbC123\" }}, {{ backend = \"aws\", secret_id = \"{arn}\" }}]\n"
         );
         assert!(
-            message(&dup).contains("already used by another token"),
+            message(&dup).contains(
+                "tokens[1].stores[1]: aws store `us-east-1/deepvue/token` is already used"
+            ),
             "{}",
             message(&dup)
         );
+        // The same name in two regions is two stores (a fan-out across regions).
+        let regions = format!(
+            "[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstores = [{{ backend = \"aws\", secret_id = \"{arn}\" }}, {{ backend = \"aws\", secret_id = \"{}\" }}]\n",
+            arn.replace("us-east-1", "eu-west-1")
+        );
+        assert_eq!(message(&regions), "");
         // The credentials secret cannot be the token store.
         let same = AWS.replace("deepvue/token", "deepvue/creds");
         assert!(

@@ -12,7 +12,7 @@
 //! first) ends as whatever the replica holds then.
 
 use futures::future::join_all;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::core::document::TokenDocument;
 use crate::core::error::ErrorKind;
@@ -46,16 +46,53 @@ impl Fan<'_> {
 /// time after the primary's write is one write, not a read and a write.
 pub type Reads = Vec<Result<Option<Stored>, StoreError>>;
 
-/// Read every replica's current version, concurrently.
+/// Read every replica's current version, concurrently: each read is a task of its own, so
+/// on a multi-threaded runtime a replica's client set-up (its TLS roots, SDK configuration,
+/// first handshake) runs beside the primary's decision and mint rather than after it.
 pub async fn read(job: &Fan<'_>) -> Reads {
-    join_all(job.replicas.iter().map(|p| p.tokens.read_current())).await
+    let tasks: Vec<_> = job
+        .replicas
+        .iter()
+        .map(|p| {
+            let tokens = p.tokens.clone();
+            tokio::spawn(async move { tokens.read_current().await }.in_current_span())
+        })
+        .collect();
+    join_all(tasks)
+        .await
+        .into_iter()
+        .zip(job.replicas)
+        .map(|(joined, p)| {
+            joined.unwrap_or_else(|e| {
+                Err(StoreError::new(
+                    p.tokens.backend(),
+                    p.tokens.secret_id(),
+                    ErrorKind::Transient,
+                    format!("the replica read did not finish: {e}"),
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Copy the primary's current token to every replica whose read is in `reads`; one entry per
 /// replica, in configuration order. Nothing to do (an empty list) for a token with one store.
-pub async fn copy(job: &Fan<'_>, reads: Reads) -> Vec<Replica> {
+///
+/// `known` is the primary's current token when the pass already holds it (found fresh, or
+/// its own write); otherwise the primary is read here.
+pub async fn copy(job: &Fan<'_>, reads: Reads, known: Option<TokenDocument>) -> Vec<Replica> {
     if job.replicas.is_empty() {
         return Vec::new();
+    }
+    if let Some(doc) = known {
+        let source = Ok(doc);
+        return join_all(
+            job.replicas
+                .iter()
+                .zip(reads)
+                .map(|(parts, current)| one(job, parts, current, &source)),
+        )
+        .await;
     }
     let source = match job.primary.tokens.read_current().await {
         Ok(Some(Stored {

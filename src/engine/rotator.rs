@@ -22,7 +22,7 @@ use crate::core::alert::{AlertPolicy, Severity};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::credentials::CredentialSource;
 use crate::core::decide::{Decision, DuePolicy, DueReason, Force, decide};
-use crate::core::document::format_time;
+use crate::core::document::{TokenDocument, format_time};
 use crate::core::egress::EgressReport;
 use crate::core::error::ErrorKind;
 use crate::core::observe::Observer;
@@ -298,6 +298,9 @@ struct Run {
     /// Whether to alert and record (false when another runner holds the rotation: the
     /// holder records).
     record: bool,
+    /// The primary's current token as this run last saw it (the read that found it fresh, or
+    /// its own write): the fan-out copies it without reading the primary again.
+    primary: Option<TokenDocument>,
 }
 
 impl Run {
@@ -307,7 +310,13 @@ impl Run {
             lease,
             hint,
             record: true,
+            primary: None,
         }
+    }
+
+    fn with_primary(mut self, doc: Option<TokenDocument>) -> Run {
+        self.primary = doc;
+        self
     }
 }
 
@@ -395,7 +404,7 @@ impl Pass<'_> {
                 }
             });
             if fans {
-                run.result.replicas = super::fanout::copy(&fan, reads).await;
+                run.result.replicas = super::fanout::copy(&fan, reads, run.primary.take()).await;
                 if let Some(summary) = super::fanout::describe(&run.result.replicas) {
                     warn!(replicas = %summary, "fan-out incomplete; the next pass copies again");
                 }
@@ -453,11 +462,10 @@ impl Pass<'_> {
     /// it. Returns the lease, to be held until the run state is recorded.
     async fn rotate_inner(&self, job: &Job, opts: RunOptions) -> Run {
         let mut r = RunResult::new(job.token_ref(), Outcome::Fresh);
-        let read = self.read_and_decide(job, opts, &mut r).await;
-        let hint = read.hint;
-        let (mut stored, mut reason) = match read.due {
+        let Read { due, hint, fresh } = self.read_and_decide(job, opts, &mut r).await;
+        let (mut stored, mut reason) = match due {
             Ok(Some(due)) => due,
-            Ok(None) => return Run::done(r, None, hint),
+            Ok(None) => return Run::done(r, None, hint).with_primary(fresh),
             Err(f) => return Run::done(failed(r, f), None, hint),
         };
         if opts.dry_run {
@@ -486,6 +494,7 @@ impl Pass<'_> {
                         lease: None,
                         hint,
                         record: false,
+                        primary: None,
                     };
                 }
                 // The holder may have rotated while this run waited: read again, without it.
@@ -495,17 +504,18 @@ impl Pass<'_> {
         if lease.is_some() {
             // Decide again from what is stored *now*: a runner that waited sees the token the
             // winner wrote.
-            (stored, reason) = match self.read_and_decide(job, opts, &mut r).await.due {
+            let again = self.read_and_decide(job, opts, &mut r).await;
+            (stored, reason) = match again.due {
                 Ok(Some(due)) => due,
-                Ok(None) => return Run::done(r, lease, hint),
+                Ok(None) => return Run::done(r, lease, hint).with_primary(again.fresh),
                 Err(f) => return Run::done(failed(r, f), lease, hint),
             };
         }
         let mut lease = lease;
-        let r = self
+        let (r, written) = self
             .mint_and_write(job, r, stored, reason, lease.as_mut())
             .await;
-        Run::done(r, lease, hint)
+        Run::done(r, lease, hint).with_primary(written)
     }
 
     /// The lease could not be had (not because another runner holds it live): report from a
@@ -529,6 +539,7 @@ impl Pass<'_> {
                     lease: None,
                     hint,
                     record: false,
+                    primary: None,
                 }
             }
             Ok(Some(_)) | Err(_) => Run::done(failed(r, job.failure(e.kind, &e)), None, hint),
@@ -580,7 +591,8 @@ impl Pass<'_> {
         Ok(minted)
     }
 
-    /// Mint, validate and write a due token (under its lease, when the store has one).
+    /// Mint, validate and write a due token (under its lease, when the store has one). With
+    /// the result, the document written, when it was.
     async fn mint_and_write(
         &self,
         job: &Job,
@@ -588,11 +600,11 @@ impl Pass<'_> {
         stored: Option<Stored>,
         reason: DueReason,
         lease: Option<&mut Lease>,
-    ) -> RunResult {
+    ) -> (RunResult, Option<TokenDocument>) {
         info!(reason = %reason, "token is due");
         let minted = match self.mint(job).await {
             Ok(m) => m,
-            Err(f) => return failed(r, f),
+            Err(f) => return (failed(r, f), None),
         };
         r.warnings.extend(minted.warnings);
         let doc = minted.doc;
@@ -606,17 +618,19 @@ impl Pass<'_> {
                 }
                 r.outcome = Outcome::Rotated { previous: expected };
                 r.current = Some(Held::new(v, Some(&doc)));
-                r
+                (r, Some(doc))
             }
             Err(e) if e.kind == ErrorKind::Conflict => {
                 info!(error = %e, "another runner rotated first; nothing written");
                 r.outcome = Outcome::RotatedByAnotherRunner;
+                let mut theirs = None;
                 if let Ok(Some(s)) = store.read_current().await {
                     r.current = Some(Held::new(s.version, s.document.as_ref().ok()));
+                    theirs = s.document.ok();
                 }
-                r
+                (r, theirs)
             }
-            Err(e) => failed(r, job.failure(e.kind, &e)),
+            Err(e) => (failed(r, job.failure(e.kind, &e)), None),
         }
     }
 
@@ -628,6 +642,7 @@ impl Pass<'_> {
                 return Read {
                     due: Err(job.failure(e.kind, &e)),
                     hint: StateHint::Unknown,
+                    fresh: None,
                 };
             }
         };
@@ -640,25 +655,25 @@ impl Pass<'_> {
             renew_before: job.policy.renew_before.saturating_add(opts.early_by),
             ..job.policy
         };
-        let due = match decide(stored.as_ref(), now, &policy, opts.force) {
+        let (due, fresh) = match decide(stored.as_ref(), now, &policy, opts.force) {
             Decision::Fresh => {
                 r.outcome = Outcome::Fresh;
                 r.due = None;
-                Ok(None)
+                (Ok(None), stored.and_then(|s| s.document.ok()))
             }
             Decision::Throttled => {
                 r.outcome = Outcome::Throttled {
                     min_interval: job.policy.min_interval,
                 };
                 r.due = None;
-                Ok(None)
+                (Ok(None), stored.and_then(|s| s.document.ok()))
             }
             Decision::Due(reason) => {
                 r.due = Some(reason.clone());
-                Ok(Some((stored, reason)))
+                (Ok(Some((stored, reason))), None)
             }
         };
-        Read { due, hint }
+        Read { due, hint, fresh }
     }
 
     /// Egress diagnosis: on a 403 always (when probing is on), and on every run when
@@ -705,6 +720,8 @@ impl Pass<'_> {
 struct Read {
     due: Result<Option<(Option<Stored>, DueReason)>, Failure>,
     hint: StateHint,
+    /// A token found not due: the primary's current token.
+    fresh: Option<TokenDocument>,
 }
 
 /// `r` failed with `f`.

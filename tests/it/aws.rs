@@ -29,11 +29,16 @@ pub fn aws_config(moto: &Moto) -> AwsSection {
 
 /// A Secrets Manager client for the test itself (static test credentials).
 pub async fn sm(moto: &Moto) -> Client {
+    sm_in(moto, "us-east-1").await
+}
+
+/// The same, in `region` (moto keeps each region's secrets apart, as AWS does).
+pub async fn sm_in(moto: &Moto, region: &str) -> Client {
     let sdk = deepvue_rotator::backends::aws::sdk_config(&aws_config(moto))
         .await
         .unwrap_or_else(|e| panic!("sdk config: {e}"));
     let conf = aws_sdk_secretsmanager::config::Builder::from(&sdk)
-        .region(Region::new("us-east-1"))
+        .region(Region::new(region.to_string()))
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))
         .build();
     Client::from_conf(conf)
@@ -521,6 +526,11 @@ impl AwsFixture {
     /// Stores on secrets provisioned empty.
     pub async fn provisioned() -> AwsFixture {
         Self::start(false).await
+    }
+
+    /// The moto behind it.
+    pub fn moto(&self) -> &Moto {
+        &self.moto
     }
 
     /// Stores that create their secret on the first write.

@@ -301,6 +301,170 @@ async fn a_vault_replica_without_write_permission_fails_permanently_then_heals()
     fan.cleanup().await;
 }
 
+/// An AWS replica whose IAM policy (enforced by moto) lacks `secretsmanager:PutSecretValue`:
+/// the primary rotates, the replica fails (permanent, naming the action), the run fails; run
+/// with an identity that may write, the next pass copies the token without a mint.
+#[tokio::test]
+async fn an_aws_replica_denied_by_iam_is_reported_then_healed_without_a_mint() {
+    use crate::scenarios::Fixture as _;
+    const REPLICA: &str = "replica/token";
+    // Set-up requests before moto starts enforcing IAM: the secret, then 3 per user.
+    let moto = crate::moto::Moto::enforcing_after(1 + 3 * 2).await;
+    crate::aws::create_secret(&crate::aws::sm(&moto).await, REPLICA, None).await;
+    let read = [
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    ];
+    let no_put = moto.iam_user("replica-no-put", &read).await;
+    let full = moto
+        .iam_user(
+            "replica-writer",
+            &[read[0], read[1], "secretsmanager:PutSecretValue"],
+        )
+        .await;
+
+    let env = Env::new().await;
+    let file = FileFixture::start();
+    let primary = file.store().await;
+    let creds = file.credentials(Some(&valid_credentials())).await;
+    // Straight to moto: SigV4 signs the Host header, which the counting proxy changes.
+    let cfg = env.write_config(&format!(
+        "{}[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\n[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [\n  {},\n  {{ backend = \"aws\", secret_id = \"{REPLICA}\" }}\n]\n",
+        env.deepvue_section(""),
+        moto.direct,
+        creds.toml,
+        primary.toml,
+    ));
+    let as_user = |key: &(String, String), args: &[&str]| {
+        let mut cmd = crate::aws::aws_command(&env, &cfg, args);
+        cmd.env("AWS_ACCESS_KEY_ID", &key.0)
+            .env("AWS_SECRET_ACCESS_KEY", &key.1);
+        cmd
+    };
+
+    let out = run(as_user(&no_put, &["rotate", "--json"])).await;
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let r = &r[0];
+    assert_eq!(r["outcome"], "rotated", "the primary rotated: {out}");
+    assert_eq!(states(r), ["failed"], "{out}");
+    let err = &r["replicas"][0]["error"];
+    assert_eq!(err["kind"], "permanent", "{out}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("secretsmanager:PutSecretValue")
+                && m.contains("token `prod`")
+                && m.contains(REPLICA)),
+        "names the missing action, the token and the secret: {out}"
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(env.calls(), 1);
+
+    let out = run(as_user(&full, &["rotate", "--json"])).await;
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(r[0]["outcome"], "fresh", "{out}");
+    assert_eq!(states(&r[0]), ["copied"], "{out}");
+    assert_eq!(env.calls(), 1, "healed without calling Deepvue");
+    let out = run(as_user(&full, &["status", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("\"in_sync\":true") || out.stdout.contains("\"in_sync\": true"),
+        "status: the replica holds the primary's token: {out}"
+    );
+    let out = run(as_user(&full, &["rotate", "--json"])).await;
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(states(&r[0]), ["in_sync"], "{out}");
+}
+
+/// A no-op pass reads a network primary once, as a single-store pass does: the read that
+/// found the token fresh is what the replicas are compared with.
+#[tokio::test]
+async fn a_no_op_fan_out_reads_the_primary_once() {
+    let env = Env::new().await;
+    let aws = AwsFixture::provisioned().await;
+    let file = FileFixture::start();
+    let creds = aws.credentials(Some(&valid_credentials())).await;
+    let (primary, replica) = (aws.store().await, file.store().await);
+    let config = |stores: &str| {
+        env.write_config(&format!(
+            "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\n{stores}\n",
+            env.deepvue_section(""),
+            aws.sections(),
+            creds.toml,
+        ))
+    };
+    let fan = config(&format!("stores = [{}, {}]", primary.toml, replica.toml));
+    let single = config(&format!("store = {}", primary.toml));
+    let calls_of = |cfg: std::path::PathBuf| {
+        let aws = &aws;
+        let env = &env;
+        async move {
+            let before = aws.calls().await.unwrap_or_default();
+            let out = run(aws.command(env, &cfg, &["rotate", "--json"])).await;
+            assert_eq!(out.code, 0, "{out}");
+            (aws.calls().await.unwrap_or_default() - before, out)
+        }
+    };
+    let (_, out) = calls_of(fan.clone()).await;
+    assert!(out.stdout.contains("\"rotated\""), "{out}");
+    let (single_calls, out) = calls_of(single).await;
+    assert!(out.stdout.contains("\"fresh\""), "{out}");
+    let (fan_calls, out) = calls_of(fan).await;
+    assert_eq!(
+        states(&serde_json::from_str::<Value>(&out.stdout).unwrap_or_default()[0]),
+        ["in_sync"],
+        "{out}"
+    );
+    assert_eq!(
+        fan_calls, single_calls,
+        "the fan-out's no-op pass makes the single store's calls to the primary: {out}"
+    );
+    assert_eq!(env.calls(), 1);
+}
+
+/// Two regions, one secret name: the replica named by its `eu-west-1` ARN is written in
+/// eu-west-1 (its own region, not `[aws] region`), and the two are two stores.
+#[tokio::test]
+async fn a_replica_in_another_region_is_written_in_its_own_region() {
+    use crate::scenarios::Fixture as _;
+    const NAME: &str = "deepvue/prod/token";
+    let env = Env::new().await;
+    let aws = AwsFixture::provisioned().await;
+    let moto = aws.moto();
+    let (east, west) = (
+        crate::aws::sm(moto).await,
+        crate::aws::sm_in(moto, "eu-west-1").await,
+    );
+    crate::aws::create_secret(&east, NAME, None).await;
+    let west_arn = west
+        .create_secret()
+        .name(NAME)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .arn
+        .unwrap_or_default();
+    assert!(west_arn.contains(":eu-west-1:"), "{west_arn}");
+    let creds = aws.credentials(Some(&valid_credentials())).await;
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [\n  {{ backend = \"aws\", secret_id = \"{NAME}\" }},\n  {{ backend = \"aws\", secret_id = \"{west_arn}\" }}\n]\n",
+        env.deepvue_section(""),
+        aws.sections(),
+        creds.toml,
+    ));
+    let out = run(aws.command(&env, &cfg, &["rotate", "--json"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(states(&r[0]), ["copied"], "{out}");
+    let (a, b) = (
+        crate::aws::document(&east, NAME, "AWSCURRENT").await,
+        crate::aws::document(&west, NAME, "AWSCURRENT").await,
+    );
+    assert!(a.same_token(&b), "the same token in both regions");
+    assert_eq!(env.calls(), 1);
+}
+
 #[tokio::test]
 async fn a_replica_holding_a_newer_token_is_never_overwritten() {
     use deepvue_rotator::core::document::TokenDocument;

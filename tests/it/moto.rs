@@ -19,13 +19,28 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
+        Self::start_with(None).await
+    }
+
+    /// A moto that enforces IAM (SigV4 access keys and each policy's actions) once it has
+    /// served `setup` API requests: the requests a test makes to set the scene.
+    pub async fn enforcing_after(setup: usize) -> Moto {
+        Self::start_with(Some(setup)).await
+    }
+
+    async fn start_with(enforce_after: Option<usize>) -> Moto {
         deepvue_rotator::support::tls::install_default_provider();
         let bin = test_tool("MOTO_SERVER", "moto_server");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let log = dir.path().join("moto.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("moto log: {e}"));
-        let child = tokio::process::Command::new(&bin)
+        let mut cmd = tokio::process::Command::new(&bin);
+        match enforce_after {
+            Some(n) => cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string()),
+            None => cmd.env_remove("INITIAL_NO_AUTH_ACTION_COUNT"),
+        };
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(log_file)
@@ -86,5 +101,54 @@ impl Moto {
             .await
             .unwrap_or_else(|e| panic!("moto query {params:?}: {e}"));
         resp.text().await.unwrap_or_default()
+    }
+
+    /// Before enforcement starts: an IAM user whose inline policy allows `actions` on every
+    /// resource (moto checks actions, not resources, for Secrets Manager), and its access key.
+    /// Three API requests.
+    pub async fn iam_user(&self, name: &str, actions: &[&str]) -> (String, String) {
+        self.query(
+            "iam",
+            &[
+                ("Action", "CreateUser"),
+                ("Version", "2010-05-08"),
+                ("UserName", name),
+            ],
+        )
+        .await;
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+        })
+        .to_string();
+        self.query(
+            "iam",
+            &[
+                ("Action", "PutUserPolicy"),
+                ("Version", "2010-05-08"),
+                ("UserName", name),
+                ("PolicyName", "replica"),
+                ("PolicyDocument", &policy),
+            ],
+        )
+        .await;
+        let xml = self
+            .query(
+                "iam",
+                &[
+                    ("Action", "CreateAccessKey"),
+                    ("Version", "2010-05-08"),
+                    ("UserName", name),
+                ],
+            )
+            .await;
+        let field = |tag: &str| {
+            xml.split(&format!("<{tag}>"))
+                .nth(1)
+                .and_then(|rest| rest.split(&format!("</{tag}>")).next())
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("no {tag} in moto's CreateAccessKey answer: {xml}"))
+        };
+        (field("AccessKeyId"), field("SecretAccessKey"))
     }
 }

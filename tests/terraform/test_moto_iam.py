@@ -1,34 +1,40 @@
 #!/usr/bin/env python3
-"""A real rotation against moto with credentials holding only the aws-lambda module's policy.
+"""Real rotations against moto with credentials holding only the aws-lambda module's policy.
 
   python3 tests/terraform/test_moto_iam.py     (run by scripts/test-terraform.sh)
 
 What it does:
   1. Reads the scheduled-mode (trigger = schedule, alerts on: the module default) execution-role
-     statements from terraform/modules/aws-lambda with python-hcl2 (tfhcl.py).
-  2. Starts `moto_server` on 127.0.0.1 (ephemeral port) with INITIAL_NO_AUTH_ACTION_COUNT set
-     to exactly the number of set-up requests, so every later request is authenticated and
-     authorised by moto's IAM emulation.
-  3. Set-up (unauthenticated, counted): the two secrets (the credentials with a value, the token
-     empty, as Terraform leaves them), the SNS topic and a KMS key to map the policy's
-     resources, and IAM users with access keys: the module policy; the module policy minus
-     secretsmanager:PutSecretValue; and a read-only harness user for the assertions.
+     statements from terraform/modules/aws-lambda with python-hcl2 (tfhcl.py). The statements
+     on the secrets name `local.credentials_secret_arns` / `local.token_secret_arns` (one ARN
+     per token of the module's `tokens` map); they are rendered with the ARNs of a two-token
+     map, `prod` and `staging`.
+  2. Starts moto's server through tests/terraform/moto_resource_arns.py on 127.0.0.1
+     (ephemeral port) with INITIAL_NO_AUTH_ACTION_COUNT set to exactly the number of set-up
+     requests, so every later request is authenticated and authorised by moto's IAM emulation.
+     The launcher tells moto each Secrets Manager / SNS request's resource ARN (moto itself
+     authorises those services against "*", which no ARN-scoped statement matches), so moto
+     enforces the statements' Resource lists as written.
+  3. Set-up (unauthenticated, counted): per token of the map the two secrets (the credentials
+     with a value, the token empty, as Terraform leaves them), the same pair for a token
+     `other` outside the map, the SNS topic and a KMS key, and IAM users with access keys: the
+     module policy; the module policy minus secretsmanager:PutSecretValue; and a read-only
+     harness user for the assertions.
   4. Starts the rotator's built-in Deepvue simulator (`$BIN simulate`), renders the config with
      the module's own template (terraform/modules/aws-lambda/templates/config.toml.tftpl, via
-     an offline `terraform apply` of a provider-less scratch config) plus local endpoints, and
-     runs `$BIN rotate` with the users' keys: a first mint and a forced rotation must succeed
-     and add a version each; a forced rotation without PutSecretValue must fail naming
-     `secretsmanager:PutSecretValue` and add nothing.
+     an offline `terraform apply` of a provider-less scratch config) for the two tokens plus
+     local endpoints, and runs `$BIN rotate` with the users' keys: a first mint and a forced
+     rotation must succeed for both tokens and add a version each; a forced rotation without
+     PutSecretValue must fail naming `secretsmanager:PutSecretValue` and add nothing; and a
+     config naming the `other` token's secrets (outside the map) must be denied and write
+     nothing.
 
 What moto enforces (moto 5.2.x, moto/core/responses.py + moto/iam/access_control.py; its docs
-call the implementation "very basic"): SigV4 signatures and access keys, and each statement's
-Action (wildcards allowed). For Secrets Manager and SNS, moto authorises every request against
-the resource "*" (only IAM, SQS, STS and S3 pass a request ARN), so a statement whose Resource
-is a secret's ARN never matches and denies everything; and conditions are only evaluated for
-StringEquals with values moto knows (ForAllValues:StringLike and kms:ViaService are ignored).
-The test probes this at run time: if the ARN-scoped policy is refused, it reports that and runs
-the rotations with the same statements and Resource "*", i.e. it checks the *actions*. The
-resource scoping and conditions are checked statically by test_iam.py.
+call the implementation "very basic"): SigV4 signatures and access keys, each statement's
+Action and (with the launcher) Resource, wildcards allowed. Conditions are only evaluated for
+StringEquals with values moto knows (ForAllValues:StringLike and kms:ViaService are ignored):
+they are checked statically by test_iam.py. If moto ever stops honouring the ARN-scoped
+policy the test fails: it no longer falls back to Resource "*".
 
 One more moto gap: it answers an IAM denial with a query-protocol XML body (`<Code>AccessDenied`,
 HTTP 403) even for JSON-protocol services such as Secrets Manager, where AWS sends HTTP 400
@@ -39,7 +45,8 @@ that rewrites only such denials into the AWS JSON shape (the decision stays moto
 else is forwarded byte for byte, SigV4 headers included), so the JSON path is covered too.
 
 Env: DEEPVUE_ROTATOR_BIN (default target/debug/deepvue-rotator; not built here), MOTO_SERVER
-(default .tools/venv-tf/bin/moto_server), TERRAFORM (default terraform on PATH).
+(default .tools/venv-tf/bin/moto_server: its directory's python runs the launcher), TERRAFORM
+(default terraform on PATH).
 """
 
 import http.client
@@ -114,7 +121,8 @@ def render_policy(statements, refs, scope_resources, drop_action=None):
             for r in st["resources"]:
                 m = re.fullmatch(r"\$\{([^}]+)\}(.*)", r)
                 assert m and m.group(1) in refs, f"no moto ARN for resource {r!r} of {st['sid']}"
-                resources.append(refs[m.group(1)] + m.group(2))
+                ref = refs[m.group(1)]  # one ARN, or the list a `local.*_secret_arns` stands for
+                resources.extend(a + m.group(2) for a in (ref if isinstance(ref, list) else [ref]))
         else:
             resources = ["*"]
         s = {"Sid": st["sid"], "Effect": st["effect"], "Action": actions, "Resource": resources}
@@ -238,6 +246,10 @@ class WireFix:
         self.server.server_close()
 
 
+TOKENS = ["prod", "staging"]  # the module's `tokens` map in this test
+OUTSIDE = "other"             # a token whose secrets are not in the map
+
+
 def main():
     for path, hint in ((BIN, "build it with `cargo build` (this test does not build it), or set DEEPVUE_ROTATOR_BIN"),
                        (MOTO, INSTALL_HINT)):
@@ -259,11 +271,14 @@ def main():
     moto = sim = None
     try:
         # ---- moto with IAM enforcement after exactly SETUP_REQUESTS requests ----------------
-        users = ["scoped", "scoped-no-put", "actions", "actions-no-put", "harness"]
-        setup_requests = 2 + 1 + 1 + 3 * len(users)  # secrets, topic, key, (user, policy, key) each
+        users = ["scoped", "scoped-no-put", "harness"]
+        # two secrets per token (the map's and the outside one), topic, key, (user, policy, key) each
+        setup_requests = 2 * (len(TOKENS) + 1) + 1 + 1 + 3 * len(users)
         moto_env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(setup_requests))
-        moto, moto_port, moto_log = start([MOTO, "-H", "127.0.0.1", "-p", "0"], moto_env,
-                                          r"Running on http://127\.0\.0\.1:(\d+)", "moto_server")
+        py = os.path.join(os.path.dirname(MOTO), "python")
+        launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_resource_arns.py")
+        moto, moto_port, moto_log = start([py if os.path.exists(py) else sys.executable, launcher, "-H", "127.0.0.1", "-p", "0"],
+                                          moto_env, r"Running on http://127\.0\.0\.1:(\d+)", "moto_server (moto_resource_arns.py)")
         endpoint = f"http://127.0.0.1:{moto_port}"
 
         def client(service, key=("setup", "setup")):
@@ -272,26 +287,32 @@ def main():
                                 config=Config(retries={"max_attempts": 1}))
 
         sm, iam = client("secretsmanager"), client("iam")
-        creds_arn = sm.create_secret(Name="deepvue/prod/credentials",
-                                     SecretString=json.dumps({"client_id": "test-client", "client_secret": "test-secret"}))["ARN"]
-        token_arn = sm.create_secret(Name="deepvue/prod/token")["ARN"]  # no value, like the module
+        creds_arns, token_arns = {}, {}
+        for name in TOKENS + [OUTSIDE]:
+            creds_arns[name] = sm.create_secret(
+                Name=f"deepvue/{name}/credentials",
+                SecretString=json.dumps({"client_id": f"test-client-{name}", "client_secret": "test-secret"}))["ARN"]
+            token_arns[name] = sm.create_secret(Name=f"deepvue/{name}/token")["ARN"]  # no value, like the module
         topic_arn = client("sns").create_topic(Name="deepvue-rotator-alerts")["TopicArn"]
         key_arn = client("kms").create_key(Description="deepvue-rotator")["KeyMetadata"]["Arn"]
         refs = {
-            "aws_secretsmanager_secret.credentials.arn": creds_arn,
-            "aws_secretsmanager_secret.token.arn": token_arn,
+            # What the module's for_each secrets give for tokens = { prod = {}, staging = {} }.
+            "local.credentials_secret_arns": [creds_arns[n] for n in TOKENS],
+            "local.token_secret_arns": [token_arns[n] for n in TOKENS],
             "aws_sns_topic.alerts.arn": topic_arn,
             "aws_kms_key.this.arn": key_arn,
         }
         policies = {
             "scoped": render_policy(statements, refs, True),
             "scoped-no-put": render_policy(statements, refs, True, "secretsmanager:PutSecretValue"),
-            "actions": render_policy(statements, refs, False),
-            "actions-no-put": render_policy(statements, refs, False, "secretsmanager:PutSecretValue"),
             "harness": json.dumps({"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Resource": "*",
                 "Action": ["secretsmanager:ListSecretVersionIds", "secretsmanager:GetSecretValue"]}]}),
         }
+        scoped_resources = sorted({r for st in json.loads(policies["scoped"])["Statement"] for r in st["Resource"]
+                                   if ":secretsmanager:" in r})
+        check(scoped_resources == sorted([creds_arns[n] for n in TOKENS] + [token_arns[n] for n in TOKENS]),
+              f"the module policy names exactly the {2 * len(TOKENS)} secrets of tokens {TOKENS} (not `{OUTSIDE}`'s), no wildcard")
         keys = {}
         for user in users:
             iam.create_user(UserName=user)
@@ -301,7 +322,7 @@ def main():
 
         # ---- enforcement is on from here -----------------------------------------------------
         try:
-            client("secretsmanager").get_secret_value(SecretId=creds_arn)
+            client("secretsmanager").get_secret_value(SecretId=creds_arns["prod"])
             denied = None
         except ClientError as e:
             denied = e.response["Error"]["Code"]
@@ -318,26 +339,22 @@ def main():
                     f"{fn} as {user}: {e}")
                 return False
 
-        scoped_ok = can("scoped", "get_secret_value", SecretId=creds_arn)
-        if scoped_ok:
-            print("     moto resolved the secret ARN: running with the ARN-scoped policy as written")
-            full, no_put = "scoped", "scoped-no-put"
-        else:
-            print("     NOTE: moto refused GetSecretValue under the ARN-scoped policy: it authorises "
-                  "Secrets Manager/SNS requests against Resource \"*\", so ARN-scoped statements never match.")
-            print("           Running with the module's statements and Resource \"*\": this checks the actions; "
-                  "test_iam.py checks the resource scoping.")
-            full, no_put = "actions", "actions-no-put"
-        check(can(full, "get_secret_value", SecretId=creds_arn), f"{full}: GetSecretValue on the credentials is allowed")
-        check(not can(full, "list_secret_version_ids", SecretId=token_arn),
-              f"{full}: ListSecretVersionIds (not in the policy) is denied")
-        check(not can(no_put, "put_secret_value", SecretId=token_arn, SecretString="{}"),
-              f"{no_put}: PutSecretValue is denied")
+        for name in TOKENS:
+            check(can("scoped", "get_secret_value", SecretId=creds_arns[name]),
+                  f"scoped: GetSecretValue on {name}'s credentials (in the map) is allowed by its ARN")
+        check(not can("scoped", "get_secret_value", SecretId=creds_arns[OUTSIDE]),
+              f"scoped: GetSecretValue on `{OUTSIDE}`'s credentials (outside the map) is denied")
+        check(not can("scoped", "put_secret_value", SecretId=token_arns[OUTSIDE], SecretString="{}"),
+              f"scoped: PutSecretValue on `{OUTSIDE}`'s token secret (outside the map) is denied")
+        check(not can("scoped", "list_secret_version_ids", SecretId=token_arns["prod"]),
+              "scoped: ListSecretVersionIds (not in the policy) is denied")
+        check(not can("scoped-no-put", "put_secret_value", SecretId=token_arns["prod"], SecretString="{}"),
+              "scoped-no-put: PutSecretValue is denied")
 
         harness = client("secretsmanager", keys["harness"])
 
-        def versions():
-            return harness.list_secret_version_ids(SecretId=token_arn, IncludeDeprecated=True)["Versions"]
+        def versions(name):
+            return harness.list_secret_version_ids(SecretId=token_arns[name], IncludeDeprecated=True)["Versions"]
 
         # ---- Deepvue simulator and the module's config ---------------------------------------
         ca = os.path.join(tmp, "ca.pem")
@@ -345,12 +362,13 @@ def main():
                                        dict(os.environ), r"listening on https://127\.0\.0\.1:(\d+)", "deepvue-rotator simulate")
         wirefix = WireFix(moto_port)
 
-        def config_for(aws_endpoint, name):
+        def config_for(aws_endpoint, name, tokens):
             extra = (f'[deepvue]\nbase_url = "https://127.0.0.1:{sim_port}"\nca_file = {json.dumps(ca)}\n\n'
                      f'[egress]\nprobe = false\n\n[aws]\nregion = "{REGION}"\nendpoint_url = "{aws_endpoint}"')
             config = render_config(os.path.join(tmp, name), {
-                "renew_before": "12h", "run_every": "60m", "expected_ips": [], "token_name": "prod",
-                "credentials_secret_arn": creds_arn, "token_secret_arn": token_arn,
+                "renew_before": "12h", "run_every": "60m", "expected_ips": [],
+                "tokens": {n: {"credentials_secret_arn": creds_arns[n], "token_secret_arn": token_arns[n], "replicas": []}
+                           for n in tokens},
                 "alert_environment": "test", "sns_topic_arn": topic_arn, "extra_config_toml": extra,
             })
             path = os.path.join(tmp, f"{name}.toml")
@@ -358,9 +376,11 @@ def main():
                 f.write(config)
             return path, config
 
-        cfg, config = config_for(f"http://127.0.0.1:{wirefix.port}", "via-wirefix")
-        cfg_raw, _ = config_for(endpoint, "direct")
-        check("[[alerts]]" in config and token_arn in config, "config rendered from the module template (with [[alerts]] sns)")
+        cfg, config = config_for(f"http://127.0.0.1:{wirefix.port}", "via-wirefix", TOKENS)
+        cfg_raw, _ = config_for(endpoint, "direct", TOKENS)
+        cfg_outside, _ = config_for(endpoint, "outside", [OUTSIDE])
+        check("[[alerts]]" in config and all(token_arns[n] in config for n in TOKENS) and config.count("[[tokens]]") == 2,
+              f"config rendered from the module template: tokens {TOKENS}, [[alerts]] sns")
 
         def rotate(user, *args, cfg=cfg):
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -371,39 +391,49 @@ def main():
                                env=env, capture_output=True, text=True, timeout=120)
             return r.returncode, r.stdout + r.stderr
 
-        rc, out = rotate(full)
-        check(rc == 0, f"{full}: first run mints (exit {rc})" + ("" if rc == 0 else f"\n{out}"))
-        v1 = versions()
-        check(len(v1) == 1 and "AWSCURRENT" in v1[0]["VersionStages"], f"token secret has 1 version, AWSCURRENT ({len(v1)})")
-        doc = json.loads(harness.get_secret_value(SecretId=token_arn)["SecretString"])
-        check(doc.get("access_token") and doc.get("expiry"), "AWSCURRENT holds a token document (access_token, expiry)")
+        rc, out = rotate("scoped")
+        check(rc == 0, f"scoped: first run mints both tokens (exit {rc})" + ("" if rc == 0 else f"\n{out}"))
+        for name in TOKENS:
+            v1 = versions(name)
+            check(len(v1) == 1 and "AWSCURRENT" in v1[0]["VersionStages"], f"{name}: token secret has 1 version, AWSCURRENT ({len(v1)})")
+            doc = json.loads(harness.get_secret_value(SecretId=token_arns[name])["SecretString"])
+            check(doc.get("access_token") and doc.get("expiry"), f"{name}: AWSCURRENT holds a token document (access_token, expiry)")
 
-        rc, out = rotate(full, "--force")
-        check(rc == 0, f"{full}: forced rotation succeeds (exit {rc})" + ("" if rc == 0 else f"\n{out}"))
-        v2 = versions()
-        check(len(v2) == 2, f"a forced rotation adds a version ({len(v2)} versions)")
+        rc, out = rotate("scoped", "--force")
+        check(rc == 0, f"scoped: forced rotation of both tokens succeeds (exit {rc})" + ("" if rc == 0 else f"\n{out}"))
+        for name in TOKENS:
+            check(len(versions(name)) == 2, f"{name}: a forced rotation adds a version ({len(versions(name))} versions)")
 
         # Raw moto (XML denial, a bare 403): refused, named as access denied, nothing written.
-        rc, out = rotate(no_put, "--force", cfg=cfg_raw)
+        rc, out = rotate("scoped-no-put", "--force", cfg=cfg_raw)
         named = "the caller needs secretsmanager:PutSecretValue" in out
-        check(rc != 0 and named and len(versions()) == 2,
-              f"{no_put} against moto directly: fails (exit {rc}) naming secretsmanager:PutSecretValue, nothing written"
+        check(rc != 0 and named and all(len(versions(n)) == 2 for n in TOKENS),
+              f"scoped-no-put against moto directly: fails (exit {rc}) naming secretsmanager:PutSecretValue, nothing written"
               + ("" if (rc != 0 and named) else f"\n{out}"))
         line = next((l for l in out.splitlines() if "FAILED" in l), "")
         print(f"     rotator said (raw moto XML denial): {line.strip()[:240]}")
 
         # Through WireFix (the AWS JSON denial): the rotator's own access-denied message.
-        rc, out = rotate(no_put, "--force")
+        rc, out = rotate("scoped-no-put", "--force")
         named = "the caller needs secretsmanager:PutSecretValue" in out
-        check(rc != 0 and named, f"{no_put}: forced rotation fails (exit {rc}) naming secretsmanager:PutSecretValue"
+        check(rc != 0 and named, f"scoped-no-put: forced rotation fails (exit {rc}) naming secretsmanager:PutSecretValue"
               + ("" if (rc != 0 and named) else f"\n{out}"))
         line = next((l for l in out.splitlines() if "FAILED" in l), "")
         print(f"     rotator said: {line.strip()[:300]}")
-        check(len(versions()) == 2, "nothing was written without PutSecretValue (still 2 versions)")
+        check(all(len(versions(n)) == 2 for n in TOKENS), "nothing was written without PutSecretValue (still 2 versions each)")
         check(any(t.endswith(".PutSecretValue") for t, _ in wirefix.rewrites),
               f"the denial came from moto's IAM evaluation ({len(wirefix.rewrites)} denial(s) rewritten, "
               f"e.g. {wirefix.rewrites[0][1] if wirefix.rewrites else '-'})")
         wirefix.close()
+
+        # A token whose secrets are outside the module's map: the same policy denies it.
+        rc, out = rotate("scoped", "--force", cfg=cfg_outside)
+        denied = "access denied" in out and "secretsmanager:" in out
+        check(rc != 0 and denied and len(versions(OUTSIDE)) == 0,
+              f"scoped: a token outside the map (`{OUTSIDE}`) is denied (exit {rc}), nothing written"
+              + ("" if (rc != 0 and denied) else f"\n{out}"))
+        line = next((l for l in out.splitlines() if "FAILED" in l), "")
+        print(f"     rotator said: {line.strip()[:300]}")
     finally:
         stop(sim)
         stop(moto)

@@ -37,11 +37,23 @@ if not hasattr(hcl2, "load") or getattr(hcl2, "__version__", "0").startswith("0.
     )
 
 
+EXAMPLES = os.path.join(ROOT, "terraform", "examples")
+
+
 def load_module(name):
     """All *.tf files of terraform/modules/<name>, merged: {"resource": [...], "data": [...], ...}."""
+    return load_dir(os.path.join(MODULES, name))
+
+
+def load_example(name):
+    """All *.tf files of terraform/examples/<name>, merged like load_module."""
+    return load_dir(os.path.join(EXAMPLES, name))
+
+
+def load_dir(directory):
     merged = {}
-    files = sorted(glob.glob(os.path.join(MODULES, name, "*.tf")))
-    assert files, f"no .tf files in terraform/modules/{name}"
+    files = sorted(glob.glob(os.path.join(directory, "*.tf")))
+    assert files, f"no .tf files in {os.path.relpath(directory, ROOT)}"
     for path in files:
         with open(path) as f:
             doc = hcl2.load(f)
@@ -95,6 +107,16 @@ def blocks(doc, kind, type_name):
     return out
 
 
+def named(doc, kind):
+    """{name: body} of top-level `variable|output|module "<name>"` blocks."""
+    out = {}
+    for entry in doc.get(kind, []):
+        for k, v in entry.items():
+            if not k.startswith("__"):
+                out[k.strip('"')] = v
+    return out
+
+
 def locals_of(doc):
     out = {}
     for entry in doc.get("locals", []):
@@ -120,7 +142,9 @@ def skips(doc):
 
 def policy_statements(body):
     """Statements of an aws_iam_policy_document body: dicts with sid, effect, actions,
-    resources (raw: literal text or expression) and conditions [(test, variable, values)]."""
+    resources (raw: literal text or expression; a whole-list expression such as
+    `resources = local.token_secret_arns` is one element "${local.token_secret_arns}") and
+    conditions [(test, variable, values)]."""
     out = []
     for st in body.get("statement", []):
         conditions = []
@@ -133,7 +157,8 @@ def policy_statements(body):
                 "sid": lit(st["sid"]),
                 "effect": lit(st.get("effect", '"Allow"')),
                 "actions": [lit(a) for a in st["actions"]],
-                "resources": [template(r) for r in st.get("resources", [])],
+                "resources": ([st["resources"]] if isinstance(st.get("resources"), str)
+                              else [template(r) for r in st.get("resources", [])]),
                 "principals": [(lit(p["type"]), [expr(i) for i in p["identifiers"]]) for p in st.get("principals", [])],
                 "conditions": conditions,
             }
@@ -163,3 +188,13 @@ def gate(count_expr, env):
         f"gate {e!r} is not a plain boolean over modelled locals"
     )
     return bool(eval(py))  # noqa: S307 - only True/False/and/or/not after the checks above
+
+
+def for_each_gate(for_each_expr, env):
+    """Evaluate `for_each = <bool expr> ? <collection> : {}` over `local.*` booleans: the
+    collection expression when on, None when off. A plain collection is always on."""
+    e = expr(for_each_expr)
+    m = re.fullmatch(r"\s*(.+?)\s*\?\s*(.+?)\s*:\s*\{\s*\}\s*", e)
+    if not m:
+        return e
+    return m.group(2) if gate(f"${{{m.group(1)} ? 1 : 0}}", env) else None

@@ -55,7 +55,7 @@ impl CredentialSource for AwsCredentials {
     async fn load(&self) -> Result<Credentials, CredentialsError> {
         let client = self
             .clients
-            .secrets_manager()
+            .secrets_manager_in(super::arn_region(&self.secret_id))
             .await
             .map_err(|e| self.error(ErrorKind::Config, e.to_string()).with_source(e))?;
         let mut req = client.get_secret_value().secret_id(&self.secret_id);

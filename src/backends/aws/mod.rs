@@ -129,7 +129,7 @@ impl CredentialsEntry for AwsCredentialsConfig {
     }
 
     fn identity(&self) -> Option<String> {
-        Some(secret_name(&self.secret_id).to_string())
+        Some(region_qualified(&self.secret_id))
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
@@ -193,9 +193,12 @@ impl StoreEntry for AwsStoreConfig {
         Ok(())
     }
 
-    /// By name, so `name` and its ARN are recognised as one secret.
+    /// The secret's name, prefixed with its ARN's region when it has one: the same name in
+    /// two regions is two stores (a fan-out across regions). A plain name and the ARN of the
+    /// same secret are not recognised as one (the plain name's region is known only at run
+    /// time).
     fn identity(&self) -> String {
-        secret_name(&self.secret_id).to_string()
+        region_qualified(&self.secret_id)
     }
 
     /// Versions and run state (tags) in the secret, and Secrets Manager's native rotation
@@ -231,6 +234,23 @@ fn check_secret_id(at: &str, id: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// `REGION/NAME` for an ARN, `NAME` for a plain name.
+fn region_qualified(id: &str) -> String {
+    match arn_region(id) {
+        Some(r) => format!("{r}/{}", secret_name(id)),
+        None => secret_name(id).to_string(),
+    }
+}
+
+/// The region of a secret named by its ARN (`arn:PARTITION:secretsmanager:REGION:…`); `None`
+/// for a plain name (the configured region's).
+pub fn arn_region(id: &str) -> Option<&str> {
+    if !id.starts_with("arn:") {
+        return None;
+    }
+    id.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
 /// A secret's name, from a name or an ARN (`…:secret:NAME-AbCdEf`).
 pub fn secret_name(id: &str) -> &str {
     match id.split_once(":secret:") {
@@ -251,6 +271,22 @@ pub fn secret_name(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arn_regions_route_and_qualify_identities() {
+        let east = "arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/prod/token-AbC123";
+        let west = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:deepvue/prod/token-XyZ789";
+        assert_eq!(arn_region(east), Some("us-east-1"));
+        assert_eq!(arn_region("deepvue/prod/token"), None);
+        assert_eq!(arn_region("arn:aws:secretsmanager::1:secret:x"), None);
+        assert_eq!(region_qualified(east), "us-east-1/deepvue/prod/token");
+        assert_ne!(
+            region_qualified(east),
+            region_qualified(west),
+            "two regions, two stores"
+        );
+        assert_eq!(region_qualified("deepvue/prod/token"), "deepvue/prod/token");
+    }
 
     #[test]
     fn secret_names_from_arns() {

@@ -42,6 +42,9 @@ pub struct AwsClients {
     sdk: OnceCell<SdkConfig>,
     sm: OnceCell<aws_sdk_secretsmanager::Client>,
     sns: OnceCell<aws_sdk_sns::Client>,
+    /// Secrets Manager clients for secrets named by an ARN of another region than the
+    /// configured one (a fan-out across regions), built on first use.
+    regional: tokio::sync::Mutex<std::collections::HashMap<String, aws_sdk_secretsmanager::Client>>,
 }
 
 impl AwsClients {
@@ -52,6 +55,7 @@ impl AwsClients {
             sdk: OnceCell::new(),
             sm: OnceCell::new(),
             sns: OnceCell::new(),
+            regional: Default::default(),
         })
     }
 
@@ -65,6 +69,7 @@ impl AwsClients {
             sdk: OnceCell::new(),
             sm: OnceCell::new_with(Some(client)),
             sns: OnceCell::new(),
+            regional: Default::default(),
         })
     }
 
@@ -79,6 +84,32 @@ impl AwsClients {
                 Ok(aws_sdk_secretsmanager::Client::new(self.sdk().await?))
             })
             .await
+    }
+
+    /// The Secrets Manager client for a secret in `region` (from its ARN; `None`: the
+    /// configured region). A region other than the configured one gets a client of its own,
+    /// with the same credentials, endpoint override and HTTP client.
+    pub async fn secrets_manager_in(
+        &self,
+        region: Option<&str>,
+    ) -> Result<aws_sdk_secretsmanager::Client, SdkSetupError> {
+        let default = self.secrets_manager().await?;
+        let Some(region) = region else {
+            return Ok(default.clone());
+        };
+        if default.config().region().map(Region::as_ref) == Some(region) {
+            return Ok(default.clone());
+        }
+        let mut regional = self.regional.lock().await;
+        if let Some(c) = regional.get(region) {
+            return Ok(c.clone());
+        }
+        let conf = aws_sdk_secretsmanager::config::Builder::from(self.sdk().await?)
+            .region(Region::new(region.to_string()))
+            .build();
+        let client = aws_sdk_secretsmanager::Client::from_conf(conf);
+        regional.insert(region.to_string(), client.clone());
+        Ok(client)
     }
 
     /// The SNS client, built on first use.

@@ -115,9 +115,10 @@ impl AwsStore {
         self.err(kind, message)
     }
 
-    pub(super) async fn client(&self) -> Result<&aws_sdk_secretsmanager::Client, StoreError> {
+    /// The Secrets Manager client of the secret's region (its ARN's, else the configured one).
+    pub(super) async fn client(&self) -> Result<aws_sdk_secretsmanager::Client, StoreError> {
         self.clients
-            .secrets_manager()
+            .secrets_manager_in(super::arn_region(&self.secret_id))
             .await
             .map_err(|e| self.err(ErrorKind::Config, e.to_string()).with_source(e))
     }
@@ -299,7 +300,7 @@ impl AwsStore {
     async fn create(&self, token: &str, value: &str) -> Result<Version, PutError> {
         let client = self.client().await.map_err(PutError::Other)?;
         let req = self
-            .create_request(client)
+            .create_request(&client)
             .client_request_token(token)
             .secret_string(value);
         match req.send().await {
@@ -369,7 +370,7 @@ impl AwsStore {
             Err(e)
                 if sm_code(&e) == Some("ResourceNotFoundException") && self.create_if_missing =>
             {
-                let mut create = self.create_request(client);
+                let mut create = self.create_request(&client);
                 for t in tags {
                     create = create.tags(t);
                 }

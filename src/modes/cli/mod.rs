@@ -18,7 +18,7 @@ use secrecy::zeroize::Zeroizing;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::config;
+use crate::config::{self, Config};
 use crate::core::decide::Force;
 use crate::core::error::{EXIT_CONFIG, combine_exit_codes};
 use crate::core::report::{TokenReport, describe_report, render_status};
@@ -88,10 +88,24 @@ fn emit(text: &[u8], code: u8) -> u8 {
 
 /// `rotate`: one pass over every due token.
 pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
-    let app = match load(config) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    match load_config(config) {
+        Ok(c) => rotate_loaded(c, args).await,
+        Err(code) => code,
+    }
+}
+
+/// Load the configuration (no runtime needed), saying what is wrong with it on stderr; the
+/// exit code when it cannot be used.
+pub fn load_config(config: Option<&Path>) -> Result<Config, u8> {
+    config::load(config).map_err(|e| {
+        diag(&format!("error: {e}"));
+        EXIT_CONFIG
+    })
+}
+
+/// `rotate` on a loaded configuration.
+pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
+    let app = App::new(config);
     let jobs = match app.select(&args.tokens) {
         Ok(j) => j,
         Err(e) => {

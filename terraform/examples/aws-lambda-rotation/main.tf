@@ -13,8 +13,12 @@ module "deepvue_rotator" {
   source = "../../modules/aws-lambda"
 
   name            = "deepvue-rotator-sm"
-  token_name      = "prod"
   lambda_zip_path = var.lambda_zip_path
+
+  # One entry per Deepvue token: secrets deepvue/<name>/credentials and deepvue/<name>/token.
+  tokens = {
+    prod = {}
+  }
 
   trigger                      = "secretsmanager_rotation"
   rotation_schedule_expression = "rate(8 hours)"

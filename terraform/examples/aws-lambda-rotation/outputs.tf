@@ -3,14 +3,9 @@ output "egress_ips" {
   value       = module.deepvue_rotator.egress_ips
 }
 
-output "credentials_secret_arn" {
-  description = "Set the client credentials here out of band (aws secretsmanager put-secret-value)."
-  value       = module.deepvue_rotator.credentials_secret_arn
-}
-
-output "token_secret_arn" {
-  description = "The secret apps read (AWSCURRENT)."
-  value       = module.deepvue_rotator.token_secret_arn
+output "tokens" {
+  description = "Per token: credentials_secret_arn (set the client credentials there out of band: aws secretsmanager put-secret-value), token_secret_arn and token_secret_name (the secret apps read, AWSCURRENT)."
+  value       = module.deepvue_rotator.tokens
 }
 
 output "function_arn" {

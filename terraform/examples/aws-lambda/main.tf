@@ -18,8 +18,12 @@ module "deepvue_rotator" {
   source = "../../modules/aws-lambda"
 
   name            = "deepvue-rotator"
-  token_name      = "prod"
   lambda_zip_path = var.lambda_zip_path
+
+  # One entry per Deepvue token: secrets deepvue/<name>/credentials and deepvue/<name>/token.
+  tokens = {
+    prod = {}
+  }
 
   trigger             = "schedule"
   schedule_expression = "rate(1 hour)"

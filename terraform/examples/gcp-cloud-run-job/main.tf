@@ -13,7 +13,11 @@ module "deepvue_rotator" {
   region     = var.region
   image      = var.image
 
-  mode       = "job"
-  schedule   = "0 * * * *"
-  token_name = "prod"
+  mode     = "job"
+  schedule = "0 * * * *"
+
+  # One entry per Deepvue token: secrets deepvue-<name>-credentials and deepvue-<name>-token.
+  tokens = {
+    prod = {}
+  }
 }

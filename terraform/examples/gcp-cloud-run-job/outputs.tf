@@ -3,14 +3,9 @@ output "egress_ips" {
   value       = module.deepvue_rotator.egress_ips
 }
 
-output "credentials_secret_id" {
-  description = "Add the client credentials here out of band (gcloud secrets versions add)."
-  value       = module.deepvue_rotator.credentials_secret_id
-}
-
-output "token_secret_id" {
-  description = "The secret apps read (versions/latest)."
-  value       = module.deepvue_rotator.token_secret_id
+output "tokens" {
+  description = "Per token: credentials_secret_id (add the client credentials there out of band: gcloud secrets versions add) and token_secret_id (the secret apps read, versions/latest)."
+  value       = module.deepvue_rotator.tokens
 }
 
 output "job_name" {

@@ -15,5 +15,9 @@ module "deepvue_rotator" {
 
   mode            = "push"
   rotation_period = "28800s"
-  token_name      = "prod"
+
+  # One entry per Deepvue token: secrets deepvue-<name>-credentials and deepvue-<name>-token.
+  tokens = {
+    prod = {}
+  }
 }

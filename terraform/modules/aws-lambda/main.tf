@@ -24,7 +24,14 @@ locals {
   native_rotation = var.trigger == "secretsmanager_rotation"
   alerting        = var.enable_rotator_alerts
 
-  secret_prefix = coalesce(var.secret_name_prefix, "deepvue/${var.token_name}")
+  # Per token: the Secrets Manager name prefix of its two secrets.
+  secret_prefixes = { for name, t in var.tokens : name => coalesce(t.secret_name_prefix, "deepvue/${name}") }
+  has_replicas    = anytrue([for t in values(var.tokens) : length(t.replicas) > 0])
+
+  # Every statement that grants on the secrets lists exactly these ARNs: one per token of
+  # var.tokens (the secrets' for_each), never a wildcard.
+  credentials_secret_arns = [for s in aws_secretsmanager_secret.credentials : s.arn]
+  token_secret_arns       = [for s in aws_secretsmanager_secret.token : s.arn]
 
   lambda_log_group_name = "/aws/lambda/${var.name}"
   flow_log_group_name   = "/aws/vpc-flow-logs/${var.name}"
@@ -47,16 +54,23 @@ locals {
   flow_logs_on = var.create_vpc && var.enable_flow_logs
 
   config_toml = templatefile("${path.module}/templates/config.toml.tftpl", {
-    renew_before           = var.renew_before
-    run_every              = local.run_every
-    expected_ips           = local.egress_ips
-    token_name             = var.token_name
-    credentials_secret_arn = aws_secretsmanager_secret.credentials.arn
-    token_secret_arn       = aws_secretsmanager_secret.token.arn
-    alert_environment      = var.alert_environment
-    sns_topic_arn          = local.alerting ? aws_sns_topic.alerts.arn : null
-    extra_config_toml      = trimspace(var.extra_config_toml)
+    renew_before = var.renew_before
+    run_every    = local.run_every
+    expected_ips = local.egress_ips
+    tokens = {
+      for name, t in var.tokens : name => {
+        credentials_secret_arn = aws_secretsmanager_secret.credentials[name].arn
+        token_secret_arn       = aws_secretsmanager_secret.token[name].arn
+        replicas               = t.replicas
+      }
+    }
+    alert_environment = var.alert_environment
+    sns_topic_arn     = local.alerting ? aws_sns_topic.alerts.arn : null
+    extra_config_toml = trimspace(var.extra_config_toml)
   })
+
+  # The function's environment: the caller's extras, then the rendered config.
+  environment = merge(var.environment, { DEEPVUE_ROTATOR_CONFIG_TOML = local.config_toml })
 }
 
 ################################################################################
@@ -132,8 +146,10 @@ resource "aws_kms_alias" "this" {
 # the secret only; its value is set out of band (README) and never enters the state.
 resource "aws_secretsmanager_secret" "credentials" {
   #checkov:skip=CKV2_AWS_57:Deepvue client credentials are issued by Deepvue and changed by hand (put-secret-value); there is no rotation function that could mint new ones.
-  name                    = "${local.secret_prefix}/credentials"
-  description             = "Deepvue client credentials for token ${var.token_name}: {\"client_id\", \"client_secret\"}. Set out of band."
+  for_each = var.tokens
+
+  name                    = "${local.secret_prefixes[each.key]}/credentials"
+  description             = "Deepvue client credentials for token ${each.key}: {\"client_id\", \"client_secret\"}. Set out of band."
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = var.secret_recovery_window_in_days
   tags                    = var.tags
@@ -141,8 +157,10 @@ resource "aws_secretsmanager_secret" "credentials" {
 
 # The token document apps read (AWSCURRENT). Created empty: the first run mints.
 resource "aws_secretsmanager_secret" "token" {
-  name                    = "${local.secret_prefix}/token"
-  description             = "Deepvue access token ${var.token_name} kept fresh by ${var.name}: {\"access_token\", \"token_type\", \"expiry\", \"issued_at\"}. Apps read AWSCURRENT."
+  for_each = var.tokens
+
+  name                    = "${local.secret_prefixes[each.key]}/token"
+  description             = "Deepvue access token ${each.key} kept fresh by ${var.name}: {\"access_token\", \"token_type\", \"expiry\", \"issued_at\"}. Apps read AWSCURRENT."
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = var.secret_recovery_window_in_days
   tags                    = var.tags
@@ -155,10 +173,12 @@ resource "aws_secretsmanager_secret" "token" {
   }
 }
 
+# Native rotation: one rotation schedule per token secret, each invoking the function with
+# that secret's id.
 resource "aws_secretsmanager_secret_rotation" "token" {
-  count = local.native_rotation ? 1 : 0
+  for_each = local.native_rotation ? var.tokens : {}
 
-  secret_id           = aws_secretsmanager_secret.token.id
+  secret_id           = aws_secretsmanager_secret.token[each.key].id
   rotation_lambda_arn = aws_lambda_function.rotator.arn
   rotate_immediately  = var.rotate_immediately
 
@@ -250,7 +270,7 @@ data "aws_iam_policy_document" "read_credentials" {
     sid       = "ReadClientCredentials"
     effect    = "Allow"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.credentials.arn]
+    resources = local.credentials_secret_arns
   }
 }
 
@@ -266,11 +286,11 @@ data "aws_iam_policy_document" "rotate_token_scheduled" {
       "secretsmanager:PutSecretValue",
       "secretsmanager:DescribeSecret",
     ]
-    resources = [aws_secretsmanager_secret.token.arn]
+    resources = local.token_secret_arns
   }
 }
 
-# trigger = secretsmanager_rotation: the four rotation steps on the token secret.
+# trigger = secretsmanager_rotation: the four rotation steps on each token secret.
 data "aws_iam_policy_document" "rotate_token_native" {
   count = local.native_rotation ? 1 : 0
 
@@ -283,11 +303,11 @@ data "aws_iam_policy_document" "rotate_token_native" {
       "secretsmanager:PutSecretValue",
       "secretsmanager:UpdateSecretVersionStage",
     ]
-    resources = [aws_secretsmanager_secret.token.arn]
+    resources = local.token_secret_arns
   }
 }
 
-# With [[alerts]]: dedup state in tags deepvue-rotator:state:* on the token secret.
+# With [[alerts]]: dedup state in tags deepvue-rotator:state:* on each token secret.
 data "aws_iam_policy_document" "alert_state_tags" {
   count = local.alerting ? 1 : 0
 
@@ -295,7 +315,7 @@ data "aws_iam_policy_document" "alert_state_tags" {
     sid       = "AlertStateTags"
     effect    = "Allow"
     actions   = ["secretsmanager:TagResource", "secretsmanager:UntagResource"]
-    resources = [aws_secretsmanager_secret.token.arn]
+    resources = local.token_secret_arns
 
     condition {
       test     = "ForAllValues:StringLike"
@@ -314,7 +334,7 @@ data "aws_iam_policy_document" "alert_state_marker" {
     sid       = "AlertStateMarker"
     effect    = "Allow"
     actions   = ["secretsmanager:UpdateSecretVersionStage"]
-    resources = [aws_secretsmanager_secret.token.arn]
+    resources = local.token_secret_arns
   }
 }
 
@@ -446,7 +466,7 @@ resource "aws_security_group" "lambda" {
 resource "aws_lambda_function" "rotator" {
   #checkov:skip=CKV_AWS_272:The zip from deploy/lambda/build.sh is unsigned (signing needs an AWS Signer job on an S3 object, outside this module); pass code_signing_config_arn to enforce signatures when you sign it.
   function_name    = var.name
-  description      = "deepvue-rotator: keeps the Deepvue token ${var.token_name} fresh in ${aws_secretsmanager_secret.token.name}"
+  description      = substr("deepvue-rotator: keeps the Deepvue token(s) ${join(", ", keys(var.tokens))} fresh", 0, 256)
   role             = aws_iam_role.lambda.arn
   runtime          = "provided.al2023"
   handler          = "bootstrap"
@@ -459,11 +479,10 @@ resource "aws_lambda_function" "rotator" {
 
   code_signing_config_arn        = var.code_signing_config_arn
   reserved_concurrent_executions = var.reserved_concurrency
+  layers                         = var.layers
 
   environment {
-    variables = {
-      DEEPVUE_ROTATOR_CONFIG_TOML = local.config_toml
-    }
+    variables = local.environment
   }
 
   vpc_config {
@@ -489,6 +508,14 @@ resource "aws_lambda_function" "rotator" {
     precondition {
       condition     = var.create_vpc || length(var.expected_egress_ips) > 0
       error_message = "With create_vpc = false, set expected_egress_ips to the NAT's Elastic IP(s): they are what Deepvue must whitelist."
+    }
+    precondition {
+      condition     = local.scheduled || !local.has_replicas
+      error_message = "tokens[*].replicas need trigger = \"schedule\": the native Secrets Manager rotation function rotates only the one secret Secrets Manager invokes it for, so it never fans out. Use the scheduled trigger for fan-out."
+    }
+    precondition {
+      condition     = length(join("", concat(keys(local.environment), values(local.environment)))) <= 4096
+      error_message = "The function's environment (the rendered config plus `environment`) exceeds Lambda's 4 KB limit: split the tokens over several module instances, or shorten names and replicas."
     }
   }
 
@@ -602,18 +629,20 @@ resource "aws_scheduler_schedule" "rotator" {
 }
 
 ################################################################################
-# Trigger 2: Secrets Manager native rotation of the token secret
+# Trigger 2: Secrets Manager native rotation of each token secret
 ################################################################################
 
+# One permission per token secret, each scoped to that secret (source_arn). The statement id
+# keeps the token name readable and is unique by the hash (Lambda statement ids take no dots).
 resource "aws_lambda_permission" "secretsmanager" {
-  count = local.native_rotation ? 1 : 0
+  for_each = local.native_rotation ? var.tokens : {}
 
-  statement_id   = "AllowSecretsManagerRotation"
+  statement_id   = "AllowSecretsManagerRotation-${replace(each.key, ".", "_")}-${substr(md5(each.key), 0, 8)}"
   action         = "lambda:InvokeFunction"
   function_name  = aws_lambda_function.rotator.function_name
   principal      = "secretsmanager.amazonaws.com"
   source_account = local.account_id
-  source_arn     = aws_secretsmanager_secret.token.arn
+  source_arn     = aws_secretsmanager_secret.token[each.key].arn
 }
 
 ################################################################################
@@ -800,4 +829,25 @@ resource "aws_flow_log" "this" {
   log_destination      = aws_cloudwatch_log_group.flow_logs[0].arn
   iam_role_arn         = aws_iam_role.flow_logs[0].arn
   tags                 = var.tags
+}
+
+################################################################################
+# Upgrade from the single-token module (token_name, default "prod"): the secrets and the
+# native-rotation resources move to the "prod" instance. Another former token_name: move them
+# by hand (README "Upgrading from one token").
+################################################################################
+
+moved {
+  from = aws_secretsmanager_secret.credentials
+  to   = aws_secretsmanager_secret.credentials["prod"]
+}
+
+moved {
+  from = aws_secretsmanager_secret.token
+  to   = aws_secretsmanager_secret.token["prod"]
+}
+
+moved {
+  from = aws_secretsmanager_secret_rotation.token[0]
+  to   = aws_secretsmanager_secret_rotation.token["prod"]
 }

@@ -3,19 +3,15 @@ output "egress_ips" {
   value       = local.egress_ips
 }
 
-output "credentials_secret_arn" {
-  description = "ARN of the credentials secret. Terraform leaves it without a value: set {\"client_id\", \"client_secret\"} with `aws secretsmanager put-secret-value`."
-  value       = aws_secretsmanager_secret.credentials.arn
-}
-
-output "token_secret_arn" {
-  description = "ARN of the token secret apps read (AWSCURRENT): {\"access_token\", \"token_type\", \"expiry\", \"issued_at\"}."
-  value       = aws_secretsmanager_secret.token.arn
-}
-
-output "token_secret_name" {
-  description = "Name of the token secret."
-  value       = aws_secretsmanager_secret.token.name
+output "tokens" {
+  description = "Per token name: credentials_secret_arn (Terraform leaves it without a value: set {\"client_id\", \"client_secret\"} with `aws secretsmanager put-secret-value`), token_secret_arn and token_secret_name (the secret apps read at AWSCURRENT: {\"access_token\", \"token_type\", \"expiry\", \"issued_at\"})."
+  value = {
+    for name in keys(var.tokens) : name => {
+      credentials_secret_arn = aws_secretsmanager_secret.credentials[name].arn
+      token_secret_arn       = aws_secretsmanager_secret.token[name].arn
+      token_secret_name      = aws_secretsmanager_secret.token[name].name
+    }
+  }
 }
 
 output "function_arn" {
@@ -46,6 +42,11 @@ output "kms_key_arn" {
 output "execution_role_arn" {
   description = "ARN of the function's execution role."
   value       = aws_iam_role.lambda.arn
+}
+
+output "execution_role_name" {
+  description = "Name of the function's execution role: attach grants on replica stores outside the module to it, or match it in a GCP workload identity provider (arn:<partition>:sts::<account>:assumed-role/<name>)."
+  value       = aws_iam_role.lambda.name
 }
 
 output "schedule_arn" {

@@ -1,5 +1,5 @@
 ################################################################################
-# Naming and the token
+# Naming and the tokens
 ################################################################################
 
 variable "name" {
@@ -13,21 +13,30 @@ variable "name" {
   }
 }
 
-variable "token_name" {
-  description = "The `[[tokens]] name` of the one Deepvue token this module provisions (1-64 characters of A-Z a-z 0-9 . _ -)."
-  type        = string
-  default     = "prod"
+variable "tokens" {
+  description = "The Deepvue tokens this function keeps fresh, `[[tokens]] name` => settings. Per token the module creates `<prefix>/credentials` (client id and secret, value set out of band) and `<prefix>/token` (what apps read); `secret_name_prefix` defaults to `deepvue/<name>`. `replicas` (fan-out, trigger = schedule only): further stores that get a copy of the token, each a flat map rendered as a TOML inline table, e.g. `{ backend = \"gcp\", secret_id = \"projects/P/secrets/S\", keep_versions = \"5\" }` (`keep_versions` and `create_if_missing` are rendered unquoted). The module grants nothing on replicas: give the execution role (or the replica's platform) access yourself."
+  type = map(object({
+    secret_name_prefix = optional(string)
+    replicas           = optional(list(map(string)), [])
+  }))
+  default = { prod = {} }
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9._-]{1,64}$", var.token_name))
-    error_message = "token_name must be 1-64 characters of A-Z a-z 0-9 . _ -."
+    condition     = length(var.tokens) >= 1 && length(var.tokens) <= 20 && alltrue([for name in keys(var.tokens) : can(regex("^[A-Za-z0-9._-]{1,64}$", name))])
+    error_message = "tokens needs 1-20 entries (the execution role's inline policy lists every secret ARN, and IAM caps a role's inline policies at 10,240 characters); names are 1-64 characters of A-Z a-z 0-9 . _ -."
   }
-}
 
-variable "secret_name_prefix" {
-  description = "Secrets Manager name prefix: the module creates `<prefix>/credentials` (client id and secret, value set out of band) and `<prefix>/token` (what apps read). Defaults to `deepvue/<token_name>`."
-  type        = string
-  default     = null
+  validation {
+    condition     = length(distinct([for name, t in var.tokens : coalesce(t.secret_name_prefix, "deepvue/${name}")])) == length(var.tokens)
+    error_message = "Two tokens would share a secret_name_prefix (and so the same secrets): give each token its own prefix."
+  }
+
+  validation {
+    condition = alltrue(flatten([for t in values(var.tokens) : concat([length(t.replicas) <= 7], [
+      for r in t.replicas : trimspace(lookup(r, "backend", "")) != "" && alltrue([for k in keys(r) : can(regex("^[a-z_]{1,64}$", k))])
+    ])]))
+    error_message = "Each token takes at most 7 replicas (1 primary + 7 = the rotator's limit of 8 stores); every replica needs a `backend` and its keys are lowercase store fields (backend, secret_id, path, mount, keep_versions, ...)."
+  }
 }
 
 variable "secret_recovery_window_in_days" {
@@ -97,6 +106,28 @@ variable "renew_before" {
   default     = "12h"
 }
 
+variable "environment" {
+  description = "Extra environment variables of the function (e.g. `GOOGLE_APPLICATION_CREDENTIALS` for a GCP replica via workload identity federation). Not secrets: the environment is readable by anyone who may read the function's configuration. `DEEPVUE_ROTATOR_CONFIG_TOML` (set by the module) and `DEEPVUE_ROTATOR_CONFIG` are refused."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = !contains(keys(var.environment), "DEEPVUE_ROTATOR_CONFIG_TOML") && !contains(keys(var.environment), "DEEPVUE_ROTATOR_CONFIG")
+    error_message = "environment must not contain DEEPVUE_ROTATOR_CONFIG_TOML (the module renders it) or DEEPVUE_ROTATOR_CONFIG (it would compete with it); use extra_config_toml to add config."
+  }
+}
+
+variable "layers" {
+  description = "Lambda layer version ARNs to attach to the function (at most 5), e.g. one shipping a GCP workload identity federation credential configuration under /opt."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.layers) <= 5
+    error_message = "Lambda takes at most 5 layers."
+  }
+}
+
 variable "extra_config_toml" {
   description = "Extra TOML appended verbatim to the rendered config (e.g. `[deepvue]` overrides or more `[[alerts]]` sinks). Never put secrets here: the config is a Lambda environment variable."
   type        = string
@@ -108,7 +139,7 @@ variable "extra_config_toml" {
 ################################################################################
 
 variable "trigger" {
-  description = "How the function is run: `schedule` (EventBridge Scheduler, one pass every `schedule_expression`; recommended) or `secretsmanager_rotation` (native Secrets Manager rotation of the token secret every `rotation_schedule_expression`)."
+  description = "How the function is run: `schedule` (EventBridge Scheduler, one pass every `schedule_expression`; recommended) or `secretsmanager_rotation` (native Secrets Manager rotation of each token secret every `rotation_schedule_expression`; no replicas)."
   type        = string
   default     = "schedule"
 

@@ -13,8 +13,10 @@ locals {
   job  = var.mode == "job"
   push = var.mode == "push"
 
-  credentials_secret_id = coalesce(var.credentials_secret_id, "deepvue-${lower(replace(var.token_name, ".", "-"))}-credentials")
-  token_secret_id       = coalesce(var.token_secret_id, "deepvue-${lower(replace(var.token_name, ".", "-"))}-token")
+  # Per token: the Secret Manager ids of its two secrets.
+  credentials_secret_ids = { for name, t in var.tokens : name => coalesce(t.credentials_secret_id, "deepvue-${lower(replace(name, ".", "-"))}-credentials") }
+  token_secret_ids       = { for name, t in var.tokens : name => coalesce(t.token_secret_id, "deepvue-${lower(replace(name, ".", "-"))}-token") }
+  token_names            = join(", ", keys(var.tokens))
 
   project_number = data.google_project.this.number
   # Secret Manager's service agent publishes SECRET_ROTATE to the topic.
@@ -52,19 +54,23 @@ locals {
   ]
 
   config_toml = templatefile("${path.module}/templates/config.toml.tftpl", {
-    project               = var.project_id
-    renew_before          = var.renew_before
-    run_every             = local.run_every
-    expected_ips          = local.egress_ips
-    token_name            = var.token_name
-    credentials_secret_id = local.credentials_secret_id
-    token_secret_id       = local.token_secret_id
-    keep_versions         = var.keep_versions
-    alert_environment     = var.alert_environment
-    push                  = local.push
-    audience              = local.push_endpoint
-    push_service_account  = local.push ? google_service_account.push[0].email : ""
-    extra_config_toml     = trimspace(var.extra_config_toml)
+    project      = var.project_id
+    renew_before = var.renew_before
+    run_every    = local.run_every
+    expected_ips = local.egress_ips
+    tokens = {
+      for name, t in var.tokens : name => {
+        credentials_secret_id = local.credentials_secret_ids[name]
+        token_secret_id       = local.token_secret_ids[name]
+        replicas              = t.replicas
+      }
+    }
+    keep_versions        = var.keep_versions
+    alert_environment    = var.alert_environment
+    push                 = local.push
+    audience             = local.push_endpoint
+    push_service_account = local.push ? google_service_account.push[0].email : ""
+    extra_config_toml    = trimspace(var.extra_config_toml)
   })
 }
 
@@ -75,8 +81,10 @@ locals {
 # Client credentials: JSON {"client_id": "...", "client_secret": "..."}. No version is created
 # here: the value is added out of band (README) and never enters the Terraform state.
 resource "google_secret_manager_secret" "credentials" {
+  for_each = var.tokens
+
   project   = var.project_id
-  secret_id = local.credentials_secret_id
+  secret_id = local.credentials_secret_ids[each.key]
   labels    = var.labels
 
   replication {
@@ -85,10 +93,13 @@ resource "google_secret_manager_secret" "credentials" {
 }
 
 # The token document apps read at versions/latest. Created without versions: the first run
-# mints. In push mode Secret Manager publishes SECRET_ROTATE every rotation_period.
+# mints. In push mode Secret Manager publishes SECRET_ROTATE for every token secret every
+# rotation_period.
 resource "google_secret_manager_secret" "token" {
+  for_each = var.tokens
+
   project             = var.project_id
-  secret_id           = local.token_secret_id
+  secret_id           = local.token_secret_ids[each.key]
   labels              = var.labels
   version_destroy_ttl = var.version_destroy_ttl
 
@@ -131,8 +142,8 @@ resource "time_static" "first_rotation" {
 resource "google_service_account" "rotator" {
   project      = var.project_id
   account_id   = var.name
-  display_name = "deepvue-rotator (${var.token_name})"
-  description  = "Runs deepvue-rotator: reads the Deepvue credentials secret, rotates the token secret."
+  display_name = substr("deepvue-rotator (${local.token_names})", 0, 100)
+  description  = "Runs deepvue-rotator: reads the Deepvue credentials secrets, rotates the token secrets."
 
   lifecycle {
     precondition {
@@ -146,27 +157,32 @@ resource "google_service_account" "rotator" {
   }
 }
 
+# Per token: secretAccessor on that token's credentials secret only.
 resource "google_secret_manager_secret_iam_member" "credentials_accessor" {
+  for_each = var.tokens
+
   project   = var.project_id
-  secret_id = google_secret_manager_secret.credentials.secret_id
+  secret_id = google_secret_manager_secret.credentials[each.key].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.rotator.email}"
 }
 
 # No predefined role fits: secretVersionManager lacks secrets.update (annotations) and
-# versions.access, secretAccessor lacks the rest. Granted on the token secret only.
+# versions.access, secretAccessor lacks the rest. Granted on each token secret only.
 resource "google_project_iam_custom_role" "token_rotator" {
   project     = var.project_id
   role_id     = "${replace(var.name, "-", "_")}_token_rotator"
   title       = "deepvue-rotator token secret (${var.name})"
-  description = "Rotate one Deepvue token secret: lease in annotations, add/read versions, destroy old versions."
+  description = "Rotate Deepvue token secrets: lease in annotations, add/read versions, destroy old versions. Bound per secret."
   permissions = local.token_secret_permissions
   stage       = "GA"
 }
 
 resource "google_secret_manager_secret_iam_member" "token_rotator" {
+  for_each = var.tokens
+
   project   = var.project_id
-  secret_id = google_secret_manager_secret.token.secret_id
+  secret_id = google_secret_manager_secret.token[each.key].secret_id
   role      = google_project_iam_custom_role.token_rotator.name
   member    = "serviceAccount:${google_service_account.rotator.email}"
 }
@@ -233,7 +249,7 @@ resource "google_service_account" "scheduler" {
 
   project      = var.project_id
   account_id   = "${var.name}-sch"
-  display_name = "deepvue-rotator scheduler (${var.token_name})"
+  display_name = substr("deepvue-rotator scheduler (${local.token_names})", 0, 100)
   description  = "Cloud Scheduler identity that starts the deepvue-rotator job."
 }
 
@@ -384,7 +400,7 @@ resource "google_service_account" "push" {
 
   project      = var.project_id
   account_id   = "${var.name}-push"
-  display_name = "deepvue-rotator push (${var.token_name})"
+  display_name = substr("deepvue-rotator push (${local.token_names})", 0, 100)
   description  = "OIDC identity of the SECRET_ROTATE push subscription to deepvue-rotator."
 }
 
@@ -558,4 +574,30 @@ resource "google_compute_router_nat" "this" {
     enable = true
     filter = "ERRORS_ONLY"
   }
+}
+
+################################################################################
+# Upgrade from the single-token module (token_name, default "prod"): the secrets and their
+# grants move to the "prod" instance. Another former token_name: move them by hand (README
+# "Upgrading from one token").
+################################################################################
+
+moved {
+  from = google_secret_manager_secret.credentials
+  to   = google_secret_manager_secret.credentials["prod"]
+}
+
+moved {
+  from = google_secret_manager_secret.token
+  to   = google_secret_manager_secret.token["prod"]
+}
+
+moved {
+  from = google_secret_manager_secret_iam_member.credentials_accessor
+  to   = google_secret_manager_secret_iam_member.credentials_accessor["prod"]
+}
+
+moved {
+  from = google_secret_manager_secret_iam_member.token_rotator
+  to   = google_secret_manager_secret_iam_member.token_rotator["prod"]
 }

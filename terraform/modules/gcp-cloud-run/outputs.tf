@@ -3,18 +3,18 @@ output "egress_ips" {
   value       = local.egress_ips
 }
 
-output "credentials_secret_id" {
-  description = "Full id (projects/P/secrets/S) of the credentials secret. Add its value out of band: `gcloud secrets versions add`."
-  value       = google_secret_manager_secret.credentials.id
-}
-
-output "token_secret_id" {
-  description = "Full id (projects/P/secrets/S) of the token secret apps read at versions/latest."
-  value       = google_secret_manager_secret.token.id
+output "tokens" {
+  description = "Per token name: credentials_secret_id (full id projects/P/secrets/S; add its value out of band: `gcloud secrets versions add`) and token_secret_id (full id of the secret apps read at versions/latest)."
+  value = {
+    for name in keys(var.tokens) : name => {
+      credentials_secret_id = google_secret_manager_secret.credentials[name].id
+      token_secret_id       = google_secret_manager_secret.token[name].id
+    }
+  }
 }
 
 output "service_account_email" {
-  description = "The rotator's service account (grant apps roles/secretmanager.secretAccessor on the token secret, not this)."
+  description = "The rotator's service account (grant apps roles/secretmanager.secretAccessor on the token secrets, not this; bind custom_role_id to it on GCP replica secrets outside the module)."
   value       = google_service_account.rotator.email
 }
 
@@ -49,7 +49,7 @@ output "rotation_topic" {
 }
 
 output "custom_role_id" {
-  description = "The custom role granted on the token secret."
+  description = "The custom role granted on each token secret (bind it for the service account on any GCP replica secret outside the module)."
   value       = google_project_iam_custom_role.token_rotator.name
 }
 

@@ -58,30 +58,37 @@ variable "deletion_protection" {
 }
 
 ################################################################################
-# The token and its secrets
+# The tokens and their secrets
 ################################################################################
 
-variable "token_name" {
-  description = "The `[[tokens]] name` of the one Deepvue token this module provisions."
-  type        = string
-  default     = "prod"
+variable "tokens" {
+  description = "The Deepvue tokens this rotator keeps fresh, `[[tokens]] name` => settings. Per token the module creates a credentials secret (JSON {\"client_id\", \"client_secret\"}, value set out of band; id default `deepvue-<name>-credentials`) and a token secret apps read at `versions/latest` (default `deepvue-<name>-token`; the name lowercased, dots as hyphens). `replicas` (fan-out): further stores that get a copy of the token, each a flat map rendered as a TOML inline table, e.g. `{ backend = \"aws\", secret_id = \"arn:aws:secretsmanager:...\" }` (`keep_versions` and `create_if_missing` are rendered unquoted). The module grants nothing on replicas: grant the rotator's service account access yourself (see README)."
+  type = map(object({
+    credentials_secret_id = optional(string)
+    token_secret_id       = optional(string)
+    replicas              = optional(list(map(string)), [])
+  }))
+  default = { prod = {} }
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9._-]{1,64}$", var.token_name))
-    error_message = "token_name must be 1-64 characters of A-Z a-z 0-9 . _ -."
+    condition     = length(var.tokens) >= 1 && alltrue([for name in keys(var.tokens) : can(regex("^[A-Za-z0-9._-]{1,64}$", name))])
+    error_message = "tokens needs at least one entry; names are 1-64 characters of A-Z a-z 0-9 . _ -."
   }
-}
 
-variable "credentials_secret_id" {
-  description = "Secret Manager id of the credentials secret (JSON {\"client_id\", \"client_secret\"}, value set out of band). Default `deepvue-<token_name>-credentials`."
-  type        = string
-  default     = null
-}
+  validation {
+    condition = length(distinct(flatten([for name, t in var.tokens : [
+      coalesce(t.credentials_secret_id, "deepvue-${lower(replace(name, ".", "-"))}-credentials"),
+      coalesce(t.token_secret_id, "deepvue-${lower(replace(name, ".", "-"))}-token"),
+    ]]))) == 2 * length(var.tokens)
+    error_message = "Every token needs its own credentials and token secret ids: two tokens (or a token's two secrets) would share one. Names differing only in case or in . vs - get the same default ids; set credentials_secret_id / token_secret_id."
+  }
 
-variable "token_secret_id" {
-  description = "Secret Manager id of the token secret apps read (`versions/latest`). Default `deepvue-<token_name>-token`."
-  type        = string
-  default     = null
+  validation {
+    condition = alltrue(flatten([for t in values(var.tokens) : concat([length(t.replicas) <= 7], [
+      for r in t.replicas : trimspace(lookup(r, "backend", "")) != "" && alltrue([for k in keys(r) : can(regex("^[a-z_]{1,64}$", k))])
+    ])]))
+    error_message = "Each token takes at most 7 replicas (1 primary + 7 = the rotator's limit of 8 stores); every replica needs a `backend` and its keys are lowercase store fields (backend, secret_id, path, mount, keep_versions, ...)."
+  }
 }
 
 variable "keep_versions" {
@@ -96,7 +103,7 @@ variable "keep_versions" {
 }
 
 variable "version_destroy_ttl" {
-  description = "Optional `version_destroy_ttl` of the token secret (e.g. `86400s`): destroys then only disable and schedule the destruction (billed until then). Null: destroy at once."
+  description = "Optional `version_destroy_ttl` of every token secret (e.g. `86400s`): destroys then only disable and schedule the destruction (billed until then). Null: destroy at once."
   type        = string
   default     = null
 }
@@ -158,7 +165,7 @@ variable "job_max_retries" {
 ################################################################################
 
 variable "rotation_period" {
-  description = "(mode = push) Secret Manager `rotation_period` of the token secret: how often SECRET_ROTATE is published (>= 3600s). Tokens live 24 h: 8-12 h is right."
+  description = "(mode = push) Secret Manager `rotation_period` of every token secret: how often SECRET_ROTATE is published (>= 3600s). Tokens live 24 h: 8-12 h is right."
   type        = string
   default     = "28800s"
 }

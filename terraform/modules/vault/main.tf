@@ -26,6 +26,19 @@ locals {
     ]
   ])
 
+  # backend = "vault" replicas (fan-out): the token rules on their own path and mount.
+  replica_rules = flatten([
+    for name, rs in var.replicas : [
+      for r in rs : [
+        for key in ["token_data", "token_metadata"] : {
+          path         = "${trim(lookup(r, "mount", "secret"), "/")}/${replace(local.rule_templates[key].path, "%s/token", r.path)}"
+          capabilities = local.rule_templates[key].capabilities
+          description  = "deepvue-rotator token ${name}: replica ${key}"
+        }
+      ] if r.backend == "vault"
+    ]
+  ])
+
   paths = {
     for name, prefix in var.tokens : name => {
       credentials   = "${prefix}/credentials"
@@ -43,6 +56,7 @@ locals {
     kubernetes_role  = var.enable_kubernetes ? var.kubernetes_role_name : null
     kubernetes_mount = var.kubernetes_mount
     tokens           = var.tokens
+    replicas         = var.replicas
     mount            = local.mount
     keep_versions    = var.keep_versions
   })
@@ -75,7 +89,7 @@ resource "vault_kv_secret_backend_v2" "kv" {
 
 data "vault_policy_document" "rotator" {
   dynamic "rule" {
-    for_each = local.policy_rules
+    for_each = concat(local.policy_rules, local.replica_rules)
     content {
       path         = rule.value.path
       capabilities = rule.value.capabilities
@@ -87,6 +101,13 @@ data "vault_policy_document" "rotator" {
 resource "vault_policy" "rotator" {
   name   = var.policy_name
   policy = data.vault_policy_document.rotator.hcl
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for name in keys(var.replicas) : contains(keys(var.tokens), name)])
+      error_message = "replicas is keyed by token name: every key must also be a key of tokens."
+    }
+  }
 }
 
 ################################################################################

@@ -29,7 +29,7 @@ output "kv_mount" {
 }
 
 output "paths" {
-  description = "Per token: the credentials and token paths (relative to the mount, as the config takes them), the policy paths, and the API path apps read the token at."
+  description = "Keyed by token name: the credentials and token paths (relative to the mount, as the config takes them), the policy paths, and the API path apps read the token at."
   value       = local.paths
 }
 

@@ -43,6 +43,20 @@ variable "tokens" {
   }
 }
 
+variable "replicas" {
+  description = "Fan-out (optional): per token name (a key of `tokens`), further stores that get a copy of its token, each a flat map rendered as a TOML inline table, e.g. `{ backend = \"gcp\", secret_id = \"projects/P/secrets/S\", keep_versions = \"5\" }` (`keep_versions` and `create_if_missing` are rendered unquoted). Only `config_toml` and, for `backend = \"vault\"` replicas, the policy change: each gets the token rules on its `path` (data create/read/update, metadata read/update) in its `mount` (default `secret`, as the rotator's). Other backends' grants are yours to make."
+  type        = map(list(map(string)))
+  default     = {}
+
+  validation {
+    condition = alltrue(flatten([for rs in values(var.replicas) : concat([length(rs) <= 7], [
+      for r in rs : trimspace(lookup(r, "backend", "")) != "" && alltrue([for k in keys(r) : can(regex("^[a-z_]{1,64}$", k))])
+      && (lookup(r, "backend", "") != "vault" || (can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", lookup(r, "path", ""))) && can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", trim(lookup(r, "mount", "secret"), "/")))))
+    ])]))
+    error_message = "Each token takes at most 7 replicas (1 primary + 7 = the rotator's limit of 8 stores); every replica needs a `backend`, its keys are lowercase store fields, and a vault replica needs a `path` (and optional `mount`) of slash-separated segments of A-Z a-z 0-9 . _ - (no globs)."
+  }
+}
+
 variable "keep_versions" {
   description = "`store.keep_versions` rendered into the config snippet (the rotator sets it as the token path's max_versions)."
   type        = number
