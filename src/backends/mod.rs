@@ -1,7 +1,7 @@
 //! The backends, and **the one place that lists them**: the [`registry!`] line per backend at
 //! the bottom of this file.
 //!
-//! A backend is one folder (`file/`, `aws/`, `vault/`, `gcp/`) or file (`env.rs`) that owns
+//! A backend is one folder (`file/`, `aws/`, `vault/`, `gcp/`, `kubernetes/`) or file (`env.rs`) that owns
 //! its config types and their validation, its long-lived clients, its credential source, its
 //! store contracts (token versions, leases, run state, a native rotation protocol) and its
 //! share of `check`. It says what it provides by implementing [`Backend`]; the registry line
@@ -18,6 +18,8 @@ pub mod env;
 pub mod file;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -83,7 +85,7 @@ pub trait StoreEntry {
     /// Check the entry at `at` (e.g. `tokens[0].store`).
     fn validate(&self, at: &str) -> Result<(), Problem>;
     /// The store's identity: two entries with the same identity are one store, however they
-    /// are spelled (`st` and `./st/`; a name and its ARN).
+    /// are spelled (`st` and `./st/`; an ARN with and without its suffix).
     fn identity(&self) -> String;
     /// The store's contracts.
     fn build(&self, ctx: &BuildContext<'_>) -> StoreParts;
@@ -110,7 +112,7 @@ pub enum NoStore {}
 impl<'de> Deserialize<'de> for NoStore {
     fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
         Err(serde::de::Error::custom(
-            "this backend keeps no tokens: store tokens with the file, aws, vault or gcp backend",
+            "this backend keeps no tokens: store tokens with the file, aws, vault, gcp or kubernetes backend",
         ))
     }
 }
@@ -334,4 +336,5 @@ registry! {
     aws: Aws => aws::Aws, feature = "aws";
     vault: Vault => vault::Vault, feature = "vault";
     gcp: Gcp => gcp::Gcp, feature = "gcp";
+    kubernetes: Kubernetes => kubernetes::Kubernetes, feature = "kubernetes";
 }

@@ -129,6 +129,21 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
         .with_no_client_auth())
 }
 
+/// A verifying client config trusting exactly `roots` (e.g. a Kubernetes cluster's own CA,
+/// not the OS store), TLS 1.2/1.3, ring; with a client certificate when given.
+pub fn client_config_trusting(
+    roots: Arc<RootCertStore>,
+    client_cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots);
+    Ok(match client_cert {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    })
+}
+
 /// How an HTTPS client is built.
 #[derive(Clone, Debug)]
 pub struct HttpsSettings<'a> {
@@ -155,7 +170,19 @@ pub fn client_builder(
     s: &HttpsSettings<'_>,
     https_only: bool,
 ) -> Result<reqwest::ClientBuilder, TlsError> {
-    let tls = client_config(s.extra_ca)?;
+    Ok(client_builder_from(
+        client_config(s.extra_ca)?,
+        s,
+        https_only,
+    ))
+}
+
+/// The same builder on a TLS config of the caller's (`s.extra_ca` is not read).
+pub fn client_builder_from(
+    tls: rustls::ClientConfig,
+    s: &HttpsSettings<'_>,
+    https_only: bool,
+) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .https_only(https_only)
@@ -170,7 +197,7 @@ pub fn client_builder(
     if let Some(proxy) = env_proxy() {
         builder = builder.proxy(proxy);
     }
-    Ok(builder)
+    builder
 }
 
 /// The proxy for **HTTPS** targets, from `HTTPS_PROXY` / `https_proxy` / `ALL_PROXY` /

@@ -465,6 +465,40 @@ async fn a_replica_in_another_region_is_written_in_its_own_region() {
     assert_eq!(env.calls(), 1);
 }
 
+/// A Kubernetes Secret as a replica (the API fake): one mint, the same token in the Secret's
+/// `access_token` key, and a re-run leaves it alone.
+#[tokio::test]
+async fn a_kubernetes_secret_is_a_replica_like_any_store() {
+    let env = Env::new().await;
+    let file = FileFixture::start();
+    let kube = crate::kubernetes::KubeFixture::fake().await;
+    let (primary, replica) = (file.store().await, kube.store().await);
+    let creds = file.credentials(Some(&valid_credentials())).await;
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [{}, {}]\n",
+        env.deepvue_section(""),
+        kube.sections(),
+        creds.toml,
+        primary.toml,
+        replica.toml,
+    ));
+    let rotate = || run(kube.command(&env, &cfg, &["rotate", "--json"]));
+    let out = rotate().await;
+    assert_eq!(out.code, 0, "{out}");
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(states(&r[0]), ["copied"], "{out}");
+    assert_eq!(
+        current_token(&file, &primary).await,
+        current_token(&kube, &replica).await,
+        "the same token in the file and the Secret"
+    );
+    let out = rotate().await;
+    let r: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(states(&r[0]), ["in_sync"], "{out}");
+    assert_eq!(kube.versions(&replica).await, 1);
+    assert_eq!(env.calls(), 1);
+}
+
 #[tokio::test]
 async fn a_replica_holding_a_newer_token_is_never_overwritten() {
     use deepvue_rotator::core::document::TokenDocument;

@@ -13,6 +13,8 @@ mod gcp;
 mod gcp_fake;
 mod hardening;
 mod hostile;
+mod kube_fake;
+mod kubernetes;
 mod lambda;
 mod layout;
 mod moto;
