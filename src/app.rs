@@ -131,6 +131,7 @@ fn job(t: &TokenConfig, ctx: &BuildContext<'_>) -> Job {
         store: t.store.build(ctx),
         replicas: t.replicas.iter().map(|r| r.build(ctx)).collect(),
         credentials: t.credentials.build(ctx),
+        publish_api_key: t.publish_api_key,
     }
 }
 

@@ -146,6 +146,9 @@ struct RawToken {
     stores: Option<Vec<StoreConfig>>,
     renew_before: Option<Dur>,
     min_interval: Option<Dur>,
+    /// Publish the client secret beside the token (`x_api_key`).
+    #[serde(default)]
+    publish_api_key: bool,
 }
 
 /// `[alerting]` plus the `[[alerts]]` sinks.
@@ -173,6 +176,9 @@ pub struct TokenConfig {
     pub replicas: Vec<StoreConfig>,
     /// When it is due.
     pub policy: DuePolicy,
+    /// Whether the stored document also carries the client secret as `x_api_key` (off by
+    /// default: the token's readers could then mint).
+    pub publish_api_key: bool,
 }
 
 impl TokenConfig {
@@ -577,6 +583,7 @@ impl RawToken {
             store,
             replicas,
             policy,
+            publish_api_key: t.publish_api_key,
         })
     }
 }

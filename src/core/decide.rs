@@ -178,6 +178,7 @@ mod tests {
                 token_type: "bearer".into(),
                 issued_at: now() - chrono::Duration::hours(issued_ago_h),
                 expiry: now() + chrono::Duration::hours(expires_in_h),
+                x_api_key: None,
             }),
         )
     }

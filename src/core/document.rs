@@ -67,6 +67,9 @@ pub struct TokenDocument {
     pub expiry: DateTime<Utc>,
     /// When this rotator received it (UTC).
     pub issued_at: DateTime<Utc>,
+    /// The client secret, published beside the token for applications (Deepvue's
+    /// `x-api-key` header) when the token's `publish_api_key` is on; `None` otherwise.
+    pub x_api_key: Option<SecretString>,
 }
 
 impl std::fmt::Debug for TokenDocument {
@@ -76,6 +79,7 @@ impl std::fmt::Debug for TokenDocument {
             .field("token_type", &self.token_type)
             .field("expiry", &format_time(self.expiry))
             .field("issued_at", &format_time(self.issued_at))
+            .field("x_api_key", &self.x_api_key.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -91,6 +95,7 @@ struct RawDocument {
     token_type: Option<String>,
     expiry: Option<String>,
     issued_at: Option<String>,
+    x_api_key: Option<SecretString>,
 }
 
 impl TokenDocument {
@@ -113,16 +118,21 @@ impl TokenDocument {
             token_type: &'a str,
             expiry: String,
             issued_at: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            x_api_key: Option<&'a str>,
         }
         let token = self.access_token.expose_secret();
+        let key = self.x_api_key.as_ref().map(ExposeSecret::expose_secret);
         let out = Out {
             access_token: token,
             token_type: &self.token_type,
             expiry: format_time(self.expiry),
             issued_at: format_time(self.issued_at),
+            x_api_key: key,
         };
-        // JSON escaping grows a visible-ASCII token by at most 2x (`\"`, `\\`).
-        let cap = 2 * token.len() + self.token_type.len() * 6 + 256;
+        // JSON escaping grows a visible-ASCII value by at most 2x (`\"`, `\\`); `\u` escapes
+        // of control characters (refused in a token) could grow more: then the buffer grows.
+        let cap = 2 * token.len() + 2 * key.map_or(0, str::len) + self.token_type.len() * 6 + 256;
         let mut buf = secrecy::zeroize::Zeroizing::new(Vec::with_capacity(cap));
         let _ = serde_json::to_writer(&mut *buf, &out);
         SecretString::from(String::from_utf8_lossy(&buf).as_ref())
@@ -132,13 +142,16 @@ impl TokenDocument {
     /// Manager) marks its write with it, so a retry after a lost answer can recognise its own
     /// version. Readers ignore the extra field.
     pub fn to_json_with_write_id(&self, write_id: &str) -> SecretString {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "access_token": self.access_token.expose_secret(),
             "token_type": self.token_type,
             "expiry": format_time(self.expiry),
             "issued_at": format_time(self.issued_at),
             "write_id": write_id,
         });
+        if let Some(k) = &self.x_api_key {
+            value["x_api_key"] = serde_json::Value::String(k.expose_secret().to_string());
+        }
         SecretString::from(value.to_string())
     }
 
@@ -172,11 +185,15 @@ impl TokenDocument {
             .and_then(|s| parse_time(&s).map_err(|e| DocumentError(format!("issued_at: {e}"))))?;
         let token_type = raw.token_type.unwrap_or_else(|| "bearer".into());
         check_token_type(&token_type).map_err(|e| DocumentError(format!("token document: {e}")))?;
+        let x_api_key = raw
+            .x_api_key
+            .filter(|k| !k.expose_secret().trim().is_empty());
         Ok(TokenDocument {
             access_token,
             token_type,
             expiry,
             issued_at,
+            x_api_key,
         })
     }
 
@@ -218,6 +235,7 @@ mod tests {
             token_type: "bearer".into(),
             expiry: now + chrono::Duration::hours(24),
             issued_at: now,
+            x_api_key: None,
         };
         let json = doc.to_json();
         let mut v: serde_json::Value =
@@ -239,6 +257,7 @@ mod tests {
             token_type: "bearer".into(),
             expiry: Utc::now(),
             issued_at: Utc::now(),
+            x_api_key: None,
         };
         let json = doc.to_json_with_write_id("w-1");
         let v: serde_json::Value = serde_json::from_str(json.expose_secret()).unwrap_or_default();
@@ -270,6 +289,7 @@ mod tests {
             token_type: "bearer".into(),
             expiry: Utc::now(),
             issued_at: Utc::now(),
+            x_api_key: None,
         };
         assert!(!format!("{doc:?}").contains("SENTINEL"));
     }

@@ -655,6 +655,7 @@ fn parse_token(body: &[u8], issued_at: DateTime<Utc>) -> Result<Minted, String> 
             token_type,
             expiry,
             issued_at,
+            x_api_key: None,
         },
         warnings,
     })

@@ -273,6 +273,7 @@ mod tests {
             token_type: "bearer".into(),
             expiry: t + chrono::Duration::hours(24),
             issued_at: t,
+            x_api_key: None,
         }
     }
 

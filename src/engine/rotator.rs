@@ -58,6 +58,8 @@ pub struct Job {
     pub replicas: Vec<StoreParts>,
     /// Where its credentials come from.
     pub credentials: Box<dyn CredentialSource>,
+    /// Whether each minted document also carries the client secret as `x_api_key`.
+    pub publish_api_key: bool,
 }
 
 impl Job {
@@ -572,7 +574,7 @@ impl Pass<'_> {
         if self.stopping() {
             return Err(job.failure(ErrorKind::Transient, STOPPED));
         }
-        let minted = client
+        let mut minted = client
             .authorize(&creds, self.shutdown.as_ref())
             .await
             .map_err(|e| {
@@ -580,6 +582,10 @@ impl Pass<'_> {
                 f.deepvue_detail = e.deepvue_detail().map(str::to_string);
                 f
             })?;
+        // The secret that minted this token, so readers get a matching pair.
+        if job.publish_api_key {
+            minted.doc.x_api_key = Some(creds.client_secret.clone());
+        }
         drop(creds);
         let renew_before = chrono::Duration::from_std(job.policy.renew_before).unwrap_or_default();
         if minted.doc.expires_in(self.now()) <= renew_before {

@@ -501,3 +501,54 @@ impl Env {
         run(cmd).await
     }
 }
+
+/// `publish_api_key`: off by default (no `x_api_key` in the document); on, the document
+/// carries the client secret that minted the token, and `check` warns of the trade-off
+/// (naming the token and its store) without failing for it.
+#[tokio::test]
+async fn the_api_key_is_published_only_when_asked_and_check_warns_about_it() {
+    let env = Env::new().await;
+    let plain = env.config();
+    let out = env.run(&plain, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = env.run(&plain, &["read", "prod", "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert!(doc.get("x_api_key").is_none(), "off by default: {out}");
+    let out = env.run(&plain, &["check", "--json"]).await;
+    assert!(!out.stdout.contains("\"api-key\""), "{out}");
+
+    let published = env.write_config(&format!(
+        "{}{}publish_api_key = true\n",
+        env.deepvue_section(""),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    let out = env.run(&published, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = env.run(&published, &["read", "prod", "--json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    assert_eq!(doc["x_api_key"], crate::support::CLIENT_SECRET, "{out}");
+    assert!(
+        doc["access_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("simtok_"))
+    );
+    let out = env.run(&published, &["check", "--json"]).await;
+    let items: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let warn = items
+        .iter()
+        .find(|i| i["item"] == "api-key")
+        .unwrap_or_else(|| panic!("an api-key item: {out}"));
+    assert_eq!(warn["status"], "warn", "{out}");
+    assert!(
+        warn["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("token `prod`") && d.contains("file `")),
+        "{out}"
+    );
+    let out = env.run(&published, &["check"]).await;
+    assert!(
+        out.stdout.contains("WARN") && out.stdout.contains("1 warning(s)"),
+        "{out}"
+    );
+    assert!(!out.all().contains(crate::support::CLIENT_SECRET), "{out}");
+}

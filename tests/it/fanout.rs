@@ -513,6 +513,7 @@ async fn a_replica_holding_a_newer_token_is_never_overwritten() {
         token_type: "bearer".into(),
         expiry: later + chrono::Duration::hours(24),
         issued_at: later,
+        x_api_key: None,
     };
     let parts = crate::scenarios::parts(&fan.vault, &fan.stores[2]);
     let cur = parts

@@ -87,6 +87,7 @@ fn doc_at(
         token_type: "bearer".into(),
         expiry,
         issued_at,
+        x_api_key: None,
     }
 }
 
@@ -478,6 +479,43 @@ async fn secrets_with_percent_quotes_slashes_and_non_ascii_are_redacted_in_every
                     !text.contains(&form),
                     "{what} holds `{form}` of `{secret}`:\n{text}"
                 );
+            }
+        }
+    }
+}
+
+/// A published client secret (`publish_api_key`) with `%`, quotes, slashes and non-ASCII:
+/// stored exactly (the document carries it as written), and absent from trace logs and status
+/// in every encoding.
+#[tokio::test]
+async fn a_published_api_key_with_odd_characters_is_stored_exactly_and_never_logged() {
+    for secret in [
+        "Secret%Value123",
+        "qu\"ote\\back/slash=+plus",
+        "ünïcødé-sécret€ 中%41",
+    ] {
+        let env = Env::accepting(secret).await;
+        let cfg = env.write_config(&format!(
+            "{}{}publish_api_key = true\n",
+            env.deepvue_section(""),
+            env.token_block("prod", "{ backend = \"env\" }")
+        ));
+        let mut cmd = env.command(&cfg, &["rotate", "--force"]);
+        cmd.env("DEEPVUE_CLIENT_SECRET", secret)
+            .env("RUST_LOG", "trace");
+        let out = run(cmd).await;
+        assert_eq!(out.code, 0, "{out}");
+        let read = env
+            .run_with_secret(&cfg, secret, &["read", "prod", "--json"])
+            .await;
+        let doc: serde_json::Value = serde_json::from_str(&read.stdout).unwrap_or_default();
+        assert_eq!(doc["x_api_key"], secret, "stored exactly");
+        let status = env
+            .run_with_secret(&cfg, secret, &["status", "--json"])
+            .await;
+        for form in crate::support::secret_forms(secret) {
+            for (what, text) in [("trace rotate", out.all()), ("status", status.all())] {
+                assert!(!text.contains(&form), "{what} holds `{form}` of `{secret}`");
             }
         }
     }

@@ -760,3 +760,29 @@ async fn a_404_that_names_no_secret_is_a_wrong_server_url() {
     assert_eq!(err.kind, ErrorKind::Config, "{err}");
     assert!(err.message.contains("is the server URL"), "{err}");
 }
+
+/// With `publish_api_key`, pods find the client secret under `x_api_key` of the token Secret;
+/// turned off, the next rotation removes the key.
+#[tokio::test]
+async fn the_published_api_key_is_a_key_of_the_secret_and_goes_when_turned_off() {
+    let fx = KubeFixture::fake().await;
+    seed(&fx);
+    let env = Env::new().await;
+    let on = config(&env, &fx.kubeconfig, "")
+        .to_string_lossy()
+        .to_string();
+    let text = std::fs::read_to_string(&on).unwrap_or_default();
+    std::fs::write(&on, format!("{text}publish_api_key = true\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(fx.command(&env, Path::new(&on), &["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        fx.value("deepvue-token", "x_api_key").as_deref(),
+        Some(crate::support::CLIENT_SECRET)
+    );
+    let off = config(&env, &fx.kubeconfig, "");
+    let out = run(fx.command(&env, &off, &["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(fx.value("deepvue-token", "x_api_key"), None, "removed");
+    assert!(fx.value("deepvue-token", "access_token").is_some());
+}

@@ -195,6 +195,7 @@ pub fn doc_left(token: &str, hours_left: i64) -> TokenDocument {
         token_type: "bearer".into(),
         expiry: now + chrono::Duration::hours(hours_left),
         issued_at: now - chrono::Duration::hours(24 - hours_left),
+        x_api_key: None,
     }
 }
 
@@ -957,7 +958,15 @@ pub async fn trace_logs_never_show_secrets(fx: &dyn Fixture) {
     let env = Env::new().await;
     let store = fx.store().await;
     let creds = fx.credentials(Some(&valid_credentials())).await;
-    let cfg = config(fx, &env, &creds, &store, "");
+    // With the client secret published beside the token: it passes through every store's
+    // write path too, and must still never be logged.
+    let cfg = env.write_config(&format!(
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstore = {}\npublish_api_key = true\n",
+        env.deepvue_section(""),
+        fx.sections(),
+        creds.toml,
+        store.toml
+    ));
     let mut outs = Vec::new();
     for format in fx.log_formats().iter().copied() {
         for (args, code) in [
@@ -981,7 +990,14 @@ pub async fn trace_logs_never_show_secrets(fx: &dyn Fixture) {
                     "{b}: trace logging must be on\n{out}"
                 );
             }
-            if args[0] != "read" {
+            if args[0] == "read" {
+                let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{b}: read --json: {e}: {out}"));
+                assert_eq!(
+                    doc["x_api_key"], CLIENT_SECRET,
+                    "{b}: the stored document carries the client secret"
+                );
+            } else {
                 outs.push(out);
             }
         }

@@ -55,8 +55,21 @@ impl Env {
         behavior: Behavior,
         clock: Option<std::sync::Arc<dyn deepvue_rotator::core::clock::Clock>>,
     ) -> Env {
+        Self::start(behavior, clock, CLIENT_SECRET).await
+    }
+
+    /// A simulator that accepts [`CLIENT_ID`] with `secret` (not [`CLIENT_SECRET`]).
+    pub async fn accepting(secret: &str) -> Env {
+        Self::start(Behavior::default(), None, secret).await
+    }
+
+    async fn start(
+        behavior: Behavior,
+        clock: Option<std::sync::Arc<dyn deepvue_rotator::core::clock::Clock>>,
+        secret: &str,
+    ) -> Env {
         let sim = Simulator::start(SimOptions {
-            credentials: Some((CLIENT_ID.into(), CLIENT_SECRET.into())),
+            credentials: Some((CLIENT_ID.into(), secret.into())),
             behavior,
             clock,
             ..SimOptions::default()

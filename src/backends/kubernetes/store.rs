@@ -2,7 +2,8 @@
 //!
 //! **Layout.** `data` holds, for pods (env from `secretKeyRef`, or a mounted volume, which the
 //! kubelet updates in place): `access_token`, `token_type`, `expiry`, `issued_at` (RFC 3339)
-//! and `version` (the current version number); and for the rotator and anyone who needs the
+//! and `version` (the current version number), plus `x_api_key` when the token publishes it;
+//! and for the rotator and anyone who needs the
 //! previous token: `token.v<N>.json`, the whole document of each of the last `keep_versions`
 //! versions (the current one included). Keys of others are left alone. Run state (alert
 //! dedup) is kept in annotations `deepvue-rotator.state.*`.
@@ -51,6 +52,8 @@ const CHUNKS: StateChunks = StateChunks {
 };
 /// The key holding the current version number.
 const VERSION_KEY: &str = "version";
+/// The client secret, for pods, when the token's `publish_api_key` is on.
+const API_KEY_KEY: &str = "x_api_key";
 /// The document fields pods read.
 const FIELDS: [&str; 4] = ["access_token", "token_type", "expiry", "issued_at"];
 /// State-write races retried.
@@ -230,6 +233,17 @@ impl KubeStore {
             version_key(n),
             Value::String(b64(doc_json.expose_secret().as_bytes())),
         );
+        match &doc.x_api_key {
+            Some(k) => {
+                data.insert(
+                    API_KEY_KEY.to_string(),
+                    Value::String(b64(k.expose_secret().as_bytes())),
+                );
+            }
+            None => {
+                data.remove(API_KEY_KEY);
+            }
+        }
         debug_assert!(FIELDS.iter().all(|f| data.contains_key(*f)));
         data
     }
@@ -466,6 +480,7 @@ mod tests {
             token_type: "bearer".into(),
             expiry: chrono::DateTime::from_timestamp(2_000_000_000, 0).unwrap_or_default(),
             issued_at: chrono::DateTime::from_timestamp(1_999_913_600, 0).unwrap_or_default(),
+            x_api_key: None,
         };
         let old =
             json!({"data": {"token.v1.json": "e30=", "token.v2.json": "e30=", "mine": "eA=="}});

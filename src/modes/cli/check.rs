@@ -1,6 +1,7 @@
 //! `check`: Deepvue's production checklist, evaluated against the config and the live
-//! endpoints, without minting. PASS / FAIL / UNKNOWN per item; exit 1 on any FAIL, 2 when the
-//! config does not load (the broken item fails, the rest are UNKNOWN).
+//! endpoints, without minting. PASS / FAIL / UNKNOWN / WARN per item; exit 1 on any FAIL, 2 when
+//! the config does not load (the broken item fails, the rest are UNKNOWN). WARN names a
+//! trade-off the config chose (`publish_api_key`) and does not change the exit code.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ pub(super) struct CheckItem {
     pub item: &'static str,
     /// What it checks, for humans.
     pub check: String,
-    /// `pass`, `fail` or `unknown`.
+    /// `pass`, `fail`, `unknown`, or `warn` (a trade-off the config chose: no failure).
     pub status: &'static str,
     /// Why.
     pub detail: String,
@@ -50,6 +51,7 @@ const CHECK_REFRESH: &str = "tokens are cached and refreshed ahead";
 const CHECK_ALERTS: &str = "alerting is configured and reachable";
 const CHECK_STORES: &str = "stores are reachable and writable";
 const CHECK_TLS: &str = "Deepvue TLS handshake";
+const CHECK_API_KEY: &str = "the client secret stays with the rotator";
 
 fn print_checks(items: &[CheckItem], json: bool) -> u8 {
     let failed = items.iter().filter(|i| i.status == "fail").count();
@@ -68,8 +70,14 @@ fn print_checks(items: &[CheckItem], json: bool) -> u8 {
                 )
             })
             .collect();
+        let warned = items.iter().filter(|i| i.status == "warn").count();
+        let warnings = if warned > 0 {
+            format!(", {warned} warning(s)")
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{} check(s): {failed} failed, {unknown} unknown\n",
+            "{} check(s): {failed} failed, {unknown} unknown{warnings}\n",
             items.len()
         ));
         out
@@ -125,6 +133,7 @@ pub(super) async fn run(app: App, json: bool) -> u8 {
     )];
     items.push(https(config));
     items.extend(credentials(&app.jobs).await);
+    items.extend(published_api_keys(config));
     items.push(item(
         "no-inline-secrets",
         CHECK_INLINE,
@@ -199,6 +208,39 @@ async fn credentials(jobs: &[Job]) -> Vec<CheckItem> {
         });
     }
     items
+}
+
+/// Tokens whose stores also hold the client secret (`publish_api_key`): a warning naming the
+/// trade-off, one per token.
+fn published_api_keys(config: &Config) -> Vec<CheckItem> {
+    config
+        .tokens
+        .iter()
+        .filter(|t| t.publish_api_key)
+        .map(|t| {
+            let stores: Vec<String> = t
+                .all_stores()
+                .map(|s| {
+                    let (backend, id) = s.identity();
+                    format!("{backend} `{id}`")
+                })
+                .collect();
+            item(
+                "api-key",
+                CHECK_API_KEY,
+                "warn",
+                format!(
+                    "token `{}` publishes the client secret as `x_api_key` in {}: whoever can \
+                     read the token there holds a long-lived credential that can mint tokens \
+                     (from a whitelisted IP) until the secret is changed at Deepvue. Grant read \
+                     only to the applications that call Deepvue, or set publish_api_key = false \
+                     and give them the secret on its own",
+                    t.name,
+                    stores.join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Egress: the IP this host's calls leave from, against `expected_ips`.
