@@ -132,6 +132,7 @@ fn job(t: &TokenConfig, ctx: &BuildContext<'_>) -> Job {
         replicas: t.replicas.iter().map(|r| r.build(ctx)).collect(),
         credentials: t.credentials.build(ctx),
         publish_api_key: t.publish_api_key,
+        on_rotate: t.on_rotate.clone(),
     }
 }
 

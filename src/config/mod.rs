@@ -27,6 +27,7 @@ use crate::core::decide::DuePolicy;
 use crate::core::document::TOKEN_LIFETIME;
 use crate::engine::deepvue::{DEFAULT_BASE_URL, DeepvueConfig, RequestEncoding, RetryPolicy};
 use crate::engine::egress::{DEFAULT_PROBE_URLS, EgressConfig};
+use crate::engine::hooks::{HookSignal, RotateHook};
 use crate::engine::rotator::Settings;
 use crate::sinks::SinkConfig;
 use crate::support::duration::Dur;
@@ -149,6 +150,66 @@ struct RawToken {
     /// Publish the client secret beside the token (`x_api_key`).
     #[serde(default)]
     publish_api_key: bool,
+    /// What to run after a write.
+    on_rotate: Option<RawHook>,
+}
+
+/// `on_rotate = { command = [...], timeout = "30s", pid_file = "...", signal = "HUP" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    command: Option<Vec<String>>,
+    timeout: Option<Dur>,
+    pid_file: Option<PathBuf>,
+    signal: Option<String>,
+}
+
+/// The longest an `on_rotate` hook may take.
+const HOOK_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+
+impl RawHook {
+    fn validate(self, at: &str) -> Result<RotateHook, String> {
+        let at = format!("{at}.on_rotate");
+        let given = self.command.is_some();
+        let command = self.command.unwrap_or_default();
+        if command.first().is_some_and(|p| p.trim().is_empty()) || (given && command.is_empty()) {
+            return Err(format!(
+                "{at}.command must be a non-empty argv list, e.g. [\"systemctl\", \"reload\", \"app\"] (no shell)"
+            ));
+        }
+        if command.iter().any(|a| a.contains('\0')) {
+            return Err(format!("{at}.command holds a NUL character"));
+        }
+        if self.signal.is_some() && self.pid_file.is_none() {
+            return Err(format!(
+                "{at}.signal needs `pid_file` (the process to signal)"
+            ));
+        }
+        if command.is_empty() && self.pid_file.is_none() {
+            return Err(format!(
+                "{at}: give `command` (an argv list) and/or `pid_file` (a process to signal)"
+            ));
+        }
+        if self.pid_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(format!("{at}.pid_file must be an absolute path"));
+        }
+        let signal = match &self.signal {
+            None => HookSignal::Hup,
+            Some(s) => HookSignal::parse(s).ok_or_else(|| {
+                format!("{at}.signal `{s}` is not one of HUP, USR1, USR2, TERM, INT")
+            })?,
+        };
+        let timeout = self.timeout.map_or(Duration::from_secs(30), |d| d.0);
+        if timeout.is_zero() || timeout > HOOK_TIMEOUT_MAX {
+            return Err(format!("{at}.timeout must be more than 0 and at most 10m"));
+        }
+        Ok(RotateHook {
+            command,
+            timeout,
+            pid_file: self.pid_file,
+            signal,
+        })
+    }
 }
 
 /// `[alerting]` plus the `[[alerts]]` sinks.
@@ -179,6 +240,8 @@ pub struct TokenConfig {
     /// Whether the stored document also carries the client secret as `x_api_key` (off by
     /// default: the token's readers could then mint).
     pub publish_api_key: bool,
+    /// What to run after a write this runner made.
+    pub on_rotate: Option<RotateHook>,
 }
 
 impl TokenConfig {
@@ -577,6 +640,10 @@ impl RawToken {
             min_interval: t.min_interval.map_or(default.min_interval, |d| d.0),
         };
         check_policy(at, policy).map_err(err)?;
+        let on_rotate = match t.on_rotate {
+            Some(h) => Some(h.validate(at).map_err(err)?),
+            None => None,
+        };
         Ok(TokenConfig {
             name: t.name,
             credentials: t.credentials,
@@ -584,6 +651,7 @@ impl RawToken {
             replicas,
             policy,
             publish_api_key: t.publish_api_key,
+            on_rotate,
         })
     }
 }

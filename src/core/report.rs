@@ -78,6 +78,22 @@ pub struct TokenReport {
     /// The replica stores (only for a token with `stores = [primary, replica, …]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaReport>,
+    /// The `on_rotate` hooks that ran after this run's write (only then).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookReport>,
+}
+
+/// One `on_rotate` hook in a [`TokenReport`].
+#[derive(Clone, Debug, Serialize)]
+pub struct HookReport {
+    /// `command` or `signal`.
+    pub kind: &'static str,
+    /// The program, or the pid file.
+    pub target: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<ReportError>,
 }
 
 impl TokenReport {
@@ -131,6 +147,20 @@ impl TokenReport {
                     },
                 })
                 .collect(),
+            hooks: r
+                .hooks
+                .iter()
+                .map(|h| HookReport {
+                    kind: h.kind,
+                    target: h.target.clone(),
+                    ok: h.failure.is_none(),
+                    error: h.failure.as_ref().map(|f| ReportError {
+                        kind: f.kind,
+                        message: f.message.clone(),
+                        deepvue_detail: None,
+                    }),
+                })
+                .collect(),
         }
     }
 
@@ -140,6 +170,7 @@ impl TokenReport {
             self.error
                 .iter()
                 .chain(self.replicas.iter().filter_map(|r| r.error.as_ref()))
+                .chain(self.hooks.iter().filter_map(|h| h.error.as_ref()))
                 .map(|e| e.kind.exit_code()),
         )
     }
@@ -233,6 +264,17 @@ pub fn describe_report(r: &TokenReport) -> String {
             } else {
                 String::new()
             }
+        ));
+    }
+    for h in &r.hooks {
+        let what = match &h.error {
+            Some(e) => format!("FAILED [{}] {}", e.kind, escape_control(&e.message)),
+            None => "ok".into(),
+        };
+        line.push_str(&format!(
+            "\n  on_rotate {} [{}]: {what}",
+            h.kind,
+            escape_control(&h.target)
         ));
     }
     for x in &r.replicas {

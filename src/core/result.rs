@@ -42,6 +42,17 @@ impl Held {
     }
 }
 
+/// A rotation hook (`on_rotate`) that ran after this run's write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRun {
+    /// `command` or `signal`.
+    pub kind: &'static str,
+    /// The program, or the pid file.
+    pub target: String,
+    /// Why it failed; `None`: it succeeded.
+    pub failure: Option<Failure>,
+}
+
 /// What became of one replica store in a run's fan-out (`stores = [primary, replica, …]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replica {
@@ -199,6 +210,8 @@ pub struct RunResult {
     pub alerts: Vec<AlertOutcome>,
     /// The replica stores, when the token has any, after this run's fan-out.
     pub replicas: Vec<Replica>,
+    /// The `on_rotate` hooks that ran after this run's write.
+    pub hooks: Vec<HookRun>,
 }
 
 impl RunResult {
@@ -213,6 +226,7 @@ impl RunResult {
             egress: None,
             alerts: Vec::new(),
             replicas: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 
@@ -247,12 +261,18 @@ impl RunResult {
         })
     }
 
-    /// This token's exit code: its own failure's, else a failed replica's.
+    /// The hooks that failed.
+    pub fn failed_hooks(&self) -> impl Iterator<Item = &Failure> {
+        self.hooks.iter().filter_map(|h| h.failure.as_ref())
+    }
+
+    /// This token's exit code: its own failure's, else a failed replica's or hook's.
     pub fn exit_code(&self) -> u8 {
         super::error::combine_exit_codes(
             self.failure()
                 .into_iter()
                 .chain(self.failed_replicas())
+                .chain(self.failed_hooks())
                 .map(|f| f.kind.exit_code()),
         )
     }

@@ -9,6 +9,7 @@ pub mod alerter;
 pub mod deepvue;
 pub mod egress;
 pub mod fanout;
+pub mod hooks;
 pub mod observed;
 pub mod record;
 pub mod rotator;

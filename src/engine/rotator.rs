@@ -60,6 +60,8 @@ pub struct Job {
     pub credentials: Box<dyn CredentialSource>,
     /// Whether each minted document also carries the client secret as `x_api_key`.
     pub publish_api_key: bool,
+    /// What to run after a write this runner made.
+    pub on_rotate: Option<super::hooks::RotateHook>,
 }
 
 impl Job {
@@ -410,6 +412,10 @@ impl Pass<'_> {
                 if let Some(summary) = super::fanout::describe(&run.result.replicas) {
                     warn!(replicas = %summary, "fan-out incomplete; the next pass copies again");
                 }
+            }
+            // Hooks after this runner's own write (and its fan-out), before alerts and state.
+            if let (Outcome::Rotated { .. }, Some(hook)) = (&run.result.outcome, &job.on_rotate) {
+                run.result.hooks = super::hooks::run(hook, &run.result).await;
             }
             let result = self
                 .finish(job, run.result, run.hint, opts.dry_run, run.record)

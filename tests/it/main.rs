@@ -12,6 +12,7 @@ mod file_store;
 mod gcp;
 mod gcp_fake;
 mod hardening;
+mod hooks;
 mod hostile;
 mod kube_fake;
 mod kubernetes;

@@ -36,6 +36,8 @@ pub enum Condition {
     RotationFailing,
     /// A replica store (`stores = [primary, …]`) could not be given the primary's token.
     ReplicaBehind,
+    /// An `on_rotate` hook failed after a write (the new token stays written).
+    HookFailed,
 }
 
 impl Condition {
@@ -47,6 +49,7 @@ impl Condition {
             Condition::CredentialsRejected => "credentials-rejected",
             Condition::RotationFailing => "rotation-failing",
             Condition::ReplicaBehind => "replica-behind",
+            Condition::HookFailed => "hook-failed",
         }
     }
 }

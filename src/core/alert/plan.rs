@@ -69,6 +69,14 @@ fn evaluate(
             cleared.push(Condition::ReplicaBehind);
         }
     }
+    // Hooks run only after a write: they say something only then.
+    if !r.hooks.is_empty() {
+        if r.failed_hooks().next().is_some() {
+            active.push(Condition::HookFailed);
+        } else {
+            cleared.push(Condition::HookFailed);
+        }
+    }
     if let Some(e) = &r.egress {
         if !e.outside_expected().is_empty() {
             active.push(Condition::EgressDrift);
@@ -290,6 +298,17 @@ fn build(
                     .join("; ")
             ),
             "Fix the replica store's access (the error above); the next pass copies the primary's token to it without minting. Applications reading that store get the old token until then.".to_string(),
+        ),
+        (Action::Trigger, Condition::HookFailed) => (
+            format!(
+                "[{env}] the on_rotate hook of Deepvue token `{}` failed: {}; the new token was written ({left})",
+                name,
+                r.failed_hooks()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            "Fix the hook (the error above). The token stays written; an application that waits for the hook (a reload, a signal) still uses the previous token until it reloads, and that token expires on its own.".to_string(),
         ),
         (Action::Trigger, Condition::RotationFailing) => (
             format!(

@@ -57,6 +57,13 @@ struct ReplicaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    token: String,
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -72,6 +79,7 @@ pub struct Metrics {
     alerts: Family<AlertLabels, Counter>,
     pushes: Family<OutcomeLabel, Counter>,
     replicas: Family<ReplicaLabels, Gauge>,
+    hooks: Family<HookLabels, Counter>,
 }
 
 impl Metrics {
@@ -131,6 +139,12 @@ impl Metrics {
              primary) holds the primary's token after the token's last pass, 0 when it is behind",
             replicas.clone(),
         );
+        let hooks = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "deepvue_rotator_hooks",
+            "on_rotate hooks run after a write, by kind (command, signal) and result (ok, failed)",
+            hooks.clone(),
+        );
         registry.register(
             "deepvue_rotator_build_info",
             "Build information; always 1",
@@ -151,6 +165,7 @@ impl Metrics {
             alerts,
             pushes,
             replicas,
+            hooks,
         }
     }
 
@@ -201,6 +216,19 @@ impl Metrics {
                     backend: x.backend,
                 })
                 .set(v);
+        }
+    }
+
+    /// The `on_rotate` hooks a pass over `token` ran.
+    pub fn hooks(&self, token: &str, hooks: &[crate::core::result::HookRun]) {
+        for h in hooks {
+            self.hooks
+                .get_or_create(&HookLabels {
+                    token: token.to_string(),
+                    kind: h.kind,
+                    result: if h.failure.is_none() { "ok" } else { "failed" },
+                })
+                .inc();
         }
     }
 

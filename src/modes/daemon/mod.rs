@@ -724,6 +724,7 @@ impl Daemon {
             self.shared.metrics.rotation(name, outcome);
         }
         self.shared.metrics.replicas(name, &report.replicas);
+        self.shared.metrics.hooks(name, &report.hooks);
         if !app.config.daemon.schedule {
             // Only requests rotate: no timer for this token.
             slot.next = None;
