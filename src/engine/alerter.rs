@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use crate::core::alert::{Action, Alert, AlertOutcome, Severity, Sink};
+use crate::core::alert::{Action, Alert, AlertOutcome, Severity, Sink, TokenEvent};
 use crate::core::observe::Observer;
 
 /// The configured sinks.
@@ -69,6 +69,34 @@ impl Alerter {
             }
         }
         outcome
+    }
+
+    /// Whether any sink takes events of `kind`.
+    pub fn takes(&self, kind: &str) -> bool {
+        self.sinks.iter().any(|s| s.takes(kind))
+    }
+
+    /// Deliver `event` to every sink that takes it, concurrently; one line per sink that
+    /// failed (a failed event never changes the run's outcome).
+    pub async fn event(&self, event: &TokenEvent) -> Vec<String> {
+        let results = futures::future::join_all(
+            self.sinks
+                .iter()
+                .filter(|s| s.takes(event.kind))
+                .map(|s| async move { (s.name().to_string(), s.send_event(event).await) }),
+        )
+        .await;
+        let mut failed = Vec::new();
+        for (name, r) in results {
+            match r {
+                Ok(()) => info!(sink = %name, event = event.kind, "event delivered"),
+                Err(e) => {
+                    warn!(sink = %name, event = event.kind, error = %e, "event delivery failed");
+                    failed.push(format!("event {} to sink {name} failed: {e}", event.kind));
+                }
+            }
+        }
+        failed
     }
 
     /// Reachability of every sink, without sending an alert: (name, result).

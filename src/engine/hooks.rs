@@ -11,16 +11,60 @@
 //!   until `timeout`, and the new pid is signalled.
 //! - A hook that fails is reported (the run's `hooks`, its exit code, the `hook-failed` alert
 //!   condition, a log line); it never undoes the write.
+//! - The `token.rotated` event ([`rotated_event`]) goes to the alert sinks that list it in
+//!   their `events`: name, version, expiry, stores, runner — never the token.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::core::alert::{EventRunner, TokenEvent};
 use crate::core::document::format_time;
 use crate::core::error::ErrorKind;
 use crate::core::result::{Failure, HookRun, RunResult};
 use crate::support::text::{escape_control, truncate};
+
+/// The event kind sent after a write.
+pub const ROTATED: &str = "token.rotated";
+
+/// The `token.rotated` event of the write `r` reports.
+pub fn rotated_event(r: &RunResult, now: chrono::DateTime<chrono::Utc>) -> TokenEvent {
+    TokenEvent {
+        kind: ROTATED,
+        id: format!(
+            "evt_{}",
+            rand::random::<[u8; 12]>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        token: r.token.name.clone(),
+        version: r.version().map(|v| v.0.clone()),
+        expiry: r.expiry().map(format_time),
+        store: format!("{} {}", r.token.backend, r.token.secret_id),
+        replicas: r
+            .replicas
+            .iter()
+            .map(|x| format!("{} {} ({})", x.backend, x.secret_id, x.state.as_str()))
+            .collect(),
+        runner: EventRunner {
+            host: host_name(),
+            pid: std::process::id(),
+        },
+        occurred_at: format_time(now),
+    }
+}
+
+/// This host's name (Linux: the kernel's; else `$HOSTNAME`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
 
 /// The most of a command's output that is logged.
 const OUTPUT_LOGGED: usize = 1024;

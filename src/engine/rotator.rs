@@ -417,6 +417,14 @@ impl Pass<'_> {
             if let (Outcome::Rotated { .. }, Some(hook)) = (&run.result.outcome, &job.on_rotate) {
                 run.result.hooks = super::hooks::run(hook, &run.result).await;
             }
+            // `token.rotated` to the sinks that take it (never the token).
+            if matches!(run.result.outcome, Outcome::Rotated { .. })
+                && self.rotator.alerter.takes(super::hooks::ROTATED)
+            {
+                let event = super::hooks::rotated_event(&run.result, self.now());
+                let failed = self.rotator.alerter.event(&event).await;
+                run.result.warnings.extend(failed);
+            }
             let result = self
                 .finish(job, run.result, run.hint, opts.dry_run, run.record)
                 .await;

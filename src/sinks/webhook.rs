@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::http::{SharedClient, https_url, post_json, reach};
-use crate::core::alert::{Alert, Sink, SinkError};
+use crate::core::alert::{Alert, Sink, SinkError, TokenEvent};
 use crate::support::problem::Problem;
 use crate::support::secret_ref::{SecretRef, UrlValue};
 
@@ -20,6 +20,9 @@ pub struct WebhookConfig {
     pub url: UrlValue,
     /// `whsec_…` signing secret (by reference).
     pub secret: Option<SecretRef>,
+    /// Events to send besides alerts (`["token.rotated"]`; none by default).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 impl WebhookConfig {
@@ -32,6 +35,12 @@ impl WebhookConfig {
         }
         if let Some(r) = &self.secret {
             r.validate(&format!("{at}.secret"))?;
+        }
+        if let Some(e) = crate::core::alert::unknown_event(&self.events) {
+            return Err(Problem::invalid(format!(
+                "{at}.events: `{e}` is not an event kind (known: {})",
+                crate::core::alert::EVENT_KINDS.join(", ")
+            )));
         }
         Ok(())
     }
@@ -96,24 +105,19 @@ impl Sink for WebhookSink {
     }
 
     async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        let url = self.url()?;
         let body = serde_json::to_vec(alert).map_err(|e| SinkError::new(e.to_string()))?;
-        let signing = self.signing_secret()?;
         // One message id for all attempts: receivers use it to drop duplicates.
-        let msg_id = format!("msg_{}", hex(&rand::random::<[u8; 12]>()));
-        let headers = || -> Result<super::http::Headers, SinkError> {
-            let Some(secret) = &signing else {
-                return Ok(Vec::new());
-            };
-            let ts = chrono::Utc::now().timestamp();
-            let sig = sign_standard_webhook(secret, &msg_id, ts, &body)?;
-            Ok(vec![
-                ("webhook-id", msg_id.clone()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", sig),
-            ])
-        };
-        post_json(&self.http, &url, &body, &headers).await
+        self.post(&body, format!("msg_{}", hex(&rand::random::<[u8; 12]>())))
+            .await
+    }
+
+    fn takes(&self, kind: &str) -> bool {
+        self.cfg.events.iter().any(|e| e == kind)
+    }
+
+    async fn send_event(&self, event: &TokenEvent) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(event).map_err(|e| SinkError::new(e.to_string()))?;
+        self.post(&body, event.id.clone()).await
     }
 
     async fn check(&self) -> Result<String, SinkError> {
@@ -122,6 +126,27 @@ impl Sink for WebhookSink {
             sign_standard_webhook(&s, "msg_check", 0, b"")?;
         }
         reach(&self.http, &url).await
+    }
+}
+
+impl WebhookSink {
+    /// POST `body`, signed (when a secret is set) with `msg_id` as its `webhook-id`.
+    async fn post(&self, body: &[u8], msg_id: String) -> Result<(), SinkError> {
+        let url = self.url()?;
+        let signing = self.signing_secret()?;
+        let headers = || -> Result<super::http::Headers, SinkError> {
+            let Some(secret) = &signing else {
+                return Ok(Vec::new());
+            };
+            let ts = chrono::Utc::now().timestamp();
+            let sig = sign_standard_webhook(secret, &msg_id, ts, body)?;
+            Ok(vec![
+                ("webhook-id", msg_id.clone()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", sig),
+            ])
+        };
+        post_json(&self.http, &url, body, &headers).await
     }
 }
 

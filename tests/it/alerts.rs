@@ -480,3 +480,184 @@ async fn check_evaluates_the_production_checklist() {
         "{out}"
     );
 }
+
+/// `events = ["token.rotated"]`: a write sends the event (signed as alerts are, verified by an
+/// independent Standard Webhooks implementation) with name, version, expiry, store and runner
+/// and never the token or the client secret; a no-op sends nothing; a sink without `events`
+/// gets no event.
+#[tokio::test]
+async fn a_rotation_sends_a_signed_token_rotated_event_to_the_sinks_that_ask_for_it() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[("/events", 200, ""), ("/alerts", 200, "")]).await;
+    let sinks = format!(
+        "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = {{ env = \"IT_WEBHOOK_SECRET\" }}\nevents = [\"token.rotated\"]\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+        rx.url("/events"),
+        rx.url("/alerts")
+    );
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(&cfg, args);
+        c.env("IT_WEBHOOK_SECRET", WHSEC);
+        c
+    };
+    let out = run(cmd(&["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    let posts = rx.posts("/events");
+    assert_eq!(posts.len(), 1, "one event: {out}");
+    let e = posts[0].json();
+    assert_eq!(e["type"], "token.rotated");
+    assert_eq!(e["token"], "prod");
+    assert_eq!(e["version"], "1");
+    assert!(
+        e["expiry"].as_str().is_some_and(|x| x.ends_with('Z')),
+        "{e}"
+    );
+    assert!(
+        e["store"].as_str().is_some_and(|s| s.starts_with("file ")),
+        "{e}"
+    );
+    assert!(
+        e["runner"]["pid"].as_u64().is_some() && e["runner"]["host"].is_string(),
+        "{e}"
+    );
+    assert!(
+        e["id"].as_str().is_some_and(|i| i.starts_with("evt_")),
+        "{e}"
+    );
+    let body = String::from_utf8_lossy(&posts[0].body).into_owned();
+    for t in env.sim.issued_tokens() {
+        for form in crate::support::secret_forms(&t) {
+            assert!(!body.contains(&form), "the token is not in the event");
+        }
+    }
+    for form in crate::support::secret_forms(crate::support::CLIENT_SECRET) {
+        assert!(
+            !body.contains(&form),
+            "the client secret is not in the event"
+        );
+    }
+    // Signed; the webhook-id is the event's id.
+    let wh = standardwebhooks::Webhook::new(WHSEC).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut headers = axum::http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let v = posts[0]
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("missing {name}"));
+        headers.insert(
+            name,
+            axum::http::HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    assert!(
+        wh.verify(&posts[0].body, &headers).is_ok(),
+        "signature must verify"
+    );
+    assert_eq!(
+        posts[0]
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok()),
+        e["id"].as_str()
+    );
+    assert!(
+        rx.posts("/alerts").is_empty(),
+        "a sink without events gets none"
+    );
+    let out = run(cmd(&["rotate"])).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(rx.posts("/events").len(), 1, "a no-op sends no event");
+}
+
+#[tokio::test]
+async fn events_are_refused_where_unknown() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    for (sink, says) in [
+        (
+            format!(
+                "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"token.expired\"]\n",
+                rx.url("/x")
+            ),
+            "`token.expired` is not an event kind",
+        ),
+        (
+            "[[alerts]]\nkind = \"slack\"\nwebhook_url = { env = \"X\" }\nevents = [\"token.rotated\"]\n".to_string(),
+            "events",
+        ),
+    ] {
+        let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sink);
+        let out = env.run(&cfg, &["rotate"]).await;
+        assert_eq!(out.code, 2, "{out}");
+        assert!(out.all().contains(says), "{says}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn token_rotated_events_are_published_to_sns_with_an_event_type_attribute() {
+    let moto = Moto::start().await;
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    let topic = moto
+        .query(
+            "sns",
+            &[
+                ("Action", "CreateTopic"),
+                ("Name", "deepvue-events"),
+                ("Version", "2010-03-31"),
+            ],
+        )
+        .await;
+    let topic_arn = between(&topic, "<TopicArn>", "</TopicArn>");
+    let queue = moto
+        .query(
+            "sqs",
+            &[
+                ("Action", "CreateQueue"),
+                ("QueueName", "events"),
+                ("Version", "2012-11-05"),
+            ],
+        )
+        .await;
+    let queue_url = between(&queue, "<QueueUrl>", "</QueueUrl>");
+    moto.query(
+        "sns",
+        &[
+            ("Action", "Subscribe"),
+            ("TopicArn", &topic_arn),
+            ("Protocol", "sqs"),
+            ("Endpoint", "arn:aws:sqs:us-east-1:123456789012:events"),
+            ("Version", "2010-03-31"),
+        ],
+    )
+    .await;
+    let sinks = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\n[[alerts]]\nkind = \"sns\"\ntopic_arn = \"{topic_arn}\"\nevents = [\"token.rotated\"]\n",
+        moto.endpoint
+    );
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+    let mut c = env.command(&cfg, &["rotate"]);
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE");
+    let out = run(c).await;
+    assert_eq!(out.code, 0, "{out}");
+    let msgs = moto
+        .query(
+            "sqs",
+            &[
+                ("Action", "ReceiveMessage"),
+                ("QueueUrl", &queue_url),
+                ("MaxNumberOfMessages", "10"),
+                ("Version", "2012-11-05"),
+            ],
+        )
+        .await;
+    assert!(
+        msgs.contains("token.rotated") && msgs.contains("event_type") && msgs.contains("prod"),
+        "{msgs}"
+    );
+    for t in env.sim.issued_tokens() {
+        assert!(!msgs.contains(&t), "the token is not in the event");
+    }
+}

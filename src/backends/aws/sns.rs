@@ -8,7 +8,7 @@ use aws_sdk_sns::error::DisplayErrorContext;
 use serde::Deserialize;
 
 use super::AwsClients;
-use crate::core::alert::{Alert, Sink, SinkError};
+use crate::core::alert::{Alert, Sink, SinkError, TokenEvent};
 use crate::support::problem::Problem;
 
 /// `[[alerts]] kind = "sns"`.
@@ -21,6 +21,9 @@ pub struct SnsSinkConfig {
     pub topic_arn: String,
     /// FIFO message group (default: the token name).
     pub message_group_id: Option<String>,
+    /// Events to publish besides alerts (`["token.rotated"]`; none by default).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 impl SnsSinkConfig {
@@ -41,6 +44,12 @@ impl SnsSinkConfig {
                 "{at}.message_group_id must be 1-128 characters"
             )));
         }
+        if let Some(e) = crate::core::alert::unknown_event(&self.events) {
+            return Err(Problem::invalid(format!(
+                "{at}.events: `{e}` is not an event kind (known: {})",
+                crate::core::alert::EVENT_KINDS.join(", ")
+            )));
+        }
         Ok(())
     }
 
@@ -50,6 +59,7 @@ impl SnsSinkConfig {
             name,
             topic_arn: self.topic_arn.clone(),
             group: self.message_group_id.clone(),
+            events: self.events.clone(),
             clients,
         }
     }
@@ -60,6 +70,7 @@ pub struct SnsSink {
     name: String,
     topic_arn: String,
     group: Option<String>,
+    events: Vec<String>,
     clients: Arc<AwsClients>,
 }
 
@@ -102,6 +113,39 @@ impl Sink for SnsSink {
             req = req
                 .message_group_id(self.group.clone().unwrap_or_else(|| alert.token.clone()))
                 .message_deduplication_id(id);
+        }
+        req.send().await.map(|_| ()).map_err(|e| {
+            SinkError::new(format!(
+                "sns:Publish to {}: {}",
+                self.topic_arn,
+                DisplayErrorContext(&e)
+            ))
+        })
+    }
+
+    fn takes(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind)
+    }
+
+    async fn send_event(&self, event: &TokenEvent) -> Result<(), SinkError> {
+        let client = self.client().await?;
+        let message = serde_json::to_string(event).map_err(|e| SinkError::new(e.to_string()))?;
+        let attr = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(event.kind)
+            .build()
+            .map_err(|e| SinkError::new(e.to_string()))?;
+        let mut req = client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(message)
+            .subject(format!("{} {}", event.kind, event.token))
+            // Subscribers filter on it (a subscription filter policy on `event_type`).
+            .message_attributes("event_type", attr);
+        if self.topic_arn.ends_with(".fifo") {
+            req = req
+                .message_group_id(self.group.clone().unwrap_or_else(|| event.token.clone()))
+                .message_deduplication_id(event.id.clone());
         }
         req.send().await.map(|_| ()).map_err(|e| {
             SinkError::new(format!(

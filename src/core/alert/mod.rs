@@ -176,6 +176,51 @@ impl From<String> for SinkError {
     }
 }
 
+/// An event for the sinks that take them (`events = ["token.rotated"]`): what happened to a
+/// token, never the token.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenEvent {
+    /// `token.rotated`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A unique id (receivers drop duplicates by it; the Standard Webhooks `webhook-id`).
+    pub id: String,
+    /// The token's name.
+    pub token: String,
+    /// The version written.
+    pub version: Option<String>,
+    /// The new token's expiry (RFC 3339).
+    pub expiry: Option<String>,
+    /// The primary store (`backend secret-id`).
+    pub store: String,
+    /// The replica stores the token was copied to in the same pass.
+    pub replicas: Vec<String>,
+    /// Who wrote it: host name and process id.
+    pub runner: EventRunner,
+    /// When (RFC 3339).
+    pub occurred_at: String,
+}
+
+/// The process that wrote a token.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRunner {
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+/// The event kinds a sink may take.
+pub const EVENT_KINDS: &[&str] = &["token.rotated"];
+
+/// The first entry of a sink's `events` that is not a known kind.
+pub fn unknown_event(events: &[String]) -> Option<&str> {
+    events
+        .iter()
+        .map(String::as_str)
+        .find(|e| !EVENT_KINDS.contains(e))
+}
+
 /// A place alerts go.
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
@@ -183,6 +228,18 @@ pub trait Sink: Send + Sync {
     fn name(&self) -> &str;
     /// Deliver one alert (retrying transient failures itself).
     async fn send(&self, alert: &Alert) -> Result<(), SinkError>;
+    /// Whether this sink takes events of `kind` (its `events` list; none by default).
+    fn takes(&self, kind: &str) -> bool {
+        let _ = kind;
+        false
+    }
+    /// Deliver one event (only called when [`Sink::takes`] it).
+    async fn send_event(&self, event: &TokenEvent) -> Result<(), SinkError> {
+        Err(SinkError::new(format!(
+            "this sink does not take {} events",
+            event.kind
+        )))
+    }
     /// Prove the sink is reachable and configured, without sending an alert.
     async fn check(&self) -> Result<String, SinkError>;
 }
