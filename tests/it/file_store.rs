@@ -129,3 +129,88 @@ async fn unusable_documents_make_the_token_due_and_are_repaired() {
     let out = env.run(&cfg, &["read", "prod"]).await;
     assert!(out.stdout.starts_with("simtok_"), "{out}");
 }
+
+/// `mode = "0640"`, `group = …`: directories 0750 and version files 0640 in that group, so an
+/// application running as another user of the group reads `current.json`; never world bits;
+/// `state.json` and the locks stay the rotator's own. A store made owner-only before is
+/// shared from the next write; bad settings are refused at load.
+#[tokio::test]
+async fn a_group_readable_store_shares_versions_with_one_group_and_nothing_with_the_world() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new().await;
+    let me = rustix::process::getegid().as_raw();
+    // As root: another group, by name (a chown to it is allowed); else our own gid.
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let (group, gid) = if rustix::process::geteuid().is_root() {
+        groups
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                Some((f.first()?.to_string(), f.get(2)?.parse::<u32>().ok()?))
+            })
+            .find(|(_, g)| *g != me)
+            .unwrap_or_else(|| panic!("no other group in /etc/group"))
+    } else {
+        (me.to_string(), me)
+    };
+    let dir = env.store_dir("prod");
+    let plain = env.config();
+    assert_eq!(env.run(&plain, &["rotate"]).await.code, 0);
+    assert_eq!(mode(&dir), 0o700, "owner-only by default");
+    let shared = env.write_config(&format!(
+        "{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"{}\", mode = \"0640\", group = \"{group}\" }}\n",
+        env.deepvue_section(""),
+        dir.display()
+    ));
+    let out = env.run(&shared, &["rotate", "--force"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    for d in [dir.clone(), dir.join("versions")] {
+        assert_eq!(mode(&d), 0o750, "{}", d.display());
+        assert_eq!(std::fs::metadata(&d).map(|m| m.gid()).ok(), Some(gid));
+    }
+    let current = std::fs::canonicalize(dir.join("current.json")).unwrap_or_default();
+    assert_eq!(mode(&current), 0o640, "the current version");
+    assert_eq!(std::fs::metadata(&current).map(|m| m.gid()).ok(), Some(gid));
+    assert_eq!(
+        mode(&dir.join("state.json")),
+        0o600,
+        "run state stays the rotator's"
+    );
+    for entry in walk(&dir) {
+        let m = std::fs::symlink_metadata(&entry)
+            .map(|m| m.mode())
+            .unwrap_or_default();
+        if m & 0o170000 != 0o120000 {
+            assert_eq!(m & 0o007, 0, "no world bits on {}", entry.display());
+        }
+    }
+    for (store, says) in [
+        ("mode = \"0644\"", "is not \"0600\""),
+        ("group = \"wheel-x\"", "group needs mode = \"0640\""),
+        (
+            "mode = \"0640\", group = \"no-such-group-xyz\"",
+            "is not in /etc/group",
+        ),
+    ] {
+        let cfg = env.write_config(&format!(
+            "{}[[tokens]]\nname = \"prod\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"file\", path = \"{}\", {store} }}\n",
+            env.deepvue_section(""),
+            dir.display()
+        ));
+        let out = env.run(&cfg, &["rotate"]).await;
+        assert_eq!(out.code, 2, "{store}: {out}");
+        assert!(out.all().contains(says), "{store}: {says}: {out}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

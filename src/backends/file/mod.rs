@@ -31,14 +31,60 @@ impl Backend for File {
     }
 }
 
-/// `store = { backend = "file", path, keep_versions? }`.
+/// `store = { backend = "file", path, keep_versions?, mode?, group? }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileStoreConfig {
-    /// Directory holding the versions (created 0700 if missing).
+    /// Directory holding the versions (created 0700 if missing; 0750 with `mode = "0640"`).
     pub path: PathBuf,
     /// How many versions to keep (default 5, at least 2).
     pub keep_versions: Option<usize>,
+    /// Version files' mode: `"0600"` (default) or `"0640"` (one group may read; never world
+    /// bits).
+    pub mode: Option<String>,
+    /// The group that may read (a name from /etc/group, or a numeric gid); with `mode = "0640"`.
+    pub group: Option<String>,
+}
+
+impl FileStoreConfig {
+    /// `Some(gid)` when shared with a group (`None` inside: the files' own group).
+    fn share(&self) -> Result<Option<Option<u32>>, String> {
+        match (self.mode.as_deref(), &self.group) {
+            (None | Some("0600"), None) => Ok(None),
+            (None | Some("0600"), Some(_)) => Err(
+                "group needs mode = \"0640\" (the group may read the token; 0600 gives it nothing)"
+                    .into(),
+            ),
+            (Some("0640"), g) => Ok(Some(g.as_deref().map(resolve_group).transpose()?)),
+            (Some(m), _) => Err(format!(
+                "mode `{m}` is not \"0600\" (owner only, the default) or \"0640\" (one group may \
+                 read); the store never grants write to others or any access to the world"
+            )),
+        }
+    }
+}
+
+/// A group's id: a number, or a name from /etc/group (groups only in a directory service such
+/// as LDAP need their number).
+fn resolve_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "group `{name}` is not in /etc/group; give its numeric gid (a directory-service \
+                 group) or create it"
+            )
+        })
 }
 
 impl StoreEntry for FileStoreConfig {
@@ -54,7 +100,9 @@ impl StoreEntry for FileStoreConfig {
                  is always kept"
             )));
         }
-        Ok(())
+        self.share()
+            .map(drop)
+            .map_err(|e| Problem::invalid(format!("{at}: {e}")))
     }
 
     /// The directory this path really names, so duplicates are caught however they are
@@ -65,11 +113,15 @@ impl StoreEntry for FileStoreConfig {
 
     /// Versions, the flock lease and `state.json`, all in one directory.
     fn build(&self, ctx: &BuildContext<'_>) -> StoreParts {
-        let store = Arc::new(FileStore::new(
-            self.path.clone(),
-            self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS),
-            ctx.lock_timeout,
-        ));
+        let store = Arc::new(
+            FileStore::new(
+                self.path.clone(),
+                self.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS),
+                ctx.lock_timeout,
+            )
+            // Checked by validate.
+            .shared_with(self.share().ok().flatten()),
+        );
         StoreParts::of(store.clone()).with_leases(store)
     }
 }

@@ -56,7 +56,8 @@ pub const MAX_VERSION: u64 = 9_999_999_999;
 /// Every file is reached through a handle on the store directory (`openat`-style), never by a
 /// path string: the store and `versions` directories are opened `O_NOFOLLOW` and must be real
 /// directories owned by the effective user and not writable by group or others; every file is
-/// created `O_CREAT | O_EXCL | O_NOFOLLOW` (0600) and read `O_NOFOLLOW | O_NONBLOCK`, must be
+/// created `O_CREAT | O_EXCL | O_NOFOLLOW` (0600; version files 0640 and given the configured
+/// group when the store is shared, its directories then 0750) and read `O_NOFOLLOW | O_NONBLOCK`, must be
 /// a regular file of at most [`MAX_FILE_BYTES`]; renames, links and unlinks are relative to
 /// the directory handles, and sweep and prune touch only names in the store's own formats.
 #[derive(Clone, Debug)]
@@ -64,6 +65,8 @@ pub struct FileStore {
     dir: PathBuf,
     keep: usize,
     lock_timeout: Duration,
+    /// `Some`: one group may read the versions (`mode = "0640"`), with this gid when given.
+    share: Option<Option<u32>>,
 }
 
 /// What reading one store file found.
@@ -91,7 +94,45 @@ impl FileStore {
             dir,
             keep: keep.max(2),
             lock_timeout,
+            share: None,
         }
+    }
+
+    /// Let one group read the versions: directories 0750 and version files 0640, given to
+    /// `gid` when set (`Some(None)`: the files keep their own group). `None`: owner only.
+    pub fn shared_with(mut self, share: Option<Option<u32>>) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// The mode new store directories get.
+    fn dir_mode(&self) -> u32 {
+        if self.share.is_some() { 0o750 } else { 0o700 }
+    }
+
+    /// A shared store: give `fd` (a directory or a version file of ours) the group and mode
+    /// readers need. A gid this user may not give is a config error.
+    fn share_fd(&self, fd: impl AsFd, path: &Path, mode: u32) -> Result<(), StoreError> {
+        let Some(gid) = self.share else {
+            return Ok(());
+        };
+        if let Some(gid) = gid {
+            let st = rfs::fstat(&fd).map_err(|e| self.errno("cannot stat", path, e))?;
+            if st.st_gid != gid {
+                rfs::fchown(&fd, None, Some(rustix::fs::Gid::from_raw(gid))).map_err(|e| {
+                    self.err(
+                        ErrorKind::Config,
+                        format!(
+                            "cannot give {} to group {gid} ({e}): the user running \
+                             deepvue-rotator must be a member of that group",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+        }
+        // Exactly this mode, whatever the umask took away.
+        rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| self.errno("cannot chmod", path, e))
     }
 
     fn err(&self, kind: ErrorKind, message: impl Into<String>) -> StoreError {
@@ -168,11 +209,20 @@ impl FileStore {
                 ),
             ));
         }
-        if mode & 0o077 != 0 && path == self.dir {
+        if self.share.is_some()
+            && (mode & 0o050 != 0o050 || self.share.flatten().is_some_and(|g| st.st_gid != g))
+        {
+            // A directory of ours, shared from now on (or given another group in the config).
+            self.share_fd(fd, path, 0o750)?;
+        }
+        let others = if self.share.is_some() { 0o007 } else { 0o077 };
+        if mode & others != 0 && path == self.dir {
             warn!(
                 store = %self.dir.display(),
                 mode = format!("{mode:o}"),
-                "token directory is readable by group or others; 0700 is recommended"
+                "token directory is readable by {}; {} is recommended",
+                if self.share.is_some() { "others" } else { "group or others" },
+                if self.share.is_some() { "0750" } else { "0700" }
             );
         }
         Ok(())
@@ -197,7 +247,7 @@ impl FileStore {
                 };
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o700)
+                    .mode(self.dir_mode())
                     .create(parent)
                     .map_err(|e| self.io("cannot create", parent, e))?;
                 let pfd = rfs::open(
@@ -206,7 +256,7 @@ impl FileStore {
                     Mode::empty(),
                 )
                 .map_err(|e| self.errno("cannot open", parent, e))?;
-                match rfs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700)) {
+                match rfs::mkdirat(&pfd, name, Mode::from_raw_mode(self.dir_mode())) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(self.errno("cannot create", &self.dir, e)),
                 }
@@ -227,7 +277,7 @@ impl FileStore {
             Ok(fd) => fd,
             Err(Errno::NOENT) if !create => return Ok(None),
             Err(Errno::NOENT) => {
-                match rfs::mkdirat(root, VERSIONS, Mode::from_raw_mode(0o700)) {
+                match rfs::mkdirat(root, VERSIONS, Mode::from_raw_mode(self.dir_mode())) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(self.errno("cannot create", &path, e)),
                 }
@@ -490,6 +540,7 @@ impl FileStore {
         let tmp = format!("{TMP_PREFIX}{pid}-{next}");
         {
             let mut f = self.create_new(&vdir, &tmp, &vpath.join(&tmp))?;
+            self.share_fd(&f, &vpath.join(&tmp), 0o640)?;
             let mut body = Zeroizing::new(Vec::with_capacity(json.expose_secret().len() + 1));
             body.extend_from_slice(json.expose_secret().as_bytes());
             body.push(b'\n');
