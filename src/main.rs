@@ -53,6 +53,9 @@ enum Command {
     /// Offline tour: built-in simulator + temporary file store.
     #[cfg(feature = "simulator")]
     Demo,
+    /// Run a command with the token in its environment and/or a file; restart or signal it
+    /// when a new version appears (never mints).
+    Exec(deepvue_rotator::modes::exec::ExecArgs),
     /// Run the Deepvue simulator for your own integration tests.
     #[cfg(feature = "simulator")]
     Simulate(cli::simulate::SimulateArgs),
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             Command::Check { json } => cli::check(config, json).await,
             #[cfg(feature = "daemon")]
             Command::Daemon(args) => deepvue_rotator::modes::daemon::run(config, args).await,
+            Command::Exec(args) => deepvue_rotator::modes::exec::run(config, args).await,
             #[cfg(feature = "simulator")]
             Command::Demo => cli::demo::run().await,
             #[cfg(feature = "simulator")]

@@ -4,6 +4,8 @@
 //!   `simulate`).
 //! - `daemon`: long-running, expiry-driven, with health, metrics and systemd integration.
 //! - `lambda`: the same binary as an AWS Lambda `bootstrap`.
+//! - `exec`: run an application with the token in its environment or a file, and restart or
+//!   signal it when a new version appears.
 //!
 //! **Dependency rule:** a mode depends on `app`, `config`, `engine`, `core` and `support`
 //! (a mode for one platform may also use that platform's backend); modes never import each
@@ -12,5 +14,6 @@
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod exec;
 #[cfg(feature = "lambda")]
 pub mod lambda;

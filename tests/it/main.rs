@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod daemon;
 mod engine;
+mod exec;
 mod fanout;
 mod faults;
 mod file_store;

@@ -1,0 +1,404 @@
+//! `deepvue-rotator exec --token NAME -- CMD ARGS…`: run an application with the token, and keep
+//! it current.
+//!
+//! - The token is read from the token's (primary) store, never minted: minting stays with the
+//!   rotator and its whitelisted egress.
+//! - Delivery: an environment variable (`--env`, default `DEEPVUE_ACCESS_TOKEN`; plus
+//!   `DEEPVUE_API_KEY` when the document publishes one) and/or a file (`--file`: the token
+//!   document as JSON, 0600, created `O_EXCL | O_NOFOLLOW` beside the target and renamed over it,
+//!   so readers never see half a file). The child's environment loses the rotator's own
+//!   credentials (`DEEPVUE_CLIENT_ID`, `DEEPVUE_CLIENT_SECRET`).
+//! - Every `--poll` the store is read again; a new version rewrites the file and then, per
+//!   `--on-change`: `restart` (the stop signal, `--stop-timeout`, then SIGKILL, and a new child
+//!   with the new environment), `signal` (`--signal` to the child), or `none`.
+//! - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the child; `exec`
+//!   exits with the child's status (128 + the signal for a child killed by one).
+//! - A child that exits on its own ends `exec` with its status, unless
+//!   `--restart-on-failure N`: a failed child is then started again after 1 s, 2 s, 4 s, … (at
+//!   most 60 s), at most N times in a row (a child that ran 60 s resets the count).
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::ExposeSecret;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config;
+use crate::core::document::TokenDocument;
+use crate::core::error::EXIT_CONFIG;
+use crate::core::store::Version;
+use crate::engine::rotator::Job;
+use crate::support::output::diag;
+
+/// What to do with the child when the token changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnChange {
+    /// Stop it (the stop signal, then SIGKILL after the timeout) and start it again.
+    Restart,
+    /// Send it `--signal`.
+    Signal,
+    /// Only rewrite `--file`.
+    None,
+}
+
+/// `exec` arguments.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The token (a `[[tokens]] name`).
+    #[arg(long)]
+    pub token: String,
+    /// Environment variable for the access token.
+    #[arg(long, default_value = "DEEPVUE_ACCESS_TOKEN")]
+    pub env: String,
+    /// Do not put the token in the environment (use --file).
+    #[arg(long)]
+    pub no_env: bool,
+    /// Also write the token document (JSON) to this file, 0600, replaced atomically.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// What to do when a new version appears.
+    #[arg(long, value_enum, default_value = "restart")]
+    pub on_change: OnChange,
+    /// The signal for `--on-change signal`.
+    #[arg(long, default_value = "HUP")]
+    pub signal: String,
+    /// The signal that asks the child to stop (restarts).
+    #[arg(long, default_value = "TERM")]
+    pub stop_signal: String,
+    /// How long a stopping child may take before SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stop_timeout: Duration,
+    /// How often the store is read for a new version.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+    /// Start a child that failed again, with backoff, at most this many times in a row.
+    #[arg(long, default_value_t = 0)]
+    pub restart_on_failure: u32,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub command: Vec<OsString>,
+}
+
+/// A child that ran this long is healthy: its failure restarts the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// The longest backoff between restarts of a failing child.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn parse_signal(name: &str) -> Option<rustix::process::Signal> {
+    use rustix::process::Signal;
+    Some(
+        match name.trim().to_ascii_uppercase().trim_start_matches("SIG") {
+            "HUP" => Signal::HUP,
+            "INT" => Signal::INT,
+            "QUIT" => Signal::QUIT,
+            "TERM" => Signal::TERM,
+            "USR1" => Signal::USR1,
+            "USR2" => Signal::USR2,
+            "KILL" => Signal::KILL,
+            _ => return None,
+        },
+    )
+}
+
+/// Run `exec`; the exit code is the child's.
+pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
+    let (Some(sig), Some(stop)) = (parse_signal(&args.signal), parse_signal(&args.stop_signal))
+    else {
+        diag("error: --signal and --stop-signal take HUP, INT, QUIT, TERM, USR1, USR2 or KILL");
+        return EXIT_CONFIG;
+    };
+    if args.no_env && args.file.is_none() {
+        diag("error: --no-env needs --file: the child would get no token");
+        return EXIT_CONFIG;
+    }
+    if args.poll < Duration::from_millis(100) {
+        diag("error: --poll must be at least 100ms");
+        return EXIT_CONFIG;
+    }
+    let app = match config::load(config) {
+        Ok(c) => App::new(c),
+        Err(e) => {
+            diag(&format!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let job = match app.select(std::slice::from_ref(&args.token)) {
+        Ok(j) => match j.first() {
+            Some(j) => *j,
+            None => return EXIT_CONFIG,
+        },
+        Err(e) => {
+            diag(&format!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let (mut version, doc) = match current(job).await {
+        Ok(v) => v,
+        Err(e) => {
+            diag(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    if let Some(f) = &args.file
+        && let Err(e) = write_file(f, &doc)
+    {
+        diag(&format!("error: {e}"));
+        return 1;
+    }
+    Supervisor {
+        args: &args,
+        sig,
+        stop,
+    }
+    .run(job, &mut version, doc)
+    .await
+}
+
+/// The token's current version and document, or why there is none to give.
+async fn current(job: &Job) -> Result<(Version, TokenDocument), String> {
+    let store = job.store.tokens.as_ref();
+    let at = format!(
+        "token `{}`: {} store `{}`",
+        job.name,
+        store.backend(),
+        store.secret_id()
+    );
+    match store.read_current().await {
+        Ok(Some(s)) => match s.document {
+            Ok(d) => Ok((s.version, d)),
+            Err(e) => Err(format!("{at} version {} is unusable: {e}", s.version)),
+        },
+        Ok(None) => Err(format!(
+            "{at} holds no token yet; run `deepvue-rotator rotate`"
+        )),
+        Err(e) => Err(format!("{at}: {e}")),
+    }
+}
+
+/// Write the document to `path`: a new file beside it (0600, `O_EXCL | O_NOFOLLOW`), synced,
+/// renamed over it (a link at `path` is replaced, never followed).
+fn write_file(path: &Path, doc: &TokenDocument) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("--file {} names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{:08x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let json = doc.to_json();
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        f.write_all(json.expose_secret().as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+struct Supervisor<'a> {
+    args: &'a ExecArgs,
+    sig: rustix::process::Signal,
+    stop: rustix::process::Signal,
+}
+
+impl Supervisor<'_> {
+    fn spawn(&self, doc: &TokenDocument) -> std::io::Result<tokio::process::Child> {
+        let (program, rest) = self
+            .args
+            .command
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("no command"))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(rest)
+            .env_remove("DEEPVUE_CLIENT_ID")
+            .env_remove("DEEPVUE_CLIENT_SECRET");
+        if !self.args.no_env {
+            cmd.env(&self.args.env, doc.access_token.expose_secret());
+            match &doc.x_api_key {
+                Some(k) => cmd.env("DEEPVUE_API_KEY", k.expose_secret()),
+                None => cmd.env_remove("DEEPVUE_API_KEY"),
+            };
+        }
+        cmd.spawn()
+    }
+
+    async fn run(&self, job: &Job, version: &mut Version, mut doc: TokenDocument) -> u8 {
+        let kinds = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+            SignalKind::quit(),
+            SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
+        ];
+        let mut streams = Vec::new();
+        for k in kinds {
+            match signal(k) {
+                Ok(s) => streams.push((k, s)),
+                Err(e) => {
+                    diag(&format!("error: cannot take signal {k:?}: {e}"));
+                    return 1;
+                }
+            }
+        }
+        let mut child = match self.spawn(&doc) {
+            Ok(c) => c,
+            Err(e) => {
+                diag(&format!("error: cannot start the command: {e}"));
+                return 127;
+            }
+        };
+        let mut started = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        let mut poll = tokio::time::interval(self.args.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        loop {
+            let forwarded = futures::future::select_all(
+                streams
+                    .iter_mut()
+                    .map(|(k, s)| Box::pin(async move { s.recv().await.map(|_| *k) })),
+            );
+            tokio::select! {
+                status = child.wait() => {
+                    let code = exit_code(status);
+                    let failed = code != 0;
+                    if failed && failures < self.args.restart_on_failure {
+                        if started.elapsed() >= HEALTHY_RUN {
+                            failures = 0;
+                        }
+                        let wait = backoff(failures);
+                        failures += 1;
+                        warn!(status = code, restart_in = %humantime::format_duration(wait), attempt = failures, "the command failed; restarting it");
+                        tokio::time::sleep(wait).await;
+                        child = match self.spawn(&doc) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                diag(&format!("error: cannot start the command: {e}"));
+                                return 127;
+                            }
+                        };
+                        started = tokio::time::Instant::now();
+                        continue;
+                    }
+                    return code;
+                }
+                (got, _, _) = forwarded => {
+                    if let (Some(k), Some(pid)) = (got, child.id()) {
+                        let raw = rustix::process::Signal::from_named_raw(k.as_raw_value());
+                        if let (Some(s), Some(p)) = (raw, rustix::process::Pid::from_raw(pid as i32)) {
+                            let _ = rustix::process::kill_process(p, s);
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    let (v, d) = match current(job).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            warn!(error = %e, "cannot read the token; the child keeps the one it has");
+                            continue;
+                        }
+                    };
+                    if &v == version {
+                        continue;
+                    }
+                    info!(version = %v, "a new token version");
+                    if let Some(f) = &self.args.file
+                        && let Err(e) = write_file(f, &d)
+                    {
+                        warn!(error = %e, "cannot rewrite the token file");
+                    }
+                    *version = v;
+                    doc = d;
+                    match self.args.on_change {
+                        OnChange::None => {}
+                        OnChange::Signal => {
+                            if let Some(p) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                                let _ = rustix::process::kill_process(p, self.sig);
+                            }
+                        }
+                        OnChange::Restart => {
+                            self.stop_child(&mut child).await;
+                            child = match self.spawn(&doc) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    diag(&format!("error: cannot start the command: {e}"));
+                                    return 127;
+                                }
+                            };
+                            started = tokio::time::Instant::now();
+                            failures = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stop signal, then SIGKILL once `--stop-timeout` has passed.
+    async fn stop_child(&self, child: &mut tokio::process::Child) {
+        if let Some(p) = child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(p, self.stop);
+        }
+        if tokio::time::timeout(self.args.stop_timeout, child.wait())
+            .await
+            .is_err()
+        {
+            warn!("the command did not stop in time; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF)
+}
+
+/// The child's status as an exit code: its own, or 128 + the signal that ended it.
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> u8 {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => u8::try_from(c).unwrap_or(1),
+            (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+            _ => 1,
+        },
+        Err(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let b: Vec<u64> = (0..8).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(b, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert!(parse_signal("sighup").is_some() && parse_signal("STOP").is_none());
+    }
+}

@@ -1,0 +1,219 @@
+//! `exec -- CMD`: the token in the child's environment and a 0600 file; a new version restarts
+//! or signals the child; signals to `exec` reach the child; `exec` exits with the child's
+//! status; a failing child is restarted only with `--restart-on-failure`, with backoff.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{CLIENT_SECRET, Env, run};
+
+/// Wait (bounded) until `f` holds.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(30), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn exec_cmd(env: &Env, cfg: &Path, extra: &[&str], script: &str) -> tokio::process::Command {
+    let mut args = vec!["exec", "--token", "prod"];
+    args.extend(extra);
+    args.extend(["--", "/bin/sh", "-c", script]);
+    let mut cmd = env.command(cfg, &args);
+    // A spawned exec (and its child) never holds the test's own output open.
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+#[tokio::test]
+async fn the_child_gets_the_token_in_its_environment_and_a_private_file_and_its_exit_status() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let file = env.path("token.json");
+    let seen = env.path("seen");
+    let out = run(exec_cmd(
+        &env,
+        &cfg,
+        &["--file", &file.to_string_lossy()],
+        &format!(
+            "echo \"$DEEPVUE_ACCESS_TOKEN\" > {0}; echo \"client:$DEEPVUE_CLIENT_SECRET\" >> {0}; exit 7",
+            seen.display()
+        ),
+    ))
+    .await;
+    assert_eq!(out.code, 7, "exec exits with the child's status: {out}");
+    let token = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    let got = lines(&seen);
+    assert_eq!(got[0], token, "the token in the environment");
+    assert_eq!(got[1], "client:", "not the rotator's client secret");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(doc["access_token"], token);
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(
+        !out.all().contains(&token) && !out.all().contains(CLIENT_SECRET),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_version_restarts_the_child_and_signals_are_forwarded() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let log = env.path("starts");
+    let script = format!(
+        "echo \"start $DEEPVUE_ACCESS_TOKEN\" >> {0}; trap 'echo usr1 >> {0}' USR1; trap 'echo term >> {0}; exit 0' TERM; while :; do sleep 0.05; done",
+        log.display()
+    );
+    let mut cmd = exec_cmd(
+        &env,
+        &cfg,
+        &["--poll", "200ms", "--stop-timeout", "5s"],
+        &script,
+    );
+    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(&log).len() == 1).await;
+    // The rotator writes a new version: the child is stopped (TERM) and started again.
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    until("a restart with the new token", || {
+        lines(&log)
+            .iter()
+            .filter(|l| l.starts_with("start "))
+            .count()
+            == 2
+    })
+    .await;
+    let tokens = env.sim.issued_tokens();
+    let got = lines(&log);
+    assert_eq!(got[0], format!("start {}", tokens[0]));
+    assert_eq!(got[1], "term", "the old child was asked to stop: {got:?}");
+    assert_eq!(got[2], format!("start {}", tokens[1]));
+    // Signals to exec reach the child.
+    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
+        .unwrap_or_else(|| panic!("exec pid"));
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+    until("USR1 forwarded", || {
+        lines(&log).contains(&"usr1".to_string())
+    })
+    .await;
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
+        .await
+        .unwrap_or_else(|_| panic!("exec did not end"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the child's status (its TERM trap exits 0)"
+    );
+}
+
+#[tokio::test]
+async fn on_change_signal_rewrites_the_file_and_signals_without_a_restart() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let file = env.path("token.json");
+    let log = env.path("events");
+    let script = format!(
+        "echo start >> {0}; trap 'echo \"hup $(cat {1})\" >> {0}' HUP; while :; do sleep 0.05; done",
+        log.display(),
+        file.display()
+    );
+    let mut cmd = exec_cmd(
+        &env,
+        &cfg,
+        &[
+            "--poll",
+            "200ms",
+            "--no-env",
+            "--file",
+            &file.to_string_lossy(),
+            "--on-change",
+            "signal",
+        ],
+        &script,
+    );
+    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(&log).len() == 1).await;
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    until("HUP after the file changed", || {
+        lines(&log).iter().any(|l| l.starts_with("hup "))
+    })
+    .await;
+    let new = env.sim.issued_tokens()[1].clone();
+    let got = lines(&log);
+    assert_eq!(
+        got.iter().filter(|l| *l == "start").count(),
+        1,
+        "no restart"
+    );
+    assert!(
+        got[1].contains(&new),
+        "the file held the new token when HUP came: {got:?}"
+    );
+    // TERM to exec reaches the child (no trap: it dies of it), and exec says so: 128 + 15.
+    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
+        .unwrap_or_else(|| panic!("exec pid"));
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
+        .await
+        .unwrap_or_else(|_| panic!("exec did not end"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(143));
+}
+
+#[tokio::test]
+async fn a_failing_child_is_restarted_with_backoff_only_when_asked_and_then_ends_exec() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let runs = env.path("runs");
+    let script = format!("echo run >> {}; exit 3", runs.display());
+    // Without --restart-on-failure: one run, exec ends with its status.
+    let out = run(exec_cmd(&env, &cfg, &[], &script)).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(lines(&runs).len(), 1);
+    // With it: two restarts after 1 s and 2 s, then the third failure ends exec.
+    std::fs::remove_file(&runs).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = exec_cmd(&env, &cfg, &["--restart-on-failure", "2"], &script);
+    cmd.env("RUST_LOG", "warn");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(lines(&runs).len(), 3, "the first run and two restarts");
+    assert!(
+        out.stderr.contains("restarting it")
+            && out.stderr.contains("1s")
+            && out.stderr.contains("2s"),
+        "the backoff is said: {out}"
+    );
+}
+
+#[tokio::test]
+async fn exec_refuses_what_cannot_work() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    // No token stored yet: exec never mints.
+    let out = run(exec_cmd(&env, &cfg, &[], "exit 0")).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("holds no token yet"), "{out}");
+    assert_eq!(env.calls(), 0, "nothing minted");
+    let out = run(exec_cmd(&env, &cfg, &["--no-env"], "exit 0")).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("--no-env needs --file"), "{out}");
+}
