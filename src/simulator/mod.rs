@@ -87,6 +87,10 @@ pub struct Behavior {
     pub allowed_ips: Option<Vec<IpNet>>,
     /// What `GET /ip` reports instead of the caller's address (to fake another egress IP).
     pub reported_ip: Option<std::net::IpAddr>,
+    /// A new mint revokes every token issued before it (`GET /v1/ping` then answers 401 for
+    /// them); off: earlier tokens stay valid until their expiry. Deepvue does not document
+    /// which it does; applications must handle both.
+    pub revoke_on_mint: bool,
 }
 
 impl Default for Behavior {
@@ -98,6 +102,7 @@ impl Default for Behavior {
             token_ttl_secs: 24 * 3600,
             allowed_ips: None,
             reported_ip: None,
+            revoke_on_mint: false,
         }
     }
 }
@@ -118,6 +123,8 @@ struct SimState {
     tokens_issued: AtomicU64,
     content_types: Mutex<Vec<String>>,
     issued: Mutex<Vec<String>>,
+    /// Tokens an API call accepts, with their expiry.
+    valid: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
     script: Mutex<VecDeque<Reply>>,
     behavior: Mutex<Behavior>,
     credentials: Option<(String, SecretString)>,
@@ -221,6 +228,7 @@ impl Simulator {
             tokens_issued: AtomicU64::new(0),
             content_types: Mutex::new(Vec::new()),
             issued: Mutex::new(Vec::new()),
+            valid: Mutex::new(HashMap::new()),
             script: Mutex::new(script),
             behavior: Mutex::new(opts.behavior),
             credentials: opts.credentials,
@@ -233,6 +241,7 @@ impl Simulator {
                 get(|| async { "Deepvue simulator (deepvue-rotator)\n" }),
             )
             .route("/ip", get(client_ip))
+            .route("/v1/ping", get(api_call))
             .route("/__simulator/stats", get(stats))
             .route("/__simulator/behavior", put(set_behavior))
             .with_state(state.clone());
@@ -353,6 +362,32 @@ fn default_detail(status: u16) -> &'static str {
     }
 }
 
+/// `GET /v1/ping`: stands for any Deepvue API call. Needs `Authorization: Bearer <token>` of
+/// a token issued, not expired and (with `revoke_on_mint`) not revoked, and `x-api-key: <the
+/// client secret>` when the simulator checks credentials; 200 `{"ok": true}`, else 401.
+async fn api_call(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let key_ok = match &s.credentials {
+        Some((_, secret)) => {
+            headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(secret.expose_secret())
+        }
+        None => headers.contains_key("x-api-key"),
+    };
+    let now = s.clock.now();
+    let token_ok = lock(&s.valid).get(bearer).is_some_and(|until| *until > now);
+    if !key_ok {
+        return detail(401, "Invalid or missing x-api-key");
+    }
+    if !token_ok {
+        return detail(401, "Invalid or expired token");
+    }
+    Json(serde_json::json!({"ok": true})).into_response()
+}
+
 async fn authorize(
     State(s): State<Arc<SimState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -452,6 +487,13 @@ async fn authorize(
         .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
     let token = new_token();
     lock(&s.issued).push(token.clone());
+    {
+        let mut valid = lock(&s.valid);
+        if behavior.revoke_on_mint {
+            valid.clear();
+        }
+        valid.insert(token.clone(), until);
+    }
     match reply {
         Reply::Malformed { what } => match what {
             Malformed::NotJson => (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>maintenance</html>").into_response(),

@@ -217,3 +217,67 @@ async fn exec_refuses_what_cannot_work() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("--no-env needs --file"), "{out}");
 }
+
+/// Both ways Deepvue may treat earlier tokens, against the simulator's API call: when a new
+/// mint revokes the old token, the child `exec` restarted with the new one is accepted again;
+/// when earlier tokens stay valid, the old one keeps working until its expiry.
+#[tokio::test]
+async fn a_restarted_child_calls_deepvue_with_the_new_token_whether_old_ones_are_revoked_or_not() {
+    for revoke in [true, false] {
+        let env = Env::with(deepvue_rotator::simulator::Behavior {
+            revoke_on_mint: revoke,
+            ..Default::default()
+        })
+        .await;
+        let cfg = env.config();
+        assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+        let log = env.path("tokens");
+        let script = format!(
+            "echo \"$DEEPVUE_ACCESS_TOKEN\" >> {}; while :; do sleep 0.05; done",
+            log.display()
+        );
+        let mut exec = exec_cmd(&env, &cfg, &["--poll", "200ms"], &script)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        until("the child started", || lines(&log).len() == 1).await;
+        let ping = |token: String| {
+            let env = &env;
+            async move {
+                let http = deepvue_rotator::support::tls::https_client(
+                    &deepvue_rotator::support::tls::HttpsSettings {
+                        extra_ca: Some(&env.ca),
+                        connect_timeout: Duration::from_secs(5),
+                        family: deepvue_rotator::support::net::IpFamily::Any,
+                        user_agent: "app",
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                http.get(format!("{}/v1/ping", env.sim.base_url()))
+                    .bearer_auth(token)
+                    .header("x-api-key", CLIENT_SECRET)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_default()
+            }
+        };
+        let first = lines(&log)[0].clone();
+        assert_eq!(ping(first.clone()).await, 200, "revoke={revoke}");
+        assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+        assert_eq!(
+            ping(first).await,
+            if revoke { 401 } else { 200 },
+            "revoke={revoke}: the old token after a new mint"
+        );
+        until("the child restarted", || lines(&log).len() == 2).await;
+        assert_eq!(
+            ping(lines(&log)[1].clone()).await,
+            200,
+            "revoke={revoke}: the new token"
+        );
+        let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
+            .unwrap_or_else(|| panic!("exec pid"));
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = tokio::time::timeout(Duration::from_secs(30), exec.wait()).await;
+    }
+}

@@ -47,6 +47,10 @@ pub struct SimulateArgs {
     /// Answer 403 to client IPs outside these (IP or CIDR, repeatable): IP whitelisting.
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     allow_ip: Vec<IpNet>,
+    /// A new mint revokes every earlier token (`GET /v1/ping` answers 401 for them); without
+    /// it earlier tokens stay valid until they expire.
+    #[arg(long)]
+    revoke_on_mint: bool,
 }
 
 /// `simulate`: serve until SIGINT / SIGTERM.
@@ -82,6 +86,7 @@ pub async fn run(args: SimulateArgs) -> u8 {
         latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
         token_ttl_secs: args.token_ttl.as_secs().max(1),
         allowed_ips: (!args.allow_ip.is_empty()).then_some(args.allow_ip.clone()),
+        revoke_on_mint: args.revoke_on_mint,
         ..Behavior::default()
     };
     match (failure, args.fail_times) {
