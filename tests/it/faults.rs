@@ -439,6 +439,11 @@ pub fn is_write(backend: &str, r: &Seen) -> bool {
         }
         "vault" => r.method == Method::POST && r.path.starts_with("/v1/secret/data/"),
         "gcp" => r.method == Method::POST && r.path.contains(":addVersion"),
+        "kubernetes" => {
+            (r.method == Method::PUT || r.method == Method::POST)
+                && r.path.contains("/secrets")
+                && !r.path.contains("dryRun")
+        }
         _ => false,
     }
 }
@@ -451,7 +456,7 @@ pub fn is_state_write(backend: &str, r: &Seen) -> bool {
             "secretsmanager.TagResource" | "secretsmanager.UntagResource"
         ),
         "vault" => r.method == Method::POST && r.path.starts_with("/v1/secret/metadata/"),
-        "gcp" => {
+        "gcp" | "kubernetes" => {
             r.method == Method::PATCH
                 && r.body
                     .windows(b"deepvue-rotator.state".len())
@@ -760,6 +765,7 @@ macro_rules! matrix {
 matrix!(aws, crate::aws::AwsFixture::provisioned().await);
 matrix!(vault, crate::vault::VaultFixture::start().await);
 matrix!(gcp, crate::gcp::GcpFixture::fake().await);
+matrix!(kubernetes, crate::kubernetes::KubeFixture::fake().await);
 
 /// The file store has no network to put a proxy in: its fault is the lock holder killed
 /// (SIGKILL) mid-rotation, while Deepvue holds its authorize answer. The kernel drops the dead

@@ -114,12 +114,16 @@ impl KubeFixture {
 
     /// A kubeconfig (0600) in `dir` whose user is `token`, namespace [`NS`].
     fn kubeconfig_for(fake: &KubeFake, dir: &Path, file: &str, token: &str) -> PathBuf {
+        Self::kubeconfig_at(&fake.url, dir, file, token)
+    }
+
+    /// The same for the API at `server`.
+    fn kubeconfig_at(server: &str, dir: &Path, file: &str, token: &str) -> PathBuf {
         let path = dir.join(file);
         write_private(
             &path,
             &format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority: ca.pem\ncontexts:\n- name: test\n  context:\n    cluster: fake\n    user: rotator\n    namespace: {NS}\nusers:\n- name: rotator\n  user:\n    token: {token}\n",
-                fake.url
+                "apiVersion: v1\nkind: Config\ncurrent-context: test\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n    certificate-authority: ca.pem\ncontexts:\n- name: test\n  context:\n    cluster: fake\n    user: rotator\n    namespace: {NS}\nusers:\n- name: rotator\n  user:\n    token: {token}\n"
             ),
         );
         path
@@ -785,4 +789,28 @@ async fn the_published_api_key_is_a_key_of_the_secret_and_goes_when_turned_off()
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(fx.value("deepvue-token", "x_api_key"), None, "removed");
     assert!(fx.value("deepvue-token", "access_token").is_some());
+}
+
+impl crate::faults::Faulty for KubeFixture {
+    fn upstream(&self) -> (String, Option<PathBuf>) {
+        (self.api().url.clone(), Some(self.dir.path().join("ca.pem")))
+    }
+
+    fn sections_via(&self, proxy: &str) -> String {
+        // Plain http to a loopback proxy, which the client allows for a local server.
+        let file = format!("config-via-{}", self.next());
+        let kc = Self::kubeconfig_at(proxy, self.dir.path(), &file, &self.api().admin_token);
+        format!("[kubernetes]\nkubeconfig = \"{}\"\n\n", kc.display())
+    }
+
+    fn throttled(&self) -> crate::faults::Action {
+        crate::faults::Action::Fail {
+            status: 429,
+            body: r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Too many requests, please try again later.","reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#.into(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("retry-after".into(), "1".into()),
+            ],
+        }
+    }
 }
