@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::alerter::Alerter;
 use super::deepvue::{DeepvueClient, DeepvueConfig, MintError, Minted};
@@ -457,6 +457,8 @@ impl Pass<'_> {
                 expiry = %r.expiry().map_or_else(|| "?".into(), format_time),
                 "rotated"
             ),
+            // A quiet daemon logs only what changed: a fresh token is a debug line.
+            Outcome::Fresh => debug!(outcome = "fresh", "no rotation needed"),
             o => info!(outcome = o.as_str(), "no rotation needed"),
         }
         if !dry_run && record {

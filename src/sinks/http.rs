@@ -133,6 +133,36 @@ pub async fn post_json(
     Err(SinkError::new(last.trim().to_string()))
 }
 
+/// Reach the URL itself (its path and query, where deliveries are POSTed) over TLS without
+/// posting anything: a `GET` there answers 405 or 200 on most POST endpoints, while 404 or 410
+/// says the path does not exist and every delivery would fail. The path is not shown (it may
+/// hold a token).
+pub async fn probe_path(http: &SharedClient, url: &Url) -> Result<String, SinkError> {
+    let client = http.client().await?;
+    let host = url.host_str().unwrap_or("?").to_string();
+    match client
+        .get(url.clone())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(resp) if matches!(resp.status().as_u16(), 404 | 410) => Err(SinkError::new(format!(
+            "{host} answers HTTP {} for the configured URL's path: deliveries are POSTed \
+             there and would fail; check the URL",
+            resp.status().as_u16()
+        ))),
+        Ok(resp) => Ok(format!(
+            "TLS to {host} verified; the configured path answers HTTP {} to GET (a POST \
+             endpoint may refuse GET; it exists); no alert sent",
+            resp.status().as_u16()
+        )),
+        Err(e) => Err(SinkError::new(format!(
+            "cannot reach {host}: {}",
+            e.without_url()
+        ))),
+    }
+}
+
 /// Reach the URL's host over TLS without posting anything: any HTTP answer to `GET /` will do.
 pub async fn reach(http: &SharedClient, url: &Url) -> Result<String, SinkError> {
     let mut origin = url.clone();

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::http::{SharedClient, https_url, post_json, reach};
+use super::http::{SharedClient, https_url, post_json, probe_path};
 use crate::core::alert::{Alert, Sink, SinkError, TokenEvent};
 use crate::support::problem::Problem;
 use crate::support::secret_ref::{SecretRef, UrlValue};
@@ -125,7 +125,7 @@ impl Sink for WebhookSink {
         if let Some(s) = self.signing_secret()? {
             sign_standard_webhook(&s, "msg_check", 0, b"")?;
         }
-        reach(&self.http, &url).await
+        probe_path(&self.http, &url).await
     }
 }
 

@@ -661,3 +661,34 @@ async fn token_rotated_events_are_published_to_sns_with_an_event_type_attribute(
         assert!(!msgs.contains(&t), "the token is not in the event");
     }
 }
+
+/// `check` probes a webhook where deliveries go: a path that answers 404 fails the item
+/// (deliveries would fail there), an existing one passes; nothing is POSTed either way.
+#[tokio::test]
+async fn check_finds_a_webhook_path_that_does_not_exist() {
+    let env = Env::new().await;
+    let rx = Receiver::start(&[("/gone", 404, "not found")]).await;
+    for (path, status) in [("/gone", "fail"), ("/hook", "pass")] {
+        let sinks = format!(
+            "[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n",
+            rx.url(path)
+        );
+        let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks);
+        let out = env.run(&cfg, &["check", "--json"]).await;
+        let items: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let sink = items
+            .iter()
+            .find(|i| i["item"] == "alerting")
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(sink["status"], status, "{path}: {out}");
+        if status == "fail" {
+            assert!(
+                sink["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("HTTP 404")),
+                "{out}"
+            );
+        }
+        assert!(rx.posts(path).is_empty(), "check posts nothing");
+    }
+}

@@ -552,3 +552,19 @@ async fn the_api_key_is_published_only_when_asked_and_check_warns_about_it() {
     );
     assert!(!out.all().contains(crate::support::CLIENT_SECRET), "{out}");
 }
+
+/// A no-op logs nothing at the default level (a quiet daemon logs only what changed); the
+/// "no rotation needed" line is there at debug.
+#[tokio::test]
+async fn a_fresh_token_is_a_debug_line_not_an_info_one() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("no rotation needed"), "{out}");
+    let mut cmd = env.command(&cfg, &["rotate"]);
+    cmd.env("RUST_LOG", "debug");
+    let out = crate::support::run(cmd).await;
+    assert!(out.stderr.contains("no rotation needed"), "{out}");
+}
