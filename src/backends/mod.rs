@@ -87,6 +87,13 @@ pub trait StoreEntry {
     /// The store's identity: two entries with the same identity are one store, however they
     /// are spelled (`st` and `./st/`; an ARN with and without its suffix).
     fn identity(&self) -> String;
+    /// The identity without what only run time knows (a plain AWS name's region, a
+    /// Kubernetes entry's default namespace): two stores with the same loose identity may be
+    /// one store unless both are fully qualified ([`StoreEntry::identity`] differs from it).
+    /// The credentials secret is compared with it.
+    fn loose_identity(&self) -> String {
+        self.identity()
+    }
     /// The store's contracts.
     fn build(&self, ctx: &BuildContext<'_>) -> StoreParts;
 }
@@ -322,6 +329,11 @@ impl StoreConfig {
     /// Backend name and the store's identity.
     pub fn identity(&self) -> (&'static str, String) {
         (self.backend(), self.entry().identity())
+    }
+
+    /// Backend name and the store's loose identity ([`StoreEntry::loose_identity`]).
+    pub fn loose_identity(&self) -> (&'static str, String) {
+        (self.backend(), self.entry().loose_identity())
     }
 
     /// The store's contracts.

@@ -671,6 +671,8 @@ fn validate_tokens(
     }
     let mut names = HashSet::new();
     let mut stores = HashSet::new();
+    let mut loosely: std::collections::HashMap<(&'static str, String), bool> =
+        std::collections::HashMap::new();
     let mut tokens = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let at = format!("tokens[{i}]");
@@ -685,20 +687,33 @@ fn validate_tokens(
                 format!("{at}.stores[{k}]")
             };
             let store_key = store.identity();
-            if t.credentials.identity().as_ref() == Some(&store_key) {
+            let loose = store.loose_identity();
+            if t.credentials.identity().as_ref() == Some(&loose) {
                 return Err(err(format!(
-                    "{at}: the credentials secret `{}` is also the token store; the first \
-                     rotation would overwrite the credentials. Use two secrets",
+                    "{at}: the credentials secret `{}` is also the token store (or may be: \
+                     the same name); the first rotation would overwrite the credentials. Use \
+                     two secrets",
                     store_key.1
                 )));
             }
-            if !stores.insert(store_key.clone()) {
+            // One store however spelled; a store whose identity is partly known only at run
+            // time (a plain AWS name, a Kubernetes entry without a namespace) collides with
+            // every store of the same loose identity.
+            let unqualified = store_key == loose;
+            let clash = stores.contains(&store_key)
+                || loosely
+                    .get(&loose)
+                    .is_some_and(|any_unqualified: &bool| unqualified || *any_unqualified);
+            if clash {
                 return Err(err(format!(
                     "{key_at}: {} store `{}` is already used by another token (or listed \
                      twice in this one's stores)",
                     store_key.0, store_key.1
                 )));
             }
+            stores.insert(store_key.clone());
+            let e = loosely.entry(loose).or_insert(false);
+            *e |= unqualified;
         }
         tokens.push(t);
     }
@@ -1155,14 +1170,33 @@ mod aws_tests {
         // One secret as a full ARN and as a partial one (no suffix) is one store.
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/token";
         let dup = format!(
-            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstores = [{{ backend = \"aws\", secret_id = \"{arn}-AbC123\" }}, {{ backend = \"aws\", secret_id = \"{arn}\" }}]\n"
+            "[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstores = [{{ backend = \"aws\", secret_id = \"{arn}-AbC123\" }}, {{ backend = \"aws\", secret_id = \"{arn}\" }}]\n"
         );
         assert!(
             message(&dup).contains(
-                "tokens[1].stores[1]: aws store `us-east-1/deepvue/token` is already used"
+                "tokens[0].stores[1]: aws store `us-east-1/deepvue/token` is already used"
             ),
             "{}",
             message(&dup)
+        );
+        // A plain name may be in any region: it collides with an ARN of the same name.
+        let plain_and_arn = format!(
+            "{AWS}[[tokens]]\nname = \"b\"\ncredentials = {{ backend = \"env\" }}\nstore = {{ backend = \"aws\", secret_id = \"{arn}\" }}\n"
+        );
+        assert!(
+            message(&plain_and_arn).contains("already used by another token"),
+            "{}",
+            message(&plain_and_arn)
+        );
+        // And credentials named plainly are never the token store written by ARN.
+        let creds_arn = AWS.replace(
+            "secret_id = \"deepvue/token\"",
+            "secret_id = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:deepvue/creds\"",
+        );
+        assert!(
+            message(&creds_arn).contains("also the token store"),
+            "{}",
+            message(&creds_arn)
         );
         // The same name in two regions is two stores (a fan-out across regions).
         let regions = format!(

@@ -200,23 +200,59 @@ async fn command(
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
     let pid = child.id();
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
+    // The output is read beside the wait, bounded: a command that leaves a process holding
+    // its pipes (`app &`) is done when it exits, not when the pipes close.
+    let collect = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = Vec::new();
+            if let Some(p) = pipe {
+                let _ = p.take(OUTPUT_LOGGED as u64 * 4).read_to_end(&mut buf).await;
+            }
+            buf
+        })
+    };
+    let out_task = collect(child.stdout.take().map(|p| Box::new(p) as _));
+    let err_task = collect(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
         Ok(Err(e)) => return Err(format!("`{program}`: {e}")),
         Err(_) => {
             // The child and whatever it started: its whole process group.
             if let Some(pgid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
+            out_task.abort();
+            err_task.abort();
             return Err(format!(
                 "`{program}` did not finish within {} and was killed",
                 humantime::format_duration(timeout)
             ));
         }
+    };
+    let drained = |mut t: tokio::task::JoinHandle<Vec<u8>>| async move {
+        match tokio::time::timeout(Duration::from_millis(200), &mut t).await {
+            Ok(Ok(b)) => b,
+            _ => {
+                t.abort();
+                Vec::new()
+            }
+        }
+    };
+    let (out_bytes, err_bytes) = (drained(out_task).await, drained(err_task).await);
+    struct Out {
+        status: std::process::ExitStatus,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    }
+    let out = Out {
+        status,
+        stdout: out_bytes,
+        stderr: err_bytes,
     };
     let shown = |b: &[u8]| escape_control(&truncate(&String::from_utf8_lossy(b), OUTPUT_LOGGED));
     let (stdout, stderr) = (shown(&out.stdout), shown(&out.stderr));
@@ -302,14 +338,34 @@ fn read_pid(path: &Path) -> Result<rustix::process::Pid, String> {
     if !meta.is_file() {
         return Err(format!("pid file {} is not a regular file", path.display()));
     }
+    // Whoever can write the pid file chooses whom the rotator signals: only this user or root.
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(format!(
+                "pid file {} is owned by uid {}, not by this user ({me}) or root",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "pid file {} is writable by group or others (mode {:o})",
+                path.display(),
+                meta.mode() & 0o777
+            ));
+        }
+    }
     let mut text = String::new();
     file.take(PID_FILE_MAX)
         .read_to_string(&mut text)
         .map_err(|e| format!("pid file {}: {e}", path.display()))?;
+    let own = std::process::id() as i32;
     text.trim()
         .parse::<i32>()
         .ok()
-        .filter(|p| *p > 1)
+        .filter(|p| *p > 1 && *p != own)
         .and_then(rustix::process::Pid::from_raw)
         .ok_or_else(|| format!("pid file {} holds no process id", path.display()))
 }
@@ -329,12 +385,14 @@ mod tests {
     fn pid_files_are_checked() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = dir.path().join("app.pid");
+        let own = std::process::id().to_string();
         for (text, ok) in [
             ("1234\n", true),
             ("1", false),
             ("0", false),
             ("-5", false),
             ("x", false),
+            (own.as_str(), false),
         ] {
             std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(read_pid(&p).is_ok(), ok, "{text:?}");
@@ -343,5 +401,12 @@ mod tests {
         std::os::unix::fs::symlink(&p, &link).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&p, "1234").unwrap_or_else(|e| panic!("{e}"));
         assert!(read_pid(&link).is_err(), "a link is not followed");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            read_pid(&p).is_err(),
+            "a world-writable pid file is refused"
+        );
     }
 }

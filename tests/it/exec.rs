@@ -281,3 +281,30 @@ async fn a_restarted_child_calls_deepvue_with_the_new_token_whether_old_ones_are
         let _ = tokio::time::timeout(Duration::from_secs(30), exec.wait()).await;
     }
 }
+
+/// A stop signal passed on to the child ends exec with the child's status even with
+/// `--restart-on-failure` (a `docker stop` must not restart the app).
+#[tokio::test]
+async fn a_forwarded_stop_ends_exec_without_a_restart() {
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let runs = env.path("runs");
+    let script = format!(
+        "echo run >> {}; trap 'exit 9' TERM; while :; do sleep 0.05; done",
+        runs.display()
+    );
+    let mut exec = exec_cmd(&env, &cfg, &["--restart-on-failure", "5"], &script)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(&runs).len() == 1).await;
+    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
+        .unwrap_or_else(|| panic!("exec pid"));
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
+        .await
+        .unwrap_or_else(|_| panic!("exec did not end"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.code(), Some(9));
+    assert_eq!(lines(&runs).len(), 1, "not restarted");
+}

@@ -436,7 +436,15 @@ async fn a_replica_in_another_region_is_written_in_its_own_region() {
         crate::aws::sm(moto).await,
         crate::aws::sm_in(moto, "eu-west-1").await,
     );
-    crate::aws::create_secret(&east, NAME, None).await;
+    // Both by ARN: a plain name may be in any region, so it would collide with the other.
+    let east_arn = east
+        .create_secret()
+        .name(NAME)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .arn
+        .unwrap_or_default();
     let west_arn = west
         .create_secret()
         .name(NAME)
@@ -448,7 +456,7 @@ async fn a_replica_in_another_region_is_written_in_its_own_region() {
     assert!(west_arn.contains(":eu-west-1:"), "{west_arn}");
     let creds = aws.credentials(Some(&valid_credentials())).await;
     let cfg = env.write_config(&format!(
-        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [\n  {{ backend = \"aws\", secret_id = \"{NAME}\" }},\n  {{ backend = \"aws\", secret_id = \"{west_arn}\" }}\n]\n",
+        "{}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstores = [\n  {{ backend = \"aws\", secret_id = \"{east_arn}\" }},\n  {{ backend = \"aws\", secret_id = \"{west_arn}\" }}\n]\n",
         env.deepvue_section(""),
         aws.sections(),
         creds.toml,

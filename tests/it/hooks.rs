@@ -259,3 +259,34 @@ async fn hook_settings_are_checked_at_load() {
     }
     assert_eq!(env.calls(), 0);
 }
+
+/// A hook that (re)starts an application in the background is done when it exits, though
+/// the application keeps its output open; the application is not killed with it.
+#[tokio::test]
+async fn a_hook_that_starts_a_background_process_finishes_and_leaves_it_running() {
+    let env = Env::new().await;
+    let pid_out = env.path("bg.pid");
+    let cfg = config(
+        &env,
+        &format!(
+            "{{ command = [\"/bin/sh\", \"-c\", \"sleep 30 & echo $! > {}\"], timeout = \"20s\" }}",
+            pid_out.display()
+        ),
+    );
+    let out = env.run(&cfg, &["rotate", "--json"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(report(&out)["hooks"][0]["ok"], true, "{out}");
+    let pid: i32 = std::fs::read_to_string(&pid_out)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        !stat.is_empty() && !stat.contains(") Z "),
+        "the background process lives"
+    );
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}

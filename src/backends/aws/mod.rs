@@ -128,8 +128,9 @@ impl CredentialsEntry for AwsCredentialsConfig {
         )
     }
 
+    /// The name, compared with each store's loose identity (its name).
     fn identity(&self) -> Option<String> {
-        Some(region_qualified(&self.secret_id))
+        Some(secret_name(&self.secret_id).to_string())
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
@@ -194,11 +195,15 @@ impl StoreEntry for AwsStoreConfig {
     }
 
     /// The secret's name, prefixed with its ARN's region when it has one: the same name in
-    /// two regions is two stores (a fan-out across regions). A plain name and the ARN of the
-    /// same secret are not recognised as one (the plain name's region is known only at run
-    /// time).
+    /// two regions is two stores (a fan-out across regions). A plain name, whose region is known
+    /// only at run time, collides with any store of that name ([`StoreEntry::loose_identity`]).
     fn identity(&self) -> String {
         region_qualified(&self.secret_id)
+    }
+
+    /// The name: a plain name may be in any region.
+    fn loose_identity(&self) -> String {
+        secret_name(&self.secret_id).to_string()
     }
 
     /// Versions and run state (tags) in the secret, and Secrets Manager's native rotation

@@ -12,8 +12,9 @@
 //! - `store = { backend = "kubernetes", secret_name, namespace?, keep_versions?,
 //!   create_if_missing? }` ([`KubernetesStoreConfig`]): the token in one Opaque Secret (see
 //!   `store.rs`): `access_token`, `token_type`, `expiry`, `issued_at` and `version` for pods,
-//!   plus `token.v<N>.json` per kept version; run state in its annotations. Every write is a
-//!   `PUT` conditional on the `resourceVersion` the decision was read at.
+//!   plus `token.v<N>.json` per kept version; run state in its annotations. Every write checks
+//!   that the Secret still holds the version the decision was made from and `PUT`s it with the
+//!   `resourceVersion` of that check's read (a change in between is a 409: nothing written).
 
 mod client;
 mod credentials;
@@ -171,9 +172,9 @@ impl CredentialsEntry for KubernetesCredentialsConfig {
         check_key(at, "client_secret_key", self.client_secret_key.as_deref())
     }
 
-    /// `namespace/name` (`~` for the default namespace).
+    /// The name, compared with each store's loose identity (its name).
     fn identity(&self) -> Option<String> {
-        Some(identity(self.namespace.as_deref(), &self.secret_name))
+        Some(self.secret_name.clone())
     }
 
     fn build(&self, ctx: &BuildContext<'_>) -> Box<dyn CredentialSource> {
@@ -189,8 +190,13 @@ impl CredentialsEntry for KubernetesCredentialsConfig {
     }
 }
 
+/// `namespace/name`, or the name when the namespace is the client's default (known only at
+/// run time).
 fn identity(namespace: Option<&str>, name: &str) -> String {
-    format!("{}/{name}", namespace.unwrap_or("~"))
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
 }
 
 /// `store = { backend = "kubernetes", secret_name, namespace?, keep_versions?,
@@ -230,6 +236,11 @@ impl StoreEntry for KubernetesStoreConfig {
 
     fn identity(&self) -> String {
         identity(self.namespace.as_deref(), &self.secret_name)
+    }
+
+    /// The name: an entry without a namespace may be in any.
+    fn loose_identity(&self) -> String {
+        self.secret_name.clone()
     }
 
     /// Versions and run state in one Secret; no lease (the `resourceVersion` precondition

@@ -86,10 +86,27 @@ fn data_value(obj: &Value, key: &str) -> Option<Zeroizing<Vec<u8>>> {
     })
 }
 
-/// The current version number; `None` for an empty Secret.
-fn current_version(obj: &Value) -> Option<u64> {
-    let v = data_value(obj, VERSION_KEY)?;
-    std::str::from_utf8(&v).ok()?.trim().parse().ok()
+/// The most versions one Secret counts to (as the file store's ten digits).
+const MAX_VERSION: u64 = 9_999_999_999;
+
+/// The current version number: `Ok(None)` for an empty Secret; a `version` key that is not a
+/// number in range is an error (never "empty": that would write version 1 over the history).
+fn current_version(obj: &Value) -> Result<Option<u64>, String> {
+    let Some(raw) = obj["data"][VERSION_KEY].as_str() else {
+        return Ok(None);
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|n| (1..=MAX_VERSION).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "key `{VERSION_KEY}` is not a version number (1 to {MAX_VERSION}); fix or remove it"
+            )
+        })
 }
 
 /// The document of version `n`, when the Secret keeps it.
@@ -185,6 +202,15 @@ impl KubeStore {
             .get_secret(&ns, &self.name)
             .await
             .map_err(|e| self.wrap(e))?;
+        if obj
+            .as_ref()
+            .is_some_and(|o| !o.is_object() || !o["data"].is_object() && !o["data"].is_null())
+        {
+            return Err(self.err(
+                ErrorKind::Transient,
+                "the Kubernetes API answered something that is not a Secret",
+            ));
+        }
         Ok((client, ns, obj))
     }
 
@@ -253,7 +279,7 @@ impl KubeStore {
     async fn landed(&self, n: u64, doc: &TokenDocument) -> bool {
         match self.get().await {
             Ok((_, _, Some(obj))) => {
-                current_version(&obj) == Some(n)
+                current_version(&obj) == Ok(Some(n))
                     && document_at(&obj, n).is_some_and(|d| d.is_ok_and(|d| d.same_token(doc)))
             }
             _ => false,
@@ -283,7 +309,7 @@ impl TokenStore for KubeStore {
                 Err(self.missing(&ns))
             };
         };
-        let Some(n) = current_version(&obj) else {
+        let Some(n) = current_version(&obj).map_err(|e| self.err(ErrorKind::Permanent, e))? else {
             return Ok(None);
         };
         let document = document_at(&obj, n).unwrap_or_else(|| {
@@ -337,7 +363,7 @@ impl TokenStore for KubeStore {
                 Err(e) => Err(self.wrap(e)),
             };
         };
-        let current = current_version(&obj);
+        let current = current_version(&obj).map_err(|e| self.err(ErrorKind::Permanent, e))?;
         if current.map(|n| n.to_string()) != expected {
             return Err(self.conflict(format!(
                 "the secret holds version {} now, not {} this run decided from; nothing written",
@@ -346,6 +372,14 @@ impl TokenStore for KubeStore {
             )));
         }
         let n = current.unwrap_or(0) + 1;
+        if n > MAX_VERSION {
+            return Err(self.err(
+                ErrorKind::Permanent,
+                format!(
+                    "version numbers are exhausted (the last is {MAX_VERSION}); start a new Secret"
+                ),
+            ));
+        }
         obj["data"] = Value::Object(self.next_data(&obj, doc, n));
         match client.replace_secret(&ns, &self.name, &obj, false).await {
             Ok(_) => Ok(Version(n.to_string())),
@@ -490,7 +524,16 @@ mod tests {
         assert!(keys.contains(&"token.v2.json") && keys.contains(&"token.v3.json"));
         assert!(!keys.contains(&"token.v1.json"), "keep = 2: {keys:?}");
         let obj = json!({ "data": Value::Object(data) });
-        assert_eq!(current_version(&obj), Some(3));
+        assert_eq!(current_version(&obj), Ok(Some(3)));
+        assert!(
+            current_version(&json!({"data": {"version": "eA=="}})).is_err(),
+            "not a number"
+        );
+        assert!(
+            current_version(&json!({"data": {"version": b64(b"18446744073709551615")}})).is_err(),
+            "out of range"
+        );
+        assert_eq!(current_version(&json!({"data": {}})), Ok(None));
         assert!(document_at(&obj, 3).is_some_and(|d| d.is_ok_and(|d| d.same_token(&doc))));
     }
 }

@@ -152,11 +152,34 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
     }
     Supervisor {
         args: &args,
+        hidden: hidden_vars(&app),
         sig,
         stop,
     }
     .run(job, &mut version, doc)
     .await
+}
+
+/// What the child must not inherit: every token's env-backend credential variables, the
+/// config given inline, a Vault token. Secrets referenced elsewhere as `{ env = "…" }` (sink
+/// signing secrets) are the operator's to keep out of exec's environment (documented).
+fn hidden_vars(app: &App) -> Vec<String> {
+    let mut vars: Vec<String> = [
+        "DEEPVUE_CLIENT_ID",
+        "DEEPVUE_CLIENT_SECRET",
+        "DEEPVUE_ROTATOR_CONFIG_TOML",
+        "VAULT_TOKEN",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for t in &app.config.tokens {
+        if let crate::backends::CredentialsConfig::Env(e) = &t.credentials {
+            vars.extend(e.client_id_var.clone());
+            vars.extend(e.client_secret_var.clone());
+        }
+    }
+    vars
 }
 
 /// The token's current version and document, or why there is none to give.
@@ -219,6 +242,8 @@ fn write_file(path: &Path, doc: &TokenDocument) -> Result<(), String> {
 
 struct Supervisor<'a> {
     args: &'a ExecArgs,
+    /// Environment variables the child does not get: the rotator's credentials and config.
+    hidden: Vec<String>,
     sig: rustix::process::Signal,
     stop: rustix::process::Signal,
 }
@@ -231,9 +256,10 @@ impl Supervisor<'_> {
             .split_first()
             .ok_or_else(|| std::io::Error::other("no command"))?;
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(rest)
-            .env_remove("DEEPVUE_CLIENT_ID")
-            .env_remove("DEEPVUE_CLIENT_SECRET");
+        cmd.args(rest);
+        for var in &self.hidden {
+            cmd.env_remove(var);
+        }
         if !self.args.no_env {
             cmd.env(&self.args.env, doc.access_token.expose_secret());
             match &doc.x_api_key {
@@ -272,6 +298,8 @@ impl Supervisor<'_> {
         };
         let mut started = tokio::time::Instant::now();
         let mut failures = 0u32;
+        // A TERM, INT or QUIT passed on to the child: its exit then ends exec, never a restart.
+        let mut stopping = false;
         let mut poll = tokio::time::interval(self.args.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
@@ -281,80 +309,116 @@ impl Supervisor<'_> {
                     .iter_mut()
                     .map(|(k, s)| Box::pin(async move { s.recv().await.map(|_| *k) })),
             );
-            tokio::select! {
-                status = child.wait() => {
-                    let code = exit_code(status);
-                    let failed = code != 0;
-                    if failed && failures < self.args.restart_on_failure {
-                        if started.elapsed() >= HEALTHY_RUN {
-                            failures = 0;
-                        }
-                        let wait = backoff(failures);
-                        failures += 1;
-                        warn!(status = code, restart_in = %humantime::format_duration(wait), attempt = failures, "the command failed; restarting it");
-                        tokio::time::sleep(wait).await;
-                        child = match self.spawn(&doc) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                diag(&format!("error: cannot start the command: {e}"));
-                                return 127;
-                            }
-                        };
-                        started = tokio::time::Instant::now();
-                        continue;
-                    }
-                    return code;
-                }
+            let exited = tokio::select! {
+                status = child.wait() => Some(status),
                 (got, _, _) = forwarded => {
+                    if got.is_some_and(is_stop) {
+                        stopping = true;
+                    }
                     if let (Some(k), Some(pid)) = (got, child.id()) {
                         let raw = rustix::process::Signal::from_named_raw(k.as_raw_value());
                         if let (Some(s), Some(p)) = (raw, rustix::process::Pid::from_raw(pid as i32)) {
                             let _ = rustix::process::kill_process(p, s);
                         }
                     }
+                    None
                 }
                 _ = poll.tick() => {
-                    let (v, d) = match current(job).await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            warn!(error = %e, "cannot read the token; the child keeps the one it has");
-                            continue;
-                        }
-                    };
-                    if &v == version {
-                        continue;
+                    if let Err(code) = self.on_poll(job, version, &mut doc, &mut child, &mut started, &mut failures).await {
+                        return code;
                     }
-                    info!(version = %v, "a new token version");
-                    if let Some(f) = &self.args.file
-                        && let Err(e) = write_file(f, &d)
-                    {
-                        warn!(error = %e, "cannot rewrite the token file");
-                    }
-                    *version = v;
-                    doc = d;
-                    match self.args.on_change {
-                        OnChange::None => {}
-                        OnChange::Signal => {
-                            if let Some(p) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                                let _ = rustix::process::kill_process(p, self.sig);
-                            }
-                        }
-                        OnChange::Restart => {
-                            self.stop_child(&mut child).await;
-                            child = match self.spawn(&doc) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    diag(&format!("error: cannot start the command: {e}"));
-                                    return 127;
-                                }
-                            };
-                            started = tokio::time::Instant::now();
-                            failures = 0;
-                        }
-                    }
+                    None
+                }
+            };
+            let Some(status) = exited else { continue };
+            let code = exit_code(status);
+            let failed = code != 0;
+            if failed && started.elapsed() >= HEALTHY_RUN {
+                failures = 0;
+            }
+            if !(failed && !stopping && failures < self.args.restart_on_failure) {
+                return code;
+            }
+            let wait = backoff(failures);
+            failures += 1;
+            warn!(status = code, restart_in = %humantime::format_duration(wait), attempt = failures, "the command failed; restarting it");
+            // A stop signal during the backoff ends exec with the child's status.
+            let stop_during = futures::future::select_all(
+                streams
+                    .iter_mut()
+                    .filter(|(k, _)| is_stop(*k))
+                    .map(|(_, s)| Box::pin(async move { s.recv().await })),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop_during => return code,
+            }
+            child = match self.spawn(&doc) {
+                Ok(c) => c,
+                Err(e) => {
+                    diag(&format!("error: cannot start the command: {e}"));
+                    return 127;
+                }
+            };
+            started = tokio::time::Instant::now();
+        }
+    }
+
+    /// A poll: a new version rewrites the file, then the child is told (restarted or
+    /// signalled). `Err(code)`: exec ends with it.
+    async fn on_poll(
+        &self,
+        job: &Job,
+        version: &mut Version,
+        doc: &mut TokenDocument,
+        child: &mut tokio::process::Child,
+        started: &mut tokio::time::Instant,
+        failures: &mut u32,
+    ) -> Result<(), u8> {
+        let (v, d) = match current(job).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cannot read the token; the child keeps the one it has");
+                return Ok(());
+            }
+        };
+        if &v == version {
+            return Ok(());
+        }
+        info!(version = %v, "a new token version");
+        if let Some(f) = &self.args.file
+            && let Err(e) = write_file(f, &d)
+        {
+            // Not taken: the next poll tries again before the child is told.
+            warn!(error = %e, "cannot rewrite the token file; trying again at the next poll");
+            return Ok(());
+        }
+        *version = v;
+        *doc = d;
+        match self.args.on_change {
+            OnChange::None => {}
+            OnChange::Signal => {
+                if let Some(p) = child
+                    .id()
+                    .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+                {
+                    let _ = rustix::process::kill_process(p, self.sig);
                 }
             }
+            OnChange::Restart => {
+                self.stop_child(child).await;
+                *child = match self.spawn(doc) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        diag(&format!("error: cannot start the command: {e}"));
+                        return Err(127);
+                    }
+                };
+                *started = tokio::time::Instant::now();
+                *failures = 0;
+            }
         }
+        Ok(())
     }
 
     /// The stop signal, then SIGKILL once `--stop-timeout` has passed.
@@ -373,6 +437,16 @@ impl Supervisor<'_> {
             let _ = child.kill().await;
         }
     }
+}
+
+/// The signals that ask to stop.
+fn is_stop(k: SignalKind) -> bool {
+    [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::quit(),
+    ]
+    .contains(&k)
 }
 
 fn backoff(failures: u32) -> Duration {
