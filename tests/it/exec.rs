@@ -17,6 +17,22 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     }
 }
 
+/// Send `sig` to a spawned exec.
+fn signal(exec: &tokio::process::Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
+        .unwrap_or_else(|| panic!("exec pid"));
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+/// TERM to a spawned exec, and its exit status (bounded).
+async fn stop(exec: &mut tokio::process::Child) -> std::process::ExitStatus {
+    signal(exec, rustix::process::Signal::TERM);
+    tokio::time::timeout(Duration::from_secs(30), exec.wait())
+        .await
+        .unwrap_or_else(|_| panic!("exec did not end"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
         .unwrap_or_default()
@@ -104,18 +120,12 @@ async fn a_new_version_restarts_the_child_and_signals_are_forwarded() {
     assert_eq!(got[1], "term", "the old child was asked to stop: {got:?}");
     assert_eq!(got[2], format!("start {}", tokens[1]));
     // Signals to exec reach the child.
-    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
-        .unwrap_or_else(|| panic!("exec pid"));
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR1);
+    signal(&exec, rustix::process::Signal::USR1);
     until("USR1 forwarded", || {
         lines(&log).contains(&"usr1".to_string())
     })
     .await;
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
-        .await
-        .unwrap_or_else(|_| panic!("exec did not end"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let status = stop(&mut exec).await;
     assert_eq!(
         status.code(),
         Some(0),
@@ -168,13 +178,7 @@ async fn on_change_signal_rewrites_the_file_and_signals_without_a_restart() {
         "the file held the new token when HUP came: {got:?}"
     );
     // TERM to exec reaches the child (no trap: it dies of it), and exec says so: 128 + 15.
-    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
-        .unwrap_or_else(|| panic!("exec pid"));
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
-        .await
-        .unwrap_or_else(|_| panic!("exec did not end"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let status = stop(&mut exec).await;
     assert_eq!(status.code(), Some(143));
 }
 
@@ -275,10 +279,7 @@ async fn a_restarted_child_calls_deepvue_with_the_new_token_whether_old_ones_are
             200,
             "revoke={revoke}: the new token"
         );
-        let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
-            .unwrap_or_else(|| panic!("exec pid"));
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let _ = tokio::time::timeout(Duration::from_secs(30), exec.wait()).await;
+        let _ = stop(&mut exec).await;
     }
 }
 
@@ -298,13 +299,7 @@ async fn a_forwarded_stop_ends_exec_without_a_restart() {
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     until("the child started", || lines(&runs).len() == 1).await;
-    let pid = rustix::process::Pid::from_raw(exec.id().unwrap_or_default() as i32)
-        .unwrap_or_else(|| panic!("exec pid"));
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), exec.wait())
-        .await
-        .unwrap_or_else(|_| panic!("exec did not end"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let status = stop(&mut exec).await;
     assert_eq!(status.code(), Some(9));
     assert_eq!(lines(&runs).len(), 1, "not restarted");
 }
