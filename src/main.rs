@@ -29,6 +29,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the stored tokens to applications on this host (HTTP on loopback or a Unix
+    /// socket, caller token required), from a cache that follows each token's expiry.
+    #[cfg(feature = "agent")]
+    Agent(deepvue_rotator::modes::agent::AgentArgs),
     /// One pass: rotate every due token.
     Rotate(cli::RotateArgs),
     /// Show every token's version, expiry and last outcome (never the token).
@@ -92,7 +96,12 @@ fn main() -> ExitCode {
         Command::Rotate(_) => Some(cli::load_config(config)),
         _ => None,
     };
-    let runtime = if matches!(&loaded, Some(Ok(c)) if c.fans_out()) {
+    // The agent answers requests while it reads stores: two worker threads too.
+    #[cfg(feature = "agent")]
+    let serves = matches!(cli.command, Command::Agent(_));
+    #[cfg(not(feature = "agent"))]
+    let serves = false;
+    let runtime = if serves || matches!(&loaded, Some(Ok(c)) if c.fans_out()) {
         app::rotate_runtime()
     } else {
         app::runtime()
@@ -118,6 +127,8 @@ fn main() -> ExitCode {
             Command::Check { json } => cli::check(config, json).await,
             #[cfg(feature = "daemon")]
             Command::Daemon(args) => deepvue_rotator::modes::daemon::run(config, args).await,
+            #[cfg(feature = "agent")]
+            Command::Agent(args) => deepvue_rotator::modes::agent::run(config, args).await,
             Command::Exec(args) => deepvue_rotator::modes::exec::run(config, args).await,
             #[cfg(feature = "simulator")]
             Command::Demo => cli::demo::run().await,

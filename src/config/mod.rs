@@ -12,6 +12,7 @@
 //! credentials themselves, this is the only module that reads the environment for
 //! configuration.
 
+pub mod agent;
 pub mod daemon;
 mod secrets;
 
@@ -92,6 +93,8 @@ struct RawConfig {
     alerts: Vec<SinkConfig>,
     #[serde(default)]
     daemon: daemon::RawDaemon,
+    #[serde(default)]
+    agent: agent::RawAgent,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +280,8 @@ pub struct Config {
     pub backends: Sections,
     /// `[daemon]`: used by the daemon mode only.
     pub daemon: daemon::DaemonConfig,
+    /// `[agent]`: used by the agent mode only.
+    pub agent: agent::AgentConfig,
 }
 
 impl Config {
@@ -409,6 +414,17 @@ impl Config {
         let alerting = validate_alerting(raw.alerting, raw.alerts, origin)?;
         sections.validate().map_err(problem)?;
         let daemon = raw.daemon.validate(origin)?;
+        let agent = raw.agent.validate(origin)?;
+        if let Some(names) = &agent.tokens {
+            for n in names {
+                if !tokens.iter().any(|t| &t.name == n) {
+                    return Err(ConfigError::new(
+                        origin,
+                        format!("agent.tokens names `{n}`, which is no [[tokens]] name"),
+                    ));
+                }
+            }
+        }
         Ok(Config {
             origin: origin.to_string(),
             deepvue,
@@ -420,6 +436,7 @@ impl Config {
             alerting,
             backends: sections,
             daemon,
+            agent,
         })
     }
 }

@@ -289,6 +289,15 @@ pub trait TokenStore: Send + Sync {
     /// A specific version, or `None` when it does not exist (any more). An error means the
     /// store could not answer, never "not found".
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError>;
+    /// The version before `current`, or `None` when there is none (any more). Default: the
+    /// version numbered one less, for stores whose versions are sequence numbers (file,
+    /// Vault, GCP, Kubernetes); a store with its own notion overrides it (AWS: AWSPREVIOUS).
+    async fn read_previous(&self, current: &Version) -> Result<Option<Stored>, StoreError> {
+        match current.0.parse::<u64>() {
+            Ok(n) if n > 1 => self.read_version(&Version((n - 1).to_string())).await,
+            _ => Ok(None),
+        }
+    }
     /// Add a new version under `mode`; returns the new version.
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError>;
     /// Prove the store is reachable and writable without changing the token.

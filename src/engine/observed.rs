@@ -76,6 +76,11 @@ impl TokenStore for Tokens {
             .count("read_version", self.0.read_version(version).await)
     }
 
+    async fn read_previous(&self, current: &Version) -> Result<Option<Stored>, StoreError> {
+        self.1
+            .count("read_version", self.0.read_previous(current).await)
+    }
+
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
         self.1.count("write", self.0.write(doc, mode).await)
     }

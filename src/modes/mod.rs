@@ -4,6 +4,8 @@
 //!   `simulate`).
 //! - `daemon`: long-running, expiry-driven, with health, metrics and systemd integration.
 //! - `lambda`: the same binary as an AWS Lambda `bootstrap`.
+//! - `agent`: a local token endpoint serving stored tokens to applications on the host, from a
+//!   cache that follows each token's expiry (never mints unless told to).
 //! - `exec`: run an application with the token in its environment or a file, and restart or
 //!   signal it when a new version appears.
 //!
@@ -11,6 +13,8 @@
 //! (a mode for one platform may also use that platform's backend); modes never import each
 //! other. Exit codes and report rendering live below them, in `core`.
 
+#[cfg(feature = "agent")]
+pub mod agent;
 pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod daemon;

@@ -4,6 +4,8 @@
 
 pub mod duration;
 pub mod http;
+#[cfg(any(feature = "daemon", feature = "agent"))]
+pub mod http_server;
 pub mod logging;
 pub mod net;
 pub mod output;

@@ -1,4 +1,4 @@
-//! Process hardening at start.
+//! Process hardening at start, and the host's groups.
 
 /// Turn core dumps off for this process: `RLIMIT_CORE` = 0 (soft and hard, so nothing in the
 /// process can raise it again) and, on Linux, `PR_SET_DUMPABLE` = 0 (no core even through a
@@ -21,6 +21,29 @@ pub fn disable_core_dumps() -> Vec<String> {
         failed.push(format!("prctl(PR_SET_DUMPABLE, 0): {e}"));
     }
     failed
+}
+
+/// A group's id: a number, or a name from /etc/group (groups only in a directory service such
+/// as LDAP need their number).
+pub fn resolve_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "group `{name}` is not in /etc/group; give its numeric gid (a directory-service \
+                 group) or create it"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -758,6 +758,10 @@ macro_rules! matrix {
             async fn killed_during_the_state_write() {
                 crash_at(&$fixture, CrashPoint::DuringState).await;
             }
+            #[tokio::test]
+            async fn the_agent_serves_from_cache_coalesces_refreshes_and_survives_an_outage() {
+                crate::agent::serves_from_cache_via_proxy(&$fixture).await;
+            }
         }
     };
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real `deepvue-rotator` against the built-in HTTPS Deepvue
 //! simulator and real stores, and the shared scenario suite every backend runs.
 
+mod agent;
 mod alerts;
 mod aws;
 mod cli;

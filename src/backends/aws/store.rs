@@ -234,6 +234,22 @@ impl AwsStore {
         }
     }
 
+    /// The version labelled AWSPREVIOUS, if any.
+    async fn get_previous(&self) -> Result<Option<GetSecretValueOutput>, StoreError> {
+        let client = self.client().await?;
+        match client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .version_stage("AWSPREVIOUS")
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if sm_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(self.sdk_err(&e, "GetSecretValue")),
+        }
+    }
+
     /// After a put failed without an answer: did it land? Same id + same value = ours.
     async fn landed(&self, token: &str, value: &str) -> Result<Option<bool>, StoreError> {
         Ok(self
@@ -436,6 +452,14 @@ impl TokenStore for AwsStore {
             .get_value(Some(&version.0))
             .await?
             .and_then(|out| Self::stored(&out)))
+    }
+
+    async fn read_previous(&self, current: &Version) -> Result<Option<Stored>, StoreError> {
+        Ok(self
+            .get_previous()
+            .await?
+            .and_then(|out| Self::stored(&out))
+            .filter(|s| &s.version != current))
     }
 
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {

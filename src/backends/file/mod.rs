@@ -55,36 +55,17 @@ impl FileStoreConfig {
                 "group needs mode = \"0640\" (the group may read the token; 0600 gives it nothing)"
                     .into(),
             ),
-            (Some("0640"), g) => Ok(Some(g.as_deref().map(resolve_group).transpose()?)),
+            (Some("0640"), g) => Ok(Some(
+                g.as_deref()
+                    .map(crate::support::process::resolve_group)
+                    .transpose()?,
+            )),
             (Some(m), _) => Err(format!(
                 "mode `{m}` is not \"0600\" (owner only, the default) or \"0640\" (one group may \
                  read); the store never grants write to others or any access to the world"
             )),
         }
     }
-}
-
-/// A group's id: a number, or a name from /etc/group (groups only in a directory service such
-/// as LDAP need their number).
-fn resolve_group(name: &str) -> Result<u32, String> {
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(gid);
-    }
-    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    groups
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            Some((f.next()?, f.nth(1)?))
-        })
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, gid)| gid.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "group `{name}` is not in /etc/group; give its numeric gid (a directory-service \
-                 group) or create it"
-            )
-        })
 }
 
 impl StoreEntry for FileStoreConfig {

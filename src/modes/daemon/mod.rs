@@ -27,7 +27,6 @@ mod http;
 mod metrics;
 mod pubsub;
 mod schedule;
-mod serve;
 mod systemd;
 
 use std::collections::{BTreeMap, HashSet};
@@ -51,6 +50,7 @@ use crate::core::document::format_time;
 use crate::core::error::EXIT_CONFIG;
 use crate::core::result::{Outcome, RunResult};
 use crate::engine::rotator::RunOptions;
+use crate::support::http_server;
 use metrics::Metrics;
 use systemd::Notifier;
 
@@ -322,12 +322,12 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
         let router = http::router(shared.clone());
         let stop = stop_http.clone();
         // A request may run a pushed rotation: the longest a rotation may hold its lease.
-        let limits = serve::Limits::for_descriptors(
-            serve::descriptor_limit(),
+        let limits = http_server::Limits::for_descriptors(
+            http_server::descriptor_limit(),
             app.config.lock_timeout + Duration::from_secs(30),
         );
-        tokio::spawn(serve::serve(
-            listener,
+        tokio::spawn(http_server::serve(
+            listener.into(),
             router,
             limits,
             stop,

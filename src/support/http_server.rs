@@ -1,5 +1,6 @@
-//! The daemon's HTTP server: hyper under the axum router, with the limits `axum::serve` does
-//! not have, so no client — slow, idle or many — can starve `/healthz` or a push:
+//! The HTTP server of the daemon and the agent: hyper under the axum router, on a TCP or a Unix
+//! socket ([`Listener`]), with the limits `axum::serve` does not have, so no client — slow,
+//! idle or many — can starve `/healthz`, a push or a token request:
 //!
 //! - **idle timeout**: a connection with no request in progress for [`Limits::idle`] (one that
 //!   never sends a byte, sends half a header, or keeps alive between requests) is closed;
@@ -21,7 +22,8 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +68,40 @@ pub fn descriptor_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(1 << 20)
 }
 
+/// Where connections come from.
+pub enum Listener {
+    /// A TCP address.
+    Tcp(TcpListener),
+    /// A Unix socket.
+    Unix(UnixListener),
+}
+
+/// An accepted connection.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (tcp, _) = l.accept().await?;
+                // Answers go out at once (no Nagle wait for the scraper's delayed ACK).
+                let _ = tcp.set_nodelay(true);
+                Ok(Stream::Tcp(tcp))
+            }
+            Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
 /// One connection, as the accept loop sees it.
 struct Conn {
     /// A request is being served on it.
@@ -103,7 +139,7 @@ fn evict_idle(conns: &Conns) -> bool {
 /// Serve `router` on `listener` until `stop`; then stop accepting, let requests in progress
 /// finish for up to `drain`, and close what is left.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     router: Router,
     limits: Limits,
     stop: CancellationToken,
@@ -119,8 +155,8 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             a = listener.accept() => a,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let stream = match accepted {
+            Ok(stream) => stream,
             Err(e) => {
                 // Out of descriptors (or a transient accept error): make room, never spin.
                 if warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -138,11 +174,9 @@ pub async fn serve(
         };
         let full = lock(&conns).len() >= limits.max_connections;
         if full && !evict_idle(&conns) {
-            drop(tcp); // every connection is serving a request: refuse rather than queue
+            drop(stream); // every connection is serving a request: refuse rather than queue
             continue;
         }
-        // Answers go out at once (no Nagle wait for the scraper's delayed ACK).
-        let _ = tcp.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Conn {
             busy: Arc::new(AtomicBool::new(false)),
@@ -152,7 +186,10 @@ pub async fn serve(
         lock(&conns).insert(id, conn);
         let (router, conns) = (router.clone(), conns.clone());
         tasks.spawn(async move {
-            serve_connection(tcp, router, limits, busy, close).await;
+            match stream {
+                Stream::Tcp(s) => serve_connection(s, router, limits, busy, close).await,
+                Stream::Unix(s) => serve_connection(s, router, limits, busy, close).await,
+            }
             lock(&conns).remove(&id);
         });
     }
@@ -161,8 +198,8 @@ pub async fn serve(
     tasks.abort_all();
 }
 
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: S,
     router: Router,
     limits: Limits,
     busy: Arc<AtomicBool>,
@@ -202,7 +239,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.idle)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(tcp), service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     loop {
         let idle_since = *last

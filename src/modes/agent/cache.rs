@@ -1,0 +1,405 @@
+//! The agent's cache: per token, the version it serves and the store reads that keep it
+//! current.
+//!
+//! - A request is answered from memory while the served token is valid (a **hit**: no store
+//!   call). Only when nothing valid is held does a request wait for a store read (a **miss**).
+//! - The cache's lifetime follows the token: a background task per token re-reads the store
+//!   when the served token reaches `renew_before` (the rotator writes the next version then),
+//!   then every six `refresh_interval`s until a new version appears; and every `max_age` if
+//!   set. With `mint = true` the task first runs a normal rotation pass (one mint per window
+//!   across agents and rotators, as the engine guarantees).
+//! - Store reads of one token are serialised and rate-limited: at most one per
+//!   `refresh_interval`. Callers that arrive while a read runs, or within the interval after
+//!   it, get its result (100 concurrent refreshes → one store read).
+//! - A current version that cannot be used (expired, malformed) is not served: the previous
+//!   version is, while valid, marked stale (WARN log, metric, header). A store that cannot be
+//!   read leaves the cached token served until its expiry. With nothing valid, requests get
+//!   503 and the reason.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::metrics::AgentMetrics;
+use crate::app::App;
+use crate::config::agent::AgentConfig;
+use crate::core::document::{TokenDocument, format_time};
+use crate::core::store::{TokenStore, Version};
+use crate::engine::rotator::{Job, RunOptions};
+
+/// What is served for a token.
+pub struct Served {
+    /// Its version in the store.
+    pub version: Version,
+    /// The document.
+    pub doc: Arc<TokenDocument>,
+    /// Why the store's current version is not served (this is the previous one), if so.
+    pub stale: Option<String>,
+}
+
+/// One served token.
+struct Slot {
+    /// Its index in `App::jobs`.
+    job: usize,
+    served: RwLock<Option<Arc<Served>>>,
+    /// Why nothing is served (the last read's finding).
+    problem: RwLock<Option<String>>,
+    /// When the last store read ended; held during a read (coalescing).
+    last_read: Mutex<Option<Instant>>,
+}
+
+/// A request's answer.
+pub enum Answer {
+    /// The token to give.
+    Token(Arc<Served>),
+    /// Why no valid token can be given.
+    Unavailable(String),
+}
+
+/// The cache over every served token.
+pub struct Cache {
+    app: Arc<App>,
+    slots: BTreeMap<String, Slot>,
+    refresh_interval: Duration,
+    max_age: Option<Duration>,
+    mint: bool,
+    /// The agent's metrics.
+    pub metrics: AgentMetrics,
+}
+
+fn read_lock<T: Clone>(l: &RwLock<T>) -> T {
+    l.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn write_lock<T>(l: &RwLock<T>, v: T) {
+    *l.write().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+}
+
+impl Cache {
+    /// A cache over `app`'s tokens (or those `config.tokens` names), empty until read.
+    pub fn new(app: Arc<App>, config: &AgentConfig) -> Cache {
+        let slots = app
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| config.tokens.as_ref().is_none_or(|t| t.contains(&j.name)))
+            .map(|(i, j)| {
+                (
+                    j.name.clone(),
+                    Slot {
+                        job: i,
+                        served: RwLock::new(None),
+                        problem: RwLock::new(Some("not read yet".into())),
+                        last_read: Mutex::new(None),
+                    },
+                )
+            })
+            .collect();
+        Cache {
+            app,
+            slots,
+            refresh_interval: config.refresh_interval,
+            max_age: config.max_age,
+            mint: config.mint,
+            metrics: AgentMetrics::default(),
+        }
+    }
+
+    /// The served token names.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.slots.keys()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.app.rotator.clock().now()
+    }
+
+    fn job(&self, slot: &Slot) -> &Job {
+        &self.app.jobs[slot.job]
+    }
+
+    /// What is held for `slot` and still valid.
+    fn usable(&self, slot: &Slot) -> Option<Arc<Served>> {
+        let now = self.now();
+        read_lock(&slot.served).filter(|s| s.doc.expiry > now)
+    }
+
+    fn answer(&self, name: &str, slot: &Slot) -> Answer {
+        match self.usable(slot) {
+            Some(s) => {
+                if s.stale.is_some() {
+                    self.metrics.stale_served(name);
+                }
+                Answer::Token(s)
+            }
+            None => {
+                self.metrics.unavailable(name);
+                let why = read_lock(&slot.problem).unwrap_or_else(|| {
+                    format!(
+                        "token `{name}`: the cached token has expired and no newer one was read"
+                    )
+                });
+                Answer::Unavailable(why)
+            }
+        }
+    }
+
+    /// A request for `name`'s token (`None`: not served here).
+    pub async fn get(&self, name: &str) -> Option<Answer> {
+        let slot = self.slots.get(name)?;
+        if let Some(s) = self.usable(slot) {
+            self.metrics.hit(name);
+            if s.stale.is_some() {
+                self.metrics.stale_served(name);
+            }
+            return Some(Answer::Token(s));
+        }
+        self.metrics.miss(name);
+        self.reload(name, slot, false).await;
+        Some(self.answer(name, slot))
+    }
+
+    /// A refresh of `name` (an application got a 401): a store read unless one ran within
+    /// `refresh_interval`; the answer and whether this request read the store.
+    pub async fn refresh(&self, name: &str) -> Option<(Answer, bool)> {
+        let slot = self.slots.get(name)?;
+        let read = self.reload(name, slot, false).await;
+        self.metrics.refresh(name, read);
+        Some((self.answer(name, slot), read))
+    }
+
+    /// Whether every served token has a valid version now; the tokens that do not, and why.
+    pub fn unready(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| self.usable(s).is_none())
+            .map(|(n, s)| {
+                let why = read_lock(&s.problem)
+                    .unwrap_or_else(|| "the cached token has expired".to_string());
+                (n.clone(), why)
+            })
+            .collect()
+    }
+
+    /// Put each token's age, expiry and staleness in the metrics (at scrape time).
+    pub fn update_gauges(&self) {
+        let now = self.now();
+        for (name, slot) in &self.slots {
+            let served = self.usable(slot).map(|s| {
+                let age = (now - s.doc.issued_at).num_milliseconds() as f64 / 1000.0;
+                (age, s.doc.expiry.timestamp() as f64, s.stale.is_some())
+            });
+            self.metrics.served(name, served);
+        }
+    }
+
+    /// Read the store for `slot` unless a read ended within `refresh_interval` (`force`: even
+    /// then); whether this call read. Reads of one token never overlap: a caller that waited
+    /// for another's read takes its result.
+    async fn reload(&self, name: &str, slot: &Slot, force: bool) -> bool {
+        let mut last = slot.last_read.lock().await;
+        if !force && last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
+            debug!(
+                token = name,
+                "a store read ran within refresh_interval: answering from it"
+            );
+            return false;
+        }
+        debug!(token = name, forced = force, "reading the store");
+        self.read(name, slot).await;
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Read the store once and decide what is served.
+    async fn read(&self, name: &str, slot: &Slot) {
+        let job = self.job(slot);
+        let store: &dyn TokenStore = job.store.tokens.as_ref();
+        let at = format!(
+            "token `{name}`: {} store `{}`",
+            store.backend(),
+            store.secret_id()
+        );
+        let now = self.now();
+        let current = store.read_current().await;
+        self.metrics.store_read(name, current.is_ok());
+        let (current_version, why) = match current {
+            Err(e) => {
+                match self.usable(slot) {
+                    Some(s) => warn!(
+                        token = name,
+                        error = %e,
+                        version = %s.version,
+                        expiry = %format_time(s.doc.expiry),
+                        "store read failed; serving the cached token until it expires"
+                    ),
+                    None => warn!(token = name, error = %e, "store read failed; nothing to serve"),
+                }
+                write_lock(&slot.problem, Some(format!("token `{name}`: {e}")));
+                return;
+            }
+            Ok(None) => (
+                None,
+                format!("{at} holds no token yet; run `deepvue-rotator rotate`"),
+            ),
+            Ok(Some(s)) => match s.document {
+                Ok(d) if d.expiry > now => {
+                    self.install(name, slot, s.version, Arc::new(d), None);
+                    return;
+                }
+                Ok(d) => {
+                    let why = format!(
+                        "{at} version {} expired at {}",
+                        s.version,
+                        format_time(d.expiry)
+                    );
+                    (Some(s.version), why)
+                }
+                Err(e) => {
+                    let why = format!("{at} version {} is unusable: {e}", s.version);
+                    (Some(s.version), why)
+                }
+            },
+        };
+        // The current version cannot be served: the previous one can, while it is valid —
+        // the one held in memory, else the store's.
+        let held = read_lock(&slot.served)
+            .filter(|s| Some(&s.version) != current_version.as_ref() && s.doc.expiry > now)
+            .map(|s| (s.version.clone(), s.doc.clone()));
+        let previous = match (held, &current_version) {
+            (Some(h), _) => Some(h),
+            (None, Some(v)) => match store.read_previous(v).await {
+                Ok(Some(p)) => match p.document {
+                    Ok(d) if d.expiry > now => Some((p.version, Arc::new(d))),
+                    _ => None,
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    debug!(token = name, error = %e, "the previous version could not be read");
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        match previous {
+            Some((version, doc)) => {
+                warn!(
+                    token = name,
+                    previous = %version,
+                    expiry = %format_time(doc.expiry),
+                    reason = %why,
+                    "the current version is unusable; serving the previous version (stale) while it is valid"
+                );
+                self.install(name, slot, version, doc, Some(why));
+            }
+            None => {
+                warn!(token = name, reason = %why, "no usable version; token requests answer 503");
+                write_lock(&slot.served, None);
+                write_lock(&slot.problem, Some(why));
+            }
+        }
+    }
+
+    fn install(
+        &self,
+        name: &str,
+        slot: &Slot,
+        version: Version,
+        doc: Arc<TokenDocument>,
+        stale: Option<String>,
+    ) {
+        let before = read_lock(&slot.served);
+        let changed = before
+            .as_ref()
+            .is_none_or(|b| b.version != version || b.stale.is_some() != stale.is_some());
+        if changed && stale.is_none() {
+            info!(
+                token = name,
+                version = %version,
+                expiry = %format_time(doc.expiry),
+                "serving a new version"
+            );
+        }
+        write_lock(
+            &slot.served,
+            Some(Arc::new(Served {
+                version,
+                doc,
+                stale,
+            })),
+        );
+        write_lock(&slot.problem, None);
+    }
+
+    /// Read every token once (at start), concurrently.
+    pub async fn load_all(&self) {
+        let reads = self
+            .slots
+            .iter()
+            .map(|(name, slot)| self.reload(name, slot, true));
+        futures::future::join_all(reads).await;
+    }
+
+    /// How long until `slot` should be read again, and whether it is due for a rotation.
+    fn next_read(&self, slot: &Slot) -> (Duration, bool) {
+        let poll = self.refresh_interval * 6;
+        let Some(s) = self.usable(slot) else {
+            return (poll.max(Duration::from_secs(1)), true);
+        };
+        let now = self.now();
+        let renew_at = s.doc.expiry
+            - chrono::Duration::from_std(self.job(slot).policy.renew_before)
+                .unwrap_or(chrono::Duration::zero());
+        let (wait, due) = if s.stale.is_some() || now >= renew_at {
+            // Waiting for the rotator's next version; never past the expiry.
+            let left = (s.doc.expiry - now).to_std().unwrap_or_default();
+            (poll.min(left / 2).max(Duration::from_millis(100)), true)
+        } else {
+            // A second past the renewal time: the rotator has written by then.
+            let until = (renew_at - now).to_std().unwrap_or_default();
+            (until + Duration::from_secs(1), false)
+        };
+        (self.max_age.map_or(wait, |m| wait.min(m)), due)
+    }
+
+    /// Keep `name` current until `stop`: re-read (and with `mint`, rotate) when due.
+    pub async fn keep_current(&self, name: &str, stop: CancellationToken) {
+        let Some(slot) = self.slots.get(name) else {
+            return;
+        };
+        // With `mint`, a token that is due at start is rotated at once.
+        let mut first = self.mint;
+        loop {
+            let (wait, due) = self.next_read(slot);
+            if !(first && due) {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            first = false;
+            let (_, due) = self.next_read(slot);
+            if self.mint && due {
+                // The engine decides (fresh: a no-op) and keeps one mint per window.
+                let r = self
+                    .app
+                    .rotator
+                    .pass()
+                    .rotate_token(self.job(slot), RunOptions::default())
+                    .await;
+                debug!(token = name, outcome = ?r.outcome, "rotation pass");
+                self.reload(name, slot, true).await;
+            } else {
+                self.reload(name, slot, false).await;
+            }
+        }
+    }
+}

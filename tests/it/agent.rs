@@ -1,0 +1,819 @@
+//! `agent`: the local token endpoint, run as the real binary.
+//!
+//! One scenario runs on every backend (the file store here; AWS on moto, Vault on OpenBao, GCP
+//! and Kubernetes on their fakes through the fault proxy, which counts every store request):
+//! the caller token is required and a proxied request refused, a cache hit makes no store
+//! request, 100 concurrent refreshes make one store read, a store outage serves the cached
+//! token, a current version that is unusable leaves the previous one served as stale (by a
+//! running agent from memory, by a starting one from the store), and no log shows a secret.
+//! The rest is the file store's: Unix sockets and their modes, 503 with nothing valid,
+//! `mint = true`, an application's 401 → refresh against a simulator that revokes earlier
+//! tokens and one that does not, startup refusals, and trace-level logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deepvue_rotator::core::store::{Version, WriteMode};
+use deepvue_rotator::simulator::Behavior;
+use serde_json::Value;
+
+use crate::faults::{FaultProxy, Faulty};
+use crate::scenarios::{Fixture, Store, doc_left, parts, valid_credentials};
+use crate::support::{CLIENT_SECRET, Env, free_port, run, secret_forms};
+
+/// The caller token the tests give the agent.
+pub const AGENT_TOKEN: &str = "agent-caller-SENTINEL-0f3b9c1d2e";
+const HEADER: &str = "x-deepvue-rotator-token";
+/// The agent's `refresh_interval` in these tests, and a wait just past it.
+const INTERVAL: &str = "1s";
+const PAST_INTERVAL: Duration = Duration::from_millis(1150);
+
+/// An answer from the agent.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    fn token(&self) -> String {
+        self.json()["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    child: tokio::process::Child,
+    pub url: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    /// Start `cmd` (an `agent` command) listening on `port`, logging to `log`; wait until it
+    /// answers `/healthz` (or fail with its log when it exits).
+    pub async fn start(mut cmd: tokio::process::Command, port: u16, log: &Path) -> Agent {
+        deepvue_rotator::support::tls::install_default_provider();
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+        cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
+        let mut agent = Agent {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log: log.to_path_buf(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("the agent exited ({status}):\n{}", agent.log());
+            }
+            if agent.get("/healthz", &[]).await.status == 200 {
+                return agent;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the agent never answered /healthz:\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> Answer {
+        let mut req = req;
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send().await {
+            Ok(r) => Answer {
+                status: r.status().as_u16(),
+                headers: r.headers().clone(),
+                body: r.text().await.unwrap_or_default(),
+            },
+            Err(_) => Answer {
+                status: 0,
+                headers: Default::default(),
+                body: String::new(),
+            },
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(self.http.get(format!("{}{path}", self.url)), headers)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(self.http.post(format!("{}{path}", self.url)), headers)
+            .await
+    }
+
+    /// `GET /v1/tokens/prod` with the caller token.
+    pub async fn token(&self) -> Answer {
+        self.get("/v1/tokens/prod", &[(HEADER, AGENT_TOKEN)]).await
+    }
+
+    /// `POST /v1/tokens/prod/refresh` with the caller token.
+    pub async fn refresh(&self) -> Answer {
+        self.post("/v1/tokens/prod/refresh", &[(HEADER, AGENT_TOKEN)])
+            .await
+    }
+
+    /// The value of one series in `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics", &[]).await.body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, and the exit code.
+    pub async fn stop(mut self) -> (i32, String) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the agent did not stop:\n{}", self.log()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (status.code().unwrap_or(-1), self.log())
+    }
+}
+
+/// How a scenario makes the store unreachable for a while.
+pub enum Outage<'a> {
+    /// Every request through the fault proxy answers 503.
+    Proxy(&'a FaultProxy),
+    /// The file store's directory is swapped for a link (which it never follows).
+    FileStore(PathBuf),
+}
+
+impl Outage<'_> {
+    fn begin(&self) {
+        match self {
+            Outage::Proxy(p) => p.on(
+                "outage",
+                Arc::new(|_| true),
+                crate::faults::Action::Fail {
+                    status: 503,
+                    body: "unavailable".into(),
+                    headers: vec![],
+                },
+                usize::MAX,
+            ),
+            Outage::FileStore(dir) => {
+                let away = dir.with_extension("away");
+                std::fs::rename(dir, &away).unwrap_or_else(|e| panic!("{e}"));
+                std::os::unix::fs::symlink(&away, dir).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    fn end(&self) {
+        match self {
+            Outage::Proxy(p) => p.clear("outage"),
+            Outage::FileStore(dir) => {
+                std::fs::remove_file(dir).unwrap_or_else(|e| panic!("{e}"));
+                std::fs::rename(dir.with_extension("away"), dir).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+/// `[agent]` on `port` with a short refresh interval, plus `extra` lines.
+fn agent_section(port: u16, extra: &str) -> String {
+    format!("[agent]\nlisten = \"127.0.0.1:{port}\"\nrefresh_interval = \"{INTERVAL}\"\n{extra}\n")
+}
+
+/// The scenario every backend runs: `sections` reaches the backend (directly, or through
+/// `proxy`, which then counts every store request).
+pub async fn serves_from_cache(
+    fx: &dyn Fixture,
+    sections: &str,
+    proxy: Option<&FaultProxy>,
+    outage: Outage<'_>,
+    store: Store,
+) {
+    let b = fx.backend();
+    let env = Env::new().await;
+    let creds = fx.credentials(Some(&valid_credentials())).await;
+    let port = free_port();
+    let cfg = env.write_config(&format!(
+        "{}{sections}{}[[tokens]]\nname = \"prod\"\ncredentials = {}\nstore = {}\n",
+        env.deepvue_section(""),
+        agent_section(port, ""),
+        creds.toml,
+        store.toml
+    ));
+    let requests = || proxy.map_or(0, |p| p.count("all"));
+    if let Some(p) = proxy {
+        p.count_as("all", Arc::new(|_| true));
+    }
+    let out = run(fx.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{b}: {out}");
+    let p = parts(fx, &store);
+    let v1 = current_version(&p, b).await;
+    let t1 = crate::scenarios::current_token(fx, &store).await;
+
+    let before = requests();
+    let agent = Agent::start(
+        fx.command(&env, &cfg, &["agent"]),
+        port,
+        &env.path("agent-a.log"),
+    )
+    .await;
+    let startup_read = requests() - before;
+    assert_eq!(agent.get("/readyz", &[]).await.status, 200, "{b}");
+
+    // Callers: the token is required, compared in full; a proxied request is refused; no
+    // refusal says anything about the token.
+    let path = "/v1/tokens/prod";
+    let missing = agent.get(path, &[]).await;
+    assert_eq!(missing.status, 401, "{b}: {missing:?}");
+    let wrong = agent
+        .get(path, &[(HEADER, "agent-caller-SENTINEL-0f3b9c1d2")])
+        .await;
+    assert_eq!(wrong.status, 403, "{b}: {wrong:?}");
+    for h in ["x-forwarded-for", "forwarded"] {
+        let proxied = agent
+            .get(path, &[(HEADER, AGENT_TOKEN), (h, "for=10.1.2.3")])
+            .await;
+        assert_eq!(proxied.status, 403, "{b}: {h}: {proxied:?}");
+        assert!(!proxied.body.contains(&t1), "{b}");
+    }
+    let unknown = agent.get("/v1/tokens/nope", &[]).await;
+    assert_eq!(
+        unknown.status, 401,
+        "{b}: a token's existence is not told before the check"
+    );
+    for refused in [&missing, &wrong] {
+        assert!(
+            !refused.body.contains(&t1) && !refused.body.contains("prod"),
+            "{b}"
+        );
+    }
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_refused_total{reason=\"forwarded\"}")
+            .await,
+        2.0,
+        "{b}"
+    );
+
+    // Cache hits: no store request at all.
+    let hits_before = requests();
+    for _ in 0..20 {
+        let a = agent.token().await;
+        assert_eq!(a.status, 200, "{b}: {a:?}");
+        assert_eq!(a.token(), t1, "{b}");
+        let j = a.json();
+        assert_eq!(j["version"], v1.0, "{b}");
+        assert_eq!(j["stale"], false, "{b}");
+        assert!(
+            j.get("x_api_key").is_none(),
+            "{b}: only with publish_api_key"
+        );
+        assert_eq!(a.header("x-deepvue-rotator-version"), v1.0, "{b}");
+        assert_eq!(a.header("cache-control"), "no-store", "{b}");
+    }
+    let plain = agent
+        .get("/v1/tokens/prod/access_token", &[(HEADER, AGENT_TOKEN)])
+        .await;
+    assert_eq!(
+        (plain.status, plain.body.clone()),
+        (200, format!("{t1}\n")),
+        "{b}"
+    );
+    assert_eq!(
+        requests() - hits_before,
+        0,
+        "{b}: a cache hit makes no store request"
+    );
+    let reads_ok = "deepvue_rotator_agent_store_reads_total{token=\"prod\",result=\"ok\"}";
+    assert_eq!(
+        agent.metric(reads_ok).await,
+        1.0,
+        "{b}: only the startup read"
+    );
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_cache_hits_total{token=\"prod\"}")
+            .await,
+        21.0,
+        "{b}"
+    );
+
+    // The rotator writes a new version: the agent keeps serving its cached one until it
+    // reads (at renew_before, or on a refresh).
+    let out = run(fx.command(&env, &cfg, &["rotate", "--force"])).await;
+    assert_eq!(out.code, 0, "{b}: {out}");
+    let v2 = current_version(&p, b).await;
+    let t2 = crate::scenarios::current_token(fx, &store).await;
+    assert_eq!(agent.token().await.token(), t1, "{b}: served from memory");
+
+    // 100 concurrent refreshes: one store read, every caller gets its result.
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let refresh_before = requests();
+    let answers = futures::future::join_all((0..100).map(|_| agent.refresh())).await;
+    let refresh_requests = requests() - refresh_before;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{b}: {:?}",
+        answers.iter().find(|a| a.status != 200)
+    );
+    assert!(
+        answers.iter().all(|a| a.token() == t2),
+        "{b}: every caller gets the new token"
+    );
+    let read = answers
+        .iter()
+        .filter(|a| a.json()["refreshed"] == true)
+        .count();
+    assert_eq!(
+        read, 1,
+        "{b}: one refresh read the store; the rest were coalesced"
+    );
+    assert_eq!(
+        agent.metric(reads_ok).await,
+        2.0,
+        "{b}: one store read for 100 refreshes"
+    );
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_refreshes_total{token=\"prod\",result=\"coalesced\"}")
+            .await,
+        99.0,
+        "{b}"
+    );
+    if proxy.is_some() {
+        assert!(
+            refresh_requests >= 1 && refresh_requests <= startup_read,
+            "{b}: 100 refreshes made {refresh_requests} store requests; one read at startup made {startup_read}"
+        );
+    }
+    assert_eq!(
+        agent.token().await.header("x-deepvue-rotator-version"),
+        v2.0,
+        "{b}"
+    );
+
+    // A store outage: the cached token is served until it expires.
+    outage.begin();
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let during = agent.refresh().await;
+    outage.end();
+    assert_eq!(during.status, 200, "{b}: {during:?}");
+    assert_eq!(during.token(), t2, "{b}");
+    assert_eq!(during.json()["refreshed"], true, "{b}: the read was tried");
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_store_reads_total{token=\"prod\",result=\"error\"}")
+            .await,
+        1.0,
+        "{b}"
+    );
+    assert_eq!(
+        agent.get("/readyz", &[]).await.status,
+        200,
+        "{b}: still serving"
+    );
+
+    // The current version turns unusable (expired): the previous one is served, marked stale.
+    let v3 = p
+        .tokens
+        .write(
+            &doc_left("tok-expired-SENTINEL", -1),
+            WriteMode::Update {
+                expected: &v2,
+                lease: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{b}: write an expired version: {e}"));
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let stale = agent.refresh().await;
+    assert_eq!(stale.status, 200, "{b}: {stale:?}");
+    assert_eq!(stale.token(), t2, "{b}: the previous version");
+    assert_eq!(stale.json()["stale"], true, "{b}");
+    assert!(
+        stale.json()["stale_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("version {v3} expired")),
+        "{b}: {}",
+        stale.body
+    );
+    assert_eq!(stale.header("x-deepvue-rotator-stale"), "true", "{b}");
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_stale{token=\"prod\"}")
+            .await,
+        1.0,
+        "{b}"
+    );
+    assert!(
+        agent.log().contains("serving the previous version"),
+        "{b}: a WARN says so"
+    );
+
+    // A starting agent finds the previous version in the store.
+    let port_b = free_port();
+    let listen_b = format!("127.0.0.1:{port_b}");
+    let fresh = Agent::start(
+        fx.command(&env, &cfg, &["agent", "--listen", &listen_b]),
+        port_b,
+        &env.path("agent-b.log"),
+    )
+    .await;
+    let from_store = fresh.token().await;
+    assert_eq!(from_store.status, 200, "{b}: {from_store:?}");
+    assert_eq!(from_store.token(), t2, "{b}: read_previous");
+    assert_eq!(from_store.json()["version"], v2.0, "{b}");
+    assert_eq!(from_store.json()["stale"], true, "{b}");
+    let (code, log_b) = fresh.stop().await;
+    assert_eq!(code, 0, "{b}: {log_b}");
+
+    // The rotator replaces the expired version; the next read serves it, not stale.
+    let out = run(fx.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{b}: {out}");
+    let t4 = crate::scenarios::current_token(fx, &store).await;
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let after = agent.refresh().await;
+    assert_eq!(
+        (after.token(), after.json()["stale"].clone()),
+        (t4.clone(), Value::Bool(false)),
+        "{b}"
+    );
+
+    let (code, log_a) = agent.stop().await;
+    assert_eq!(code, 0, "{b}: {log_a}");
+    for log in [&log_a, &log_b] {
+        for secret in [&t1, &t2, &t4, CLIENT_SECRET, AGENT_TOKEN] {
+            for form in secret_forms(secret) {
+                assert!(
+                    !log.contains(&form),
+                    "{b}: a secret in the agent's log:\n{log}"
+                );
+            }
+        }
+    }
+}
+
+async fn current_version(p: &deepvue_rotator::core::parts::StoreParts, b: &str) -> Version {
+    p.tokens
+        .read_current()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{b}: nothing stored"))
+        .version
+}
+
+/// The scenario on a network backend, through the fault proxy.
+pub async fn serves_from_cache_via_proxy(fx: &dyn Faulty) {
+    let (upstream, ca) = fx.upstream();
+    let proxy = FaultProxy::start(&upstream, ca.as_deref()).await;
+    let store = fx.store().await;
+    serves_from_cache(
+        fx,
+        &fx.sections_via(&proxy.url),
+        Some(&proxy),
+        Outage::Proxy(&proxy),
+        store,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn file_serves_from_cache_coalesces_refreshes_survives_an_outage_and_serves_the_previous_version()
+ {
+    let fx = crate::scenarios::FileFixture::start();
+    let store = fx.store().await;
+    let dir = PathBuf::from(&store.id);
+    serves_from_cache(&fx, "", None, Outage::FileStore(dir), store).await;
+}
+
+/// A file-store config for the agent with `agent` as the `[agent]` table's lines.
+fn file_config(env: &Env, agent: &str) -> PathBuf {
+    env.write_config(&format!(
+        "{}[agent]\nrefresh_interval = \"{INTERVAL}\"\n{agent}\n\n{}",
+        env.deepvue_section(""),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ))
+}
+
+/// One HTTP/1.1 request over a Unix socket: the status line and the body.
+async fn unix_get(socket: &Path, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket)
+        .await
+        .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: agent\r\n{HEADER}: {AGENT_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = out.lines().next().unwrap_or_default().to_string();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// Start an agent on a Unix socket (no TCP port to wait on: wait for the socket).
+async fn start_unix(env: &Env, cfg: &Path, socket: &Path) -> tokio::process::Child {
+    let mut cmd = env.command(cfg, &["agent"]);
+    cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    while !socket.exists() {
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("the agent exited: {s}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+async fn term(child: &mut tokio::process::Child) -> i32 {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the agent did not stop"))
+        .map(|s| s.code().unwrap_or(-1))
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn a_unix_socket_has_the_configured_mode_and_group_and_goes_with_the_agent() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new().await;
+    let plain = env.config();
+    assert_eq!(env.run(&plain, &["rotate"]).await.code, 0);
+    let token = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    let sockets = env.path("run");
+    std::fs::create_dir(&sockets).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gid = rustix::process::getegid().as_raw();
+    for (mode, extra) in [
+        (0o660, format!("socket_group = \"{gid}\"\n")),
+        (0o600, "socket_mode = \"0600\"\n".to_string()),
+    ] {
+        let socket = sockets.join(format!("agent-{mode:o}.sock"));
+        let cfg = file_config(
+            &env,
+            &format!("listen = \"unix:{}\"\n{extra}", socket.display()),
+        );
+        let mut child = start_unix(&env, &cfg, &socket).await;
+        let meta = std::fs::symlink_metadata(&socket).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(meta.mode() & 0o777, mode, "the socket's mode");
+        assert_eq!(meta.gid(), gid);
+        let (status, body) = unix_get(&socket, "/v1/tokens/prod").await;
+        assert!(status.contains(" 200 "), "{status} {body}");
+        let doc: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(doc["access_token"], token);
+        assert_eq!(term(&mut child).await, 0);
+        assert!(!socket.exists(), "the agent removes its socket");
+    }
+
+    // A path that is not this user's socket is never replaced.
+    let taken = sockets.join("taken.sock");
+    std::fs::write(&taken, "mine").unwrap_or_else(|e| panic!("{e}"));
+    let cfg = file_config(&env, &format!("listen = \"unix:{}\"\n", taken.display()));
+    let mut cmd = env.command(&cfg, &["agent"]);
+    cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("refusing to replace it"), "{out}");
+    assert_eq!(std::fs::read_to_string(&taken).unwrap_or_default(), "mine");
+}
+
+#[tokio::test]
+async fn with_nothing_valid_requests_get_503_and_the_reason_until_a_token_is_written() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
+    let a = agent.token().await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("holds no token yet"),
+        "{a:?}"
+    );
+    let ready = agent.get("/readyz", &[]).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["tokens"][0]["token"], "prod", "{ready:?}");
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_unavailable_total{token=\"prod\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let a = agent.token().await;
+    assert_eq!(
+        a.status, 200,
+        "a miss reads the store (once per interval): {a:?}"
+    );
+    assert_eq!(agent.get("/readyz", &[]).await.status, 200);
+    assert_eq!(env.calls(), 1, "the agent never mints by default");
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+#[tokio::test]
+async fn with_mint_the_agent_rotates_a_due_token_through_the_engine() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\"\nmint = true"));
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
+    let started = Instant::now();
+    while agent.get("/readyz", &[]).await.status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = agent.token().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(Some(a.token()), env.sim.issued_tokens().last().cloned());
+    assert_eq!(env.calls(), 1, "one mint");
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+/// An application that gets a 401 refreshes once through the agent and is accepted with the
+/// new token — whether Deepvue revokes earlier tokens on a new mint or lets them live.
+#[tokio::test]
+async fn an_application_that_gets_a_401_refreshes_once_and_is_accepted_again() {
+    for revoke in [true, false] {
+        let env = Env::with(Behavior {
+            revoke_on_mint: revoke,
+            ..Default::default()
+        })
+        .await;
+        let port = free_port();
+        let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+        assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+        let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
+        let http = deepvue_rotator::support::tls::https_client(
+            &deepvue_rotator::support::tls::HttpsSettings {
+                extra_ca: Some(&env.ca),
+                connect_timeout: Duration::from_secs(5),
+                family: deepvue_rotator::support::net::IpFamily::Any,
+                user_agent: "app",
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ping = |token: String| {
+            let (http, url) = (http.clone(), format!("{}/v1/ping", env.sim.base_url()));
+            async move {
+                http.get(url)
+                    .bearer_auth(token)
+                    .header("x-api-key", CLIENT_SECRET)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or_default()
+            }
+        };
+        let first = agent.token().await.token();
+        assert_eq!(ping(first.clone()).await, 200, "revoke={revoke}");
+        assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+        let status = ping(first.clone()).await;
+        assert_eq!(status, if revoke { 401 } else { 200 }, "revoke={revoke}");
+        // The application's 401 path: one refresh, then the call again.
+        tokio::time::sleep(PAST_INTERVAL).await;
+        let refreshed = agent.refresh().await.token();
+        assert_ne!(refreshed, first, "revoke={revoke}");
+        assert_eq!(ping(refreshed).await, 200, "revoke={revoke}");
+        let (code, log) = agent.stop().await;
+        assert_eq!(code, 0, "{log}");
+    }
+}
+
+#[tokio::test]
+async fn a_weak_caller_token_or_a_remote_address_without_allow_remote_stops_the_agent() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+    let mut cmd = env.command(&cfg, &["agent"]);
+    cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", "short");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("at least 16"), "{out}");
+    assert!(
+        !out.all().contains("short\n") && !out.stderr.contains("`short`"),
+        "{out}"
+    );
+
+    let mut cmd = env.command(&cfg, &["agent"]);
+    cmd.env_remove("DEEPVUE_ROTATOR_AGENT_TOKEN");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("DEEPVUE_ROTATOR_AGENT_TOKEN"), "{out}");
+
+    let remote = file_config(&env, "listen = \"0.0.0.0:2780\"");
+    let mut cmd = env.command(&remote, &["agent"]);
+    cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("allow_remote"), "{out}");
+}
+
+#[tokio::test]
+async fn trace_logs_of_the_agent_never_show_a_secret() {
+    let env = Env::new().await;
+    let port = free_port();
+    // With the client secret published beside the token: the agent hands it to callers as
+    // `x_api_key`, and never logs it.
+    let cfg = env.write_config(&format!(
+        "{}[agent]\nlisten = \"127.0.0.1:{port}\"\nrefresh_interval = \"{INTERVAL}\"\n\n{}publish_api_key = true\n",
+        env.deepvue_section(""),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let mut cmd = env.command(&cfg, &["agent"]);
+    cmd.env("RUST_LOG", "trace");
+    let agent = Agent::start(cmd, port, &env.path("a.log")).await;
+    let a = agent.token().await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.json()["x_api_key"],
+        CLIENT_SECRET,
+        "publish_api_key: the agent serves it"
+    );
+    let _ = agent
+        .get("/v1/tokens/prod", &[(HEADER, "wrong-wrong-wrong-wrong")])
+        .await;
+    let _ = agent.refresh().await;
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    tokio::time::sleep(PAST_INTERVAL).await;
+    assert_eq!(agent.refresh().await.status, 200);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("\"level\":\"TRACE\"") || log.contains("\"level\":\"DEBUG\""),
+        "trace logging is on:\n{log}"
+    );
+    let mut secrets = env.sim.issued_tokens();
+    secrets.push(CLIENT_SECRET.to_string());
+    secrets.push(AGENT_TOKEN.to_string());
+    for secret in &secrets {
+        for form in secret_forms(secret) {
+            assert!(
+                !log.contains(&form),
+                "a secret form {form:?} in the trace log"
+            );
+        }
+    }
+}
