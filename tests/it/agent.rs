@@ -817,3 +817,75 @@ async fn trace_logs_of_the_agent_never_show_a_secret() {
         }
     }
 }
+
+/// `exec --agent`: the child gets the token the agent serves (no config, no store access in
+/// exec), and a new version the agent picks up restarts it with the new token.
+#[tokio::test]
+async fn exec_takes_the_token_from_a_running_agent_and_restarts_on_a_new_version() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(
+        &env,
+        &format!("listen = \"127.0.0.1:{port}\"\nmax_age = \"1s\""),
+    );
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
+    let seen = env.path("seen");
+    let script = format!(
+        "echo \"$DEEPVUE_ACCESS_TOKEN ${{DEEPVUE_ROTATOR_AGENT_TOKEN:-hidden}}\" >> {}; while :; do sleep 0.05; done",
+        seen.display()
+    );
+    let exec_with = |caller: &str| {
+        let mut cmd = tokio::process::Command::new(crate::support::BIN);
+        cmd.args([
+            "exec", "--agent", &agent.url, "--token", "prod", "--poll", "200ms",
+        ])
+        .args(["--", "/bin/sh", "-c", &script])
+        .env_remove("DEEPVUE_ROTATOR_CONFIG")
+        .env("DEEPVUE_ROTATOR_AGENT_TOKEN", caller)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+        cmd
+    };
+    // A wrong caller token: exec says so and starts nothing.
+    let out = run(exec_with("agent-caller-SENTINEL-wrong-one")).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("answered HTTP 403"), "{out}");
+    assert!(!seen.exists());
+
+    let mut cmd = exec_with(AGENT_TOKEN);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let lines = || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let wait = |n: usize| {
+        let lines = &lines;
+        async move {
+            let started = Instant::now();
+            while lines().len() < n {
+                assert!(started.elapsed() < Duration::from_secs(30), "{:?}", lines());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait(1).await;
+    let tokens = env.sim.issued_tokens();
+    assert_eq!(
+        lines()[0],
+        format!("{} hidden", tokens[0]),
+        "the child never gets the caller token"
+    );
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    wait(2).await;
+    let tokens = env.sim.issued_tokens();
+    assert_eq!(lines()[1], format!("{} hidden", tokens[1]));
+    assert_eq!(term(&mut exec).await, 128 + 15);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+}

@@ -35,6 +35,8 @@ use crate::core::store::Version;
 use crate::engine::rotator::Job;
 use crate::support::output::diag;
 
+mod agent_source;
+
 /// What to do with the child when the token changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnChange {
@@ -79,6 +81,15 @@ pub struct ExecArgs {
     /// Start a child that failed again, with backoff, at most this many times in a row.
     #[arg(long, default_value_t = 0)]
     pub restart_on_failure: u32,
+    /// Take the token from a running `deepvue-rotator agent` at this URL (e.g.
+    /// `http://127.0.0.1:2780`; plain http only to a loopback address) instead of the store;
+    /// no config is read then. The caller token comes from $DEEPVUE_ROTATOR_AGENT_TOKEN or
+    /// --agent-token-file.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// The agent's caller token in this file (owner-only), instead of the environment.
+    #[arg(long, value_name = "PATH", requires = "agent")]
+    pub agent_token_file: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub command: Vec<OsString>,
@@ -120,24 +131,39 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
         diag("error: --poll must be at least 100ms");
         return EXIT_CONFIG;
     }
-    let app = match config::load(config) {
-        Ok(c) => App::new(c),
-        Err(e) => {
-            diag(&format!("error: {e}"));
-            return EXIT_CONFIG;
+    let app;
+    let (source, hidden) = match &args.agent {
+        Some(url) => {
+            match agent_source::AgentSource::new(url, &args.token, args.agent_token_file.as_deref())
+            {
+                Ok(a) => (Source::Agent(a), hidden_vars(None)),
+                Err(e) => {
+                    diag(&format!("error: --agent: {e}"));
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+        None => {
+            app = match config::load(config) {
+                Ok(c) => App::new(c),
+                Err(e) => {
+                    diag(&format!("error: {e}"));
+                    return EXIT_CONFIG;
+                }
+            };
+            match app.select(std::slice::from_ref(&args.token)) {
+                Ok(j) => match j.first() {
+                    Some(j) => (Source::Store(j), hidden_vars(Some(&app))),
+                    None => return EXIT_CONFIG,
+                },
+                Err(e) => {
+                    diag(&format!("error: {e}"));
+                    return EXIT_CONFIG;
+                }
+            }
         }
     };
-    let job = match app.select(std::slice::from_ref(&args.token)) {
-        Ok(j) => match j.first() {
-            Some(j) => *j,
-            None => return EXIT_CONFIG,
-        },
-        Err(e) => {
-            diag(&format!("error: {e}"));
-            return EXIT_CONFIG;
-        }
-    };
-    let (mut version, doc) = match current(job).await {
+    let (mut version, doc) = match source.current().await {
         Ok(v) => v,
         Err(e) => {
             diag(&format!("error: {e}"));
@@ -152,28 +178,30 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
     }
     Supervisor {
         args: &args,
-        hidden: hidden_vars(&app),
+        hidden,
         sig,
         stop,
     }
-    .run(job, &mut version, doc)
+    .run(&source, &mut version, doc)
     .await
 }
 
 /// What the child must not inherit: every token's env-backend credential variables, the
-/// config given inline, a Vault token. Secrets referenced elsewhere as `{ env = "…" }` (sink
-/// signing secrets) are the operator's to keep out of exec's environment (documented).
-fn hidden_vars(app: &App) -> Vec<String> {
+/// config given inline, a Vault token, the agent's caller token. Secrets referenced elsewhere
+/// as `{ env = "…" }` (sink signing secrets) are the operator's to keep out of exec's
+/// environment (documented).
+fn hidden_vars(app: Option<&App>) -> Vec<String> {
     let mut vars: Vec<String> = [
         "DEEPVUE_CLIENT_ID",
         "DEEPVUE_CLIENT_SECRET",
         "DEEPVUE_ROTATOR_CONFIG_TOML",
         "VAULT_TOKEN",
+        agent_source::AUTH_ENV,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for t in &app.config.tokens {
+    for t in app.iter().flat_map(|a| &a.config.tokens) {
         if let crate::backends::CredentialsConfig::Env(e) = &t.credentials {
             vars.extend(e.client_id_var.clone());
             vars.extend(e.client_secret_var.clone());
@@ -182,7 +210,25 @@ fn hidden_vars(app: &App) -> Vec<String> {
     vars
 }
 
-/// The token's current version and document, or why there is none to give.
+/// Where the token comes from.
+enum Source<'a> {
+    /// The token's (primary) store.
+    Store(&'a Job),
+    /// A running agent.
+    Agent(agent_source::AgentSource),
+}
+
+impl Source<'_> {
+    /// The token's current version and document, or why there is none to give.
+    async fn current(&self) -> Result<(Version, TokenDocument), String> {
+        match self {
+            Source::Store(job) => current(job).await,
+            Source::Agent(a) => a.current().await,
+        }
+    }
+}
+
+/// The token's current version and document in its store, or why there is none to give.
 async fn current(job: &Job) -> Result<(Version, TokenDocument), String> {
     let store = job.store.tokens.as_ref();
     let at = format!(
@@ -270,7 +316,7 @@ impl Supervisor<'_> {
         cmd.spawn()
     }
 
-    async fn run(&self, job: &Job, version: &mut Version, mut doc: TokenDocument) -> u8 {
+    async fn run(&self, source: &Source<'_>, version: &mut Version, mut doc: TokenDocument) -> u8 {
         let kinds = [
             SignalKind::terminate(),
             SignalKind::interrupt(),
@@ -324,7 +370,7 @@ impl Supervisor<'_> {
                     None
                 }
                 _ = poll.tick() => {
-                    if let Err(code) = self.on_poll(job, version, &mut doc, &mut child, &mut started, &mut failures).await {
+                    if let Err(code) = self.on_poll(source, version, &mut doc, &mut child, &mut started, &mut failures).await {
                         return code;
                     }
                     None
@@ -368,14 +414,14 @@ impl Supervisor<'_> {
     /// signalled). `Err(code)`: exec ends with it.
     async fn on_poll(
         &self,
-        job: &Job,
+        source: &Source<'_>,
         version: &mut Version,
         doc: &mut TokenDocument,
         child: &mut tokio::process::Child,
         started: &mut tokio::time::Instant,
         failures: &mut u32,
     ) -> Result<(), u8> {
-        let (v, d) = match current(job).await {
+        let (v, d) = match source.current().await {
             Ok(x) => x,
             Err(e) => {
                 warn!(error = %e, "cannot read the token; the child keeps the one it has");
