@@ -32,6 +32,8 @@ async fn main() {
         };
         headers.insert(k, v);
     }
+    // reqwest here is built without a default TLS provider: the crate's (ring).
+    deepvue_rotator::support::tls::install_default_provider();
     let duration = Duration::from_secs_f64(secs);
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -70,6 +72,10 @@ async fn main() {
             all.extend(times);
             errors += e;
         }
+    }
+    if all.is_empty() {
+        eprintln!("agent_load: no request completed");
+        std::process::exit(1);
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();

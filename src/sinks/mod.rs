@@ -1,5 +1,6 @@
 //! Alert sinks, and the one place that lists them: webhook (Standard Webhooks signatures),
-//! Slack, PagerDuty Events v2 (all over [`http`]), and SNS (the `aws` backend's).
+//! Slack, PagerDuty Events v2 (all over [`http`]), SNS (the `aws` backend's) and Pub/Sub (the
+//! `gcp` backend's).
 //!
 //! **Dependency rule:** sinks depend on `core` and `support`, and on a backend only for a sink
 //! that backend provides (SNS on the shared AWS SDK config).
@@ -24,7 +25,7 @@ use crate::support::net::IpFamily;
 use crate::support::problem::Problem;
 use crate::support::secret_ref::SecretRef;
 
-/// One `[[alerts]]` entry: `kind = "webhook" | "slack" | "pagerduty" | "sns"`.
+/// One `[[alerts]]` entry: `kind = "webhook" | "slack" | "pagerduty" | "sns" | "pubsub"`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SinkConfig {
@@ -37,6 +38,9 @@ pub enum SinkConfig {
     /// AWS SNS Publish.
     #[cfg(feature = "aws")]
     Sns(crate::backends::aws::sns::SnsSinkConfig),
+    /// GCP Pub/Sub publish.
+    #[cfg(feature = "gcp")]
+    Pubsub(crate::backends::gcp::pubsub::PubsubSinkConfig),
 }
 
 /// What building sinks needs besides their own config.
@@ -60,6 +64,8 @@ impl SinkConfig {
             SinkConfig::Pagerduty(c) => ("pagerduty", &c.name),
             #[cfg(feature = "aws")]
             SinkConfig::Sns(c) => ("sns", &c.name),
+            #[cfg(feature = "gcp")]
+            SinkConfig::Pubsub(c) => ("pubsub", &c.name),
         };
         name.clone().unwrap_or_else(|| format!("{kind}-{index}"))
     }
@@ -72,6 +78,8 @@ impl SinkConfig {
             SinkConfig::Pagerduty(c) => c.validate(at),
             #[cfg(feature = "aws")]
             SinkConfig::Sns(c) => c.validate(at),
+            #[cfg(feature = "gcp")]
+            SinkConfig::Pubsub(c) => c.validate(at),
         }
     }
 
@@ -108,6 +116,8 @@ impl SinkConfig {
             SinkConfig::Pagerduty(c) => Box::new(c.build(name, http.clone())),
             #[cfg(feature = "aws")]
             SinkConfig::Sns(c) => Box::new(c.build(name, ctx.clients.aws.clone())),
+            #[cfg(feature = "gcp")]
+            SinkConfig::Pubsub(c) => Box::new(c.build(name, ctx.clients.gcp.clone())),
         }
     }
 }

@@ -692,3 +692,94 @@ async fn check_finds_a_webhook_path_that_does_not_exist() {
         assert!(rx.posts(path).is_empty(), "check posts nothing");
     }
 }
+
+/// The Pub/Sub sink on the Pub/Sub fake: a `token.rotated` event (attributes `event_type` and
+/// `token`, the JSON in `data`, never a secret), a transient 503 retried, an alert published as
+/// `event_type = alert` with the egress IP, and `check` reading the topic (a missing one fails,
+/// naming it).
+#[tokio::test]
+async fn events_and_alerts_are_published_to_pubsub_and_check_reads_the_topic() {
+    use base64::Engine as _;
+    let fake = crate::pubsub_fake::PubsubFake::start().await;
+    let topic = fake.create_topic("p1", "deepvue-events");
+    let env = Env::new().await;
+    let rx = Receiver::start(&[]).await;
+    let sinks = |topic: &str| {
+        format!(
+            "[gcp]\nproject = \"p1\"\nanonymous = true\nendpoint_url = \"{0}\"\n\n[[alerts]]\nkind = \"pubsub\"\nname = \"events\"\ntopic = \"{topic}\"\nendpoint_url = \"{0}\"\nevents = [\"token.rotated\"]\n",
+            fake.endpoint
+        )
+    };
+    // A short topic id: the [gcp] project's.
+    let cfg = alert_config(&env, &rx, "\"127.0.0.1\"", &sinks("deepvue-events"));
+    fake.fail_next(503, 1);
+    let out = env.run(&cfg, &["rotate"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let got = fake.published();
+    assert_eq!(got.len(), 1, "one event after a retried 503: {out}");
+    assert_eq!(got[0].topic, topic);
+    assert_eq!(
+        got[0].attributes.get("event_type").map(String::as_str),
+        Some("token.rotated")
+    );
+    assert_eq!(
+        got[0].attributes.get("token").map(String::as_str),
+        Some("prod")
+    );
+    assert!(
+        got[0].authorization.is_none(),
+        "anonymous: no credentials sent"
+    );
+    let event: serde_json::Value = serde_json::from_slice(&got[0].data).unwrap_or_default();
+    assert_eq!(event["type"], "token.rotated");
+    assert_eq!(event["token"], "prod");
+    assert_eq!(
+        event["version"].as_str(),
+        env.current_version("prod").await.as_deref()
+    );
+    let text = String::from_utf8_lossy(&got[0].data).to_string();
+    for t in env
+        .sim
+        .issued_tokens()
+        .iter()
+        .chain([&crate::support::CLIENT_SECRET.to_string()])
+    {
+        for form in crate::support::secret_forms(t) {
+            assert!(!text.contains(&form), "a secret in the event");
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert!(!b64.encode(&got[0].data).is_empty());
+
+    // An alert: Deepvue refuses the egress IP.
+    env.sim.set_behavior(allow_only("203.0.113.0/24"));
+    let out = env.run(&cfg, &["rotate", "--force"]).await;
+    assert_ne!(out.code, 0, "{out}");
+    let got = fake.published();
+    let alert = got
+        .iter()
+        .find(|m| m.attributes.get("event_type").map(String::as_str) == Some("alert"))
+        .unwrap_or_else(|| panic!("no alert published: {got:?}\n{out}"));
+    let text = String::from_utf8_lossy(&alert.data);
+    assert!(text.contains("egress IP 127.0.0.1"), "{text}");
+
+    // check reads the topic; a missing topic fails, named.
+    let out = env.run(&cfg, &["check", "--json"]).await;
+    assert!(
+        out.stdout
+            .contains("topic projects/p1/topics/deepvue-events reachable"),
+        "{out}"
+    );
+    let missing = alert_config(
+        &env,
+        &rx,
+        "\"127.0.0.1\"",
+        &sinks("projects/p1/topics/gone"),
+    );
+    let out = env.run(&missing, &["check", "--json"]).await;
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("projects/p1/topics/gone") && out.stdout.contains("HTTP 404"),
+        "{out}"
+    );
+}

@@ -23,6 +23,7 @@ mod layout;
 mod moto;
 mod openbao;
 mod pubsub;
+mod pubsub_fake;
 mod receiver;
 mod redaction;
 mod scenarios;

@@ -54,6 +54,7 @@ pub enum GcpSetupError {
 pub struct GcpClients {
     section: GcpSection,
     client: OnceCell<SecretManagerService>,
+    credentials: OnceCell<google_cloud_auth::credentials::Credentials>,
     project: OnceCell<String>,
 }
 
@@ -63,6 +64,7 @@ impl GcpClients {
         Arc::new(GcpClients {
             section: section.clone(),
             client: OnceCell::new(),
+            credentials: OnceCell::new(),
             project: OnceCell::new(),
         })
     }
@@ -76,13 +78,7 @@ impl GcpClients {
     pub async fn secret_manager(&self) -> Result<&SecretManagerService, GcpSetupError> {
         self.client
             .get_or_try_init(|| async {
-                let credentials = if self.section.anonymous {
-                    google_cloud_auth::credentials::anonymous::Builder::new().build()
-                } else {
-                    google_cloud_auth::credentials::Builder::default()
-                        .build()
-                        .map_err(|e| GcpSetupError::Credentials(e.to_string()))?
-                };
+                let credentials = self.credentials().await?.clone();
                 let mut builder = SecretManagerService::builder()
                     .with_credentials(credentials)
                     .with_retry_policy(
@@ -105,6 +101,41 @@ impl GcpClients {
                     .map_err(|e| GcpSetupError::Client(e.to_string()))
             })
             .await
+    }
+
+    /// The credentials every client of this section uses, loaded once (a failure is not
+    /// cached).
+    async fn credentials(
+        &self,
+    ) -> Result<&google_cloud_auth::credentials::Credentials, GcpSetupError> {
+        self.credentials
+            .get_or_try_init(|| async {
+                if self.section.anonymous {
+                    Ok(google_cloud_auth::credentials::anonymous::Builder::new().build())
+                } else {
+                    google_cloud_auth::credentials::Builder::default()
+                        .build()
+                        .map_err(|e| GcpSetupError::Credentials(e.to_string()))
+                }
+            })
+            .await
+    }
+
+    /// The request headers that authenticate a REST call (`Authorization: Bearer …`; none
+    /// when anonymous), for the APIs without a client crate here (Pub/Sub).
+    pub async fn auth_headers(&self) -> Result<http::HeaderMap, GcpSetupError> {
+        use google_cloud_auth::credentials::CacheableResource;
+        match self
+            .credentials()
+            .await?
+            .headers(http::Extensions::new())
+            .await
+            .map_err(|e| GcpSetupError::Credentials(e.to_string()))?
+        {
+            CacheableResource::New { data, .. } => Ok(data),
+            // Only answered to a caller that sent an entity tag; this one sends none.
+            CacheableResource::NotModified => Ok(http::HeaderMap::new()),
+        }
     }
 
     /// The project short secret ids live in, resolved once.

@@ -13,6 +13,7 @@ mod crc32c;
 mod credentials;
 mod errors;
 mod lease;
+pub mod pubsub;
 mod state_annotations;
 mod store;
 

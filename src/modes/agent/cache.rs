@@ -339,13 +339,18 @@ impl Cache {
         write_lock(&slot.problem, None);
     }
 
-    /// Read every token once (at start), concurrently.
+    /// Read every token once (at start), `[rotation] concurrency` at a time (a file store's
+    /// read is a blocking-pool thread: a thousand at once would be a thousand threads).
     pub async fn load_all(&self) {
+        use futures::StreamExt as _;
         let reads = self
             .slots
             .iter()
             .map(|(name, slot)| self.reload(name, slot, true));
-        futures::future::join_all(reads).await;
+        futures::stream::iter(reads)
+            .buffer_unordered(self.app.config.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
     }
 
     /// How long until `slot` should be read again, and whether it is due for a rotation.
