@@ -21,6 +21,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +35,7 @@ use crate::core::document::{TokenDocument, format_time};
 use crate::core::store::{TokenStore, Version};
 use crate::engine::rotator::{Job, RunOptions};
 
-/// What is served for a token.
+/// What is served for a token, with its answers rendered once (a request copies them).
 pub struct Served {
     /// Its version in the store.
     pub version: Version,
@@ -41,6 +43,70 @@ pub struct Served {
     pub doc: Arc<TokenDocument>,
     /// Why the store's current version is not served (this is the previous one), if so.
     pub stale: Option<String>,
+    /// The JSON answer.
+    pub json: SecretString,
+    /// The plain-text answer (the token and a newline).
+    pub text: SecretString,
+    /// The headers of every token answer but its content type: `Cache-Control: no-store`,
+    /// `X-Deepvue-Rotator-Version`, `-Expiry`, and `-Stale: true` when stale.
+    pub headers: http::HeaderMap,
+}
+
+impl Served {
+    fn new(name: &str, version: Version, doc: Arc<TokenDocument>, stale: Option<String>) -> Served {
+        let mut body = serde_json::json!({
+            "name": name,
+            // Rendered once, handed only to authenticated local callers (`http.rs`).
+            "access_token": doc.access_token.expose_secret(),
+            "token_type": doc.token_type,
+            "expiry": format_time(doc.expiry),
+            "issued_at": format_time(doc.issued_at),
+            "version": version.to_string(),
+            "stale": stale.is_some(),
+        });
+        if let Some(map) = body.as_object_mut() {
+            if let Some(why) = &stale {
+                map.insert("stale_reason".into(), serde_json::json!(why));
+            }
+            if let Some(key) = &doc.x_api_key {
+                map.insert("x_api_key".into(), serde_json::json!(key.expose_secret()));
+            }
+        }
+        let text = format!("{}\n", doc.access_token.expose_secret());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&version.to_string()) {
+            headers.insert("x-deepvue-rotator-version", v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&format_time(doc.expiry)) {
+            headers.insert("x-deepvue-rotator-expiry", v);
+        }
+        if stale.is_some() {
+            headers.insert(
+                "x-deepvue-rotator-stale",
+                http::HeaderValue::from_static("true"),
+            );
+        }
+        Served {
+            headers,
+            json: SecretString::from(body.to_string()),
+            text: SecretString::from(text),
+            version,
+            doc,
+            stale,
+        }
+    }
+}
+
+/// A token's request counters, resolved once (a request only increments).
+struct Counters {
+    hits: Counter,
+    misses: Counter,
+    stale_served: Counter,
+    unavailable: Counter,
 }
 
 /// One served token.
@@ -52,6 +118,7 @@ struct Slot {
     problem: RwLock<Option<String>>,
     /// When the last store read ended; held during a read (coalescing).
     last_read: Mutex<Option<Instant>>,
+    counters: Counters,
 }
 
 /// A request's answer.
@@ -86,12 +153,19 @@ fn write_lock<T>(l: &RwLock<T>, v: T) {
 impl Cache {
     /// A cache over `app`'s tokens (or those `config.tokens` names), empty until read.
     pub fn new(app: Arc<App>, config: &AgentConfig) -> Cache {
+        let metrics = AgentMetrics::default();
         let slots = app
             .jobs
             .iter()
             .enumerate()
             .filter(|(_, j)| config.tokens.as_ref().is_none_or(|t| t.contains(&j.name)))
             .map(|(i, j)| {
+                let counters = Counters {
+                    hits: metrics.hits(&j.name),
+                    misses: metrics.misses(&j.name),
+                    stale_served: metrics.stale_served(&j.name),
+                    unavailable: metrics.unavailable(&j.name),
+                };
                 (
                     j.name.clone(),
                     Slot {
@@ -99,6 +173,7 @@ impl Cache {
                         served: RwLock::new(None),
                         problem: RwLock::new(Some("not read yet".into())),
                         last_read: Mutex::new(None),
+                        counters,
                     },
                 )
             })
@@ -109,7 +184,7 @@ impl Cache {
             refresh_interval: config.refresh_interval,
             max_age: config.max_age,
             mint: config.mint,
-            metrics: AgentMetrics::default(),
+            metrics,
         }
     }
 
@@ -136,12 +211,12 @@ impl Cache {
         match self.usable(slot) {
             Some(s) => {
                 if s.stale.is_some() {
-                    self.metrics.stale_served(name);
+                    slot.counters.stale_served.inc();
                 }
                 Answer::Token(s)
             }
             None => {
-                self.metrics.unavailable(name);
+                slot.counters.unavailable.inc();
                 let why = read_lock(&slot.problem).unwrap_or_else(|| {
                     format!(
                         "token `{name}`: the cached token has expired and no newer one was read"
@@ -156,13 +231,13 @@ impl Cache {
     pub async fn get(&self, name: &str) -> Option<Answer> {
         let slot = self.slots.get(name)?;
         if let Some(s) = self.usable(slot) {
-            self.metrics.hit(name);
+            slot.counters.hits.inc();
             if s.stale.is_some() {
-                self.metrics.stale_served(name);
+                slot.counters.stale_served.inc();
             }
             return Some(Answer::Token(s));
         }
-        self.metrics.miss(name);
+        slot.counters.misses.inc();
         self.reload(name, slot, false).await;
         Some(self.answer(name, slot))
     }
@@ -330,11 +405,7 @@ impl Cache {
         }
         write_lock(
             &slot.served,
-            Some(Arc::new(Served {
-                version,
-                doc,
-                stale,
-            })),
+            Some(Arc::new(Served::new(name, version, doc, stale))),
         );
         write_lock(&slot.problem, None);
     }

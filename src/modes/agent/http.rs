@@ -26,7 +26,6 @@ use tracing::debug;
 use super::CallerToken;
 use super::cache::{Answer, Cache, Served};
 use crate::config::agent::AUTH_HEADER;
-use crate::core::document::format_time;
 
 /// The state every handler shares.
 pub(super) struct AgentState {
@@ -113,45 +112,24 @@ fn unavailable(s: &AgentState, why: String) -> Response {
 
 /// The headers every token answer carries.
 fn token_headers(served: &Served, content_type: &'static str) -> HeaderMap {
-    let mut h = HeaderMap::new();
+    let mut h = served.headers.clone();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&served.version.to_string()) {
-        h.insert("x-deepvue-rotator-version", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format_time(served.doc.expiry)) {
-        h.insert("x-deepvue-rotator-expiry", v);
-    }
-    if served.stale.is_some() {
-        h.insert("x-deepvue-rotator-stale", HeaderValue::from_static("true"));
-    }
     h
 }
 
-fn token_json(name: &str, served: &Served, refreshed: Option<bool>) -> Response {
-    let doc = &served.doc;
-    let mut body = json!({
-        "name": name,
-        // The one place the agent hands a token out: to an authenticated local caller.
-        "access_token": doc.access_token.expose_secret(),
-        "token_type": doc.token_type,
-        "expiry": format_time(doc.expiry),
-        "issued_at": format_time(doc.issued_at),
-        "version": served.version.to_string(),
-        "stale": served.stale.is_some(),
-    });
+/// The JSON answer: the one rendered when the version was read, or with `refreshed` added.
+fn token_json(served: &Served, refreshed: Option<bool>) -> Response {
+    let headers = token_headers(served, "application/json");
+    let Some(r) = refreshed else {
+        return (headers, served.json.expose_secret().to_string()).into_response();
+    };
+    // The answer to an authenticated local caller, as rendered, plus one field.
+    let mut body: serde_json::Value =
+        serde_json::from_str(served.json.expose_secret()).unwrap_or_default();
     if let Some(map) = body.as_object_mut() {
-        if let Some(why) = &served.stale {
-            map.insert("stale_reason".into(), json!(why));
-        }
-        if let Some(key) = &doc.x_api_key {
-            map.insert("x_api_key".into(), json!(key.expose_secret()));
-        }
-        if let Some(r) = refreshed {
-            map.insert("refreshed".into(), json!(r));
-        }
+        map.insert("refreshed".into(), json!(r));
     }
-    (token_headers(served, "application/json"), body.to_string()).into_response()
+    (headers, body.to_string()).into_response()
 }
 
 async fn token(State(s): St, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -160,7 +138,7 @@ async fn token(State(s): St, Path(name): Path<String>, headers: HeaderMap) -> Re
     }
     match s.cache.get(&name).await {
         None => not_served(),
-        Some(Answer::Token(served)) => token_json(&name, &served, None),
+        Some(Answer::Token(served)) => token_json(&served, None),
         Some(Answer::Unavailable(why)) => unavailable(&s, why),
     }
 }
@@ -171,10 +149,11 @@ async fn access_token(State(s): St, Path(name): Path<String>, headers: HeaderMap
     }
     match s.cache.get(&name).await {
         None => not_served(),
-        Some(Answer::Token(served)) => {
-            let text = format!("{}\n", served.doc.access_token.expose_secret());
-            (token_headers(&served, "text/plain; charset=utf-8"), text).into_response()
-        }
+        Some(Answer::Token(served)) => (
+            token_headers(&served, "text/plain; charset=utf-8"),
+            served.text.expose_secret().to_string(),
+        )
+            .into_response(),
         Some(Answer::Unavailable(why)) => unavailable(&s, why),
     }
 }
@@ -185,7 +164,7 @@ async fn refresh(State(s): St, Path(name): Path<String>, headers: HeaderMap) -> 
     }
     match s.cache.refresh(&name).await {
         None => not_served(),
-        Some((Answer::Token(served), read)) => token_json(&name, &served, Some(read)),
+        Some((Answer::Token(served), read)) => token_json(&served, Some(read)),
         Some((Answer::Unavailable(why), _)) => unavailable(&s, why),
     }
 }

@@ -127,12 +127,14 @@ impl AgentMetrics {
         out
     }
 
-    pub fn hit(&self, token: &str) {
-        self.hits.get_or_create(&label(token)).inc();
+    /// `token`'s cache-hit counter (a handle: increments go to the family's series).
+    pub fn hits(&self, token: &str) -> Counter {
+        self.hits.get_or_create(&label(token)).clone()
     }
 
-    pub fn miss(&self, token: &str) {
-        self.misses.get_or_create(&label(token)).inc();
+    /// `token`'s cache-miss counter.
+    pub fn misses(&self, token: &str) -> Counter {
+        self.misses.get_or_create(&label(token)).clone()
     }
 
     pub fn store_read(&self, token: &str, ok: bool) {
@@ -155,12 +157,14 @@ impl AgentMetrics {
             .inc();
     }
 
-    pub fn stale_served(&self, token: &str) {
-        self.stale_served.get_or_create(&label(token)).inc();
+    /// `token`'s stale-answer counter.
+    pub fn stale_served(&self, token: &str) -> Counter {
+        self.stale_served.get_or_create(&label(token)).clone()
     }
 
-    pub fn unavailable(&self, token: &str) {
-        self.unavailable.get_or_create(&label(token)).inc();
+    /// `token`'s 503 counter.
+    pub fn unavailable(&self, token: &str) -> Counter {
+        self.unavailable.get_or_create(&label(token)).clone()
     }
 
     pub fn refused(&self, reason: &'static str) {
