@@ -4,7 +4,8 @@
 # the Lambda handler's init time, then the vault backend against an OpenBao dev server, then
 # the gcp backend against the tests' Secret Manager fake (examples/gcp_fake.rs), fan-out, the
 # kubernetes backend against the tests' API fake (examples/kube_fake.rs), then the daemon
-# (idle, churn, /metrics; IDLE=<seconds> of idle window, default 600). moto and bao come from
+# (idle, churn, /metrics; IDLE=<seconds> of idle window, default 600), then the agent against
+# the AWS Secrets Manager Agent (bench/agent.py). moto and bao come from
 # .tools/venv (./scripts/test.sh installs them). With OLD_BIN=<an older release binary> it
 # first pairs that binary against this one (bench/ab.py).
 set -euo pipefail
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 cargo build --release --quiet --example gcp_fake
 cargo build --release --quiet --example kube_fake
+cargo build --release --quiet --example agent_load
 MOTO="${MOTO_SERVER:-.tools/venv/bin/moto_server}"
 [ -x "$MOTO" ] || { echo "bench: moto_server not found; run ./scripts/test.sh first" >&2; exit 1; }
 if [ -n "${OLD_BIN:-}" ]; then
@@ -32,3 +34,11 @@ echo
 python3 bench/kubernetes.py target/release/deepvue-rotator target/release/examples/kube_fake
 echo
 python3 bench/daemon.py target/release/deepvue-rotator "${IDLE:-600}"
+echo
+# The agent against the AWS Secrets Manager Agent (crates.io aws_secretsmanager_agent), built
+# once into .tools/aws-agent (a release build of the AWS SDK: ~6 min on 2 cores).
+AWS_SM_AGENT="${AWS_SM_AGENT:-.tools/aws-agent/bin/aws_secretsmanager_agent}"
+if [ ! -x "$AWS_SM_AGENT" ]; then
+  cargo install --quiet --locked --root .tools/aws-agent aws_secretsmanager_agent
+fi
+python3 bench/agent.py target/release/deepvue-rotator "$MOTO" "$AWS_SM_AGENT" target/release/examples/agent_load 5 5

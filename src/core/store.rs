@@ -289,6 +289,12 @@ pub trait TokenStore: Send + Sync {
     /// A specific version, or `None` when it does not exist (any more). An error means the
     /// store could not answer, never "not found".
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError>;
+    /// A stream that yields when the current version may have changed, where the backend can
+    /// say so without a read (the file store: inotify on its directory); `None` when it cannot
+    /// (then readers poll). Built inside the async runtime.
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        None
+    }
     /// The version before `current`, or `None` when there is none (any more). Default: the
     /// version numbered one less, for stores whose versions are sequence numbers (file,
     /// Vault, GCP, Kubernetes); a store with its own notion overrides it (AWS: AWSPREVIOUS).

@@ -81,6 +81,10 @@ impl TokenStore for Tokens {
             .count("read_version", self.0.read_previous(current).await)
     }
 
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        self.0.changes()
+    }
+
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
         self.1.count("write", self.0.write(doc, mode).await)
     }

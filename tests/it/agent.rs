@@ -6,7 +6,8 @@
 //! request, 100 concurrent refreshes make one store read, a store outage serves the cached
 //! token, a current version that is unusable leaves the previous one served as stale (by a
 //! running agent from memory, by a starting one from the store), and no log shows a secret.
-//! The rest is the file store's: Unix sockets and their modes, 503 with nothing valid,
+//! The rest is the file store's: its change event reaching a running agent, Unix sockets and
+//! their modes, 503 with nothing valid,
 //! `mint = true`, an application's 401 → refresh against a simulator that revokes earlier
 //! tokens and one that does not, startup refusals, and trace-level logs.
 
@@ -334,16 +335,29 @@ pub async fn serves_from_cache(
         "{b}"
     );
 
-    // The rotator writes a new version: the agent keeps serving its cached one until it
-    // reads (at renew_before, or on a refresh).
+    // The rotator writes a new version. A store that reports changes (the file store) has
+    // the agent read it at once; any other is read at renew_before or on a refresh, and
+    // until then the cached version is served.
     let out = run(fx.command(&env, &cfg, &["rotate", "--force"])).await;
     assert_eq!(out.code, 0, "{b}: {out}");
     let v2 = current_version(&p, b).await;
     let t2 = crate::scenarios::current_token(fx, &store).await;
-    assert_eq!(agent.token().await.token(), t1, "{b}: served from memory");
+    if fx.backend() == "file" {
+        let started = Instant::now();
+        while agent.token().await.token() != t2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{b}: no change event"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        assert_eq!(agent.token().await.token(), t1, "{b}: served from memory");
+    }
 
     // 100 concurrent refreshes: one store read, every caller gets its result.
     tokio::time::sleep(PAST_INTERVAL).await;
+    let reads_before = agent.metric(reads_ok).await;
     let refresh_before = requests();
     let answers = futures::future::join_all((0..100).map(|_| agent.refresh())).await;
     let refresh_requests = requests() - refresh_before;
@@ -366,7 +380,7 @@ pub async fn serves_from_cache(
     );
     assert_eq!(
         agent.metric(reads_ok).await,
-        2.0,
+        reads_before + 1.0,
         "{b}: one store read for 100 refreshes"
     );
     assert_eq!(
@@ -886,6 +900,39 @@ async fn exec_takes_the_token_from_a_running_agent_and_restarts_on_a_new_version
     let tokens = env.sim.issued_tokens();
     assert_eq!(lines()[1], format!("{} hidden", tokens[1]));
     assert_eq!(term(&mut exec).await, 128 + 15);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
+/// The file store says when its current version changes (inotify): a running agent serves a
+/// new version at once, with no refresh and long before `renew_before`.
+#[tokio::test]
+async fn a_file_store_write_reaches_the_agent_at_once_through_its_change_event() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
+    let first = agent.token().await.token();
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    let new = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    assert_ne!(first, new);
+    let started = Instant::now();
+    while agent.token().await.token() != new {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the agent never saw the write:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_refreshes_total{token=\"prod\",result=\"read\"}")
+            .await,
+        0.0,
+        "no refresh was asked for"
+    );
     let (code, log) = agent.stop().await;
     assert_eq!(code, 0, "{log}");
 }

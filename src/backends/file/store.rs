@@ -732,6 +732,56 @@ impl TokenStore for FileStore {
         self.blocking(FileStore::read_current_blocking).await
     }
 
+    /// inotify on the store directory (never through a link): yields when `current.json` is
+    /// created or renamed over, i.e. when a version is written. `None` while the directory
+    /// does not exist yet or inotify is unavailable (readers poll then).
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        inotify::add_watch(
+            &fd,
+            &self.dir,
+            WatchFlags::MOVED_TO
+                | WatchFlags::CREATE
+                | WatchFlags::ONLYDIR
+                | WatchFlags::DONT_FOLLOW,
+        )
+        .ok()?;
+        // `register` (its replacement) is `unsafe` for an arbitrary `AsRawFd`; an `OwnedFd`
+        // moved in meets its contract (open, owned, the same descriptor until dropped).
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd).ok()?;
+        Some(Box::pin(futures::stream::unfold(fd, |fd| async move {
+            loop {
+                let changed = {
+                    let mut guard = fd.readable().await.ok()?;
+                    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+                    let mut reader = inotify::Reader::new(fd.get_ref(), &mut buf);
+                    let mut changed = false;
+                    loop {
+                        match reader.next() {
+                            Ok(e) => {
+                                changed |= e
+                                    .file_name()
+                                    .is_some_and(|n| n.to_bytes() == CURRENT.as_bytes());
+                            }
+                            Err(Errno::AGAIN) => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            // The watch is gone (the directory removed): stop; readers poll.
+                            Err(_) => return None,
+                        }
+                    }
+                    changed
+                };
+                if changed {
+                    return Some(((), fd));
+                }
+            }
+        })))
+    }
+
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
         let Some(n) = parse_version_id(&version.0) else {
             return Ok(None);

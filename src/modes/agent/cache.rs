@@ -138,7 +138,12 @@ pub struct Cache {
     mint: bool,
     /// The agent's metrics.
     pub metrics: AgentMetrics,
+    /// Change watches held.
+    watches: std::sync::atomic::AtomicUsize,
 }
+
+/// Most change watches one agent holds (see [`Cache::watch`]); tokens beyond are polled.
+const MAX_WATCHES: usize = 32;
 
 fn read_lock<T: Clone>(l: &RwLock<T>) -> T {
     l.read()
@@ -185,6 +190,7 @@ impl Cache {
             max_age: config.max_age,
             mint: config.mint,
             metrics,
+            watches: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -446,35 +452,79 @@ impl Cache {
         (self.max_age.map_or(wait, |m| wait.min(m)), due)
     }
 
-    /// Keep `name` current until `stop`: re-read (and with `mint`, rotate) when due.
+    /// `name`'s change events, if its store has them and fewer than [`MAX_WATCHES`] are held
+    /// (each is a kernel object counted against the user's limit, which the applications of
+    /// that user need too).
+    fn watch(&self, slot: &Slot) -> Option<futures::stream::BoxStream<'static, ()>> {
+        use std::sync::atomic::Ordering;
+        if self.watches.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHES {
+            self.watches.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let w = self.job(slot).store.tokens.changes();
+        if w.is_none() {
+            self.watches.fetch_sub(1, Ordering::Relaxed);
+        }
+        w
+    }
+
+    /// Keep `name` current until `stop`: re-read (and with `mint`, rotate) when due, and at
+    /// once when the store says its current version changed.
     pub async fn keep_current(&self, name: &str, stop: CancellationToken) {
+        use futures::StreamExt as _;
         let Some(slot) = self.slots.get(name) else {
             return;
         };
+        let mut changes = self.watch(slot);
         // With `mint`, a token that is due at start is rotated at once.
         let mut first = self.mint;
         loop {
             let (wait, due) = self.next_read(slot);
+            let mut changed = false;
             if !(first && due) {
+                let change = async {
+                    match changes.as_mut() {
+                        Some(c) => c.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
+                    c = change => match c {
+                        Some(()) => changed = true,
+                        // The watch ended (its directory went): poll.
+                        None => changes = None,
+                    },
                 }
             }
             first = false;
+            if changed {
+                // A write is a few events: let it settle, then read once.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                debug!(token = name, "the store reports a new current version");
+                Box::pin(self.reload(name, slot, true)).await;
+                continue;
+            }
             let (_, due) = self.next_read(slot);
             if self.mint && due {
                 // The engine decides (fresh: a no-op) and keeps one mint per window.
-                let r = self
-                    .app
-                    .rotator
-                    .pass()
-                    .rotate_token(self.job(slot), RunOptions::default())
-                    .await;
+                // Boxed: a thousand idle keepers must not each carry a rotation's state.
+                let r = Box::pin(
+                    self.app
+                        .rotator
+                        .pass()
+                        .rotate_token(self.job(slot), RunOptions::default()),
+                )
+                .await;
                 debug!(token = name, outcome = ?r.outcome, "rotation pass");
-                self.reload(name, slot, true).await;
+                Box::pin(self.reload(name, slot, true)).await;
             } else {
-                self.reload(name, slot, false).await;
+                Box::pin(self.reload(name, slot, false)).await;
+            }
+            if changes.is_none() {
+                // A store made since (the first write creates the file store's directory).
+                changes = self.watch(slot);
             }
         }
     }
