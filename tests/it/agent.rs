@@ -278,6 +278,15 @@ pub async fn serves_from_cache(
         unknown.status, 401,
         "{b}: a token's existence is not told before the check"
     );
+    let unknown = agent
+        .get(
+            "/v1/tokens/nope",
+            &[(HEADER, "agent-caller-SENTINEL-0f3b9c1d2")],
+        )
+        .await;
+    assert_eq!(unknown.status, 403, "{b}: nor to a wrong caller token");
+    let unknown = agent.get("/v1/tokens/nope", &[(HEADER, AGENT_TOKEN)]).await;
+    assert_eq!(unknown.status, 404, "{b}: only then is an unknown name 404");
     for refused in [&missing, &wrong] {
         assert!(
             !refused.body.contains(&t1) && !refused.body.contains("prod"),
@@ -568,7 +577,7 @@ async fn unix_get(socket: &Path, path: &str) -> (String, String) {
     (status, body)
 }
 
-/// Start an agent on a Unix socket (no TCP port to wait on: wait for the socket).
+/// Start an agent on a Unix socket (no TCP port to wait on: wait until it accepts).
 async fn start_unix(env: &Env, cfg: &Path, socket: &Path) -> tokio::process::Child {
     let mut cmd = env.command(cfg, &["agent"]);
     cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN)
@@ -576,7 +585,8 @@ async fn start_unix(env: &Env, cfg: &Path, socket: &Path) -> tokio::process::Chi
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
-    while !socket.exists() {
+    // Connectable, not only present: a dead agent's socket may be there before ours.
+    while tokio::net::UnixStream::connect(socket).await.is_err() {
         if let Ok(Some(s)) = child.try_wait() {
             panic!("the agent exited: {s}");
         }
@@ -631,6 +641,63 @@ async fn a_unix_socket_has_the_configured_mode_and_group_and_goes_with_the_agent
         assert_eq!(doc["access_token"], token);
         assert_eq!(term(&mut child).await, 0);
         assert!(!socket.exists(), "the agent removes its socket");
+    }
+
+    // A socket an agent still listens on is never taken over; a dead agent's is.
+    let live = sockets.join("live.sock");
+    let cfg = file_config(&env, &format!("listen = \"unix:{}\"\n", live.display()));
+    let mut first = start_unix(&env, &cfg, &live).await;
+    let mut cmd = env.command(&cfg, &["agent"]);
+    cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN);
+    let out = run(cmd).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("another agent listens on it"), "{out}");
+    let (status, _) = unix_get(&live, "/v1/tokens/prod").await;
+    assert!(
+        status.contains(" 200 "),
+        "the first agent still serves: {status}"
+    );
+    if let Some(pid) = first
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    let _ = first.wait().await;
+    assert!(live.exists(), "a killed agent leaves its socket");
+    let mut second = start_unix(&env, &cfg, &live).await;
+    let (status, _) = unix_get(&live, "/v1/tokens/prod").await;
+    assert!(
+        status.contains(" 200 "),
+        "a stale socket is replaced: {status}"
+    );
+    assert_eq!(term(&mut second).await, 0);
+
+    // Only a directory of this user's (or root's) that nobody else may write.
+    for (mode, owner) in [(0o1777, None), (0o775, None), (0o755, Some(65534))] {
+        let dir = env.path(&format!("sockdir-{mode:o}-{owner:?}"));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Another user's directory: only root can make one (the other cases run for anyone).
+        if let Some(uid) = owner
+            && rustix::fs::chown(&dir, Some(rustix::fs::Uid::from_raw(uid)), None).is_err()
+        {
+            continue;
+        }
+        let cfg = file_config(
+            &env,
+            &format!("listen = \"unix:{}\"\n", dir.join("a.sock").display()),
+        );
+        let mut cmd = env.command(&cfg, &["agent"]);
+        cmd.env("DEEPVUE_ROTATOR_AGENT_TOKEN", AGENT_TOKEN);
+        let out = run(cmd).await;
+        assert_eq!(out.code, 2, "{mode:o} {owner:?}: {out}");
+        assert!(
+            out.stderr.contains("writable by its group or others")
+                || out.stderr.contains("not to this user or root"),
+            "{out}"
+        );
     }
 
     // A path that is not this user's socket is never replaced.

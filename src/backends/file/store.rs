@@ -733,16 +733,19 @@ impl TokenStore for FileStore {
     }
 
     /// inotify on the store directory (never through a link): yields when `current.json` is
-    /// created or renamed over, i.e. when a version is written. `None` while the directory
-    /// does not exist yet or inotify is unavailable (readers poll then).
+    /// created or renamed over, i.e. when a version is written, and when events were lost (a
+    /// queue overflow); ends when the directory is removed or moved away. `None` while the
+    /// directory does not exist yet or inotify is unavailable (readers poll then).
     fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
-        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
         inotify::add_watch(
             &fd,
             &self.dir,
             WatchFlags::MOVED_TO
                 | WatchFlags::CREATE
+                | WatchFlags::DELETE_SELF
+                | WatchFlags::MOVE_SELF
                 | WatchFlags::ONLYDIR
                 | WatchFlags::DONT_FOLLOW,
         )
@@ -761,9 +764,19 @@ impl TokenStore for FileStore {
                     loop {
                         match reader.next() {
                             Ok(e) => {
-                                changed |= e
-                                    .file_name()
-                                    .is_some_and(|n| n.to_bytes() == CURRENT.as_bytes());
+                                let flags = e.events();
+                                // The directory went (removed, moved away): the watch is over.
+                                if flags.intersects(
+                                    ReadFlags::IGNORED
+                                        | ReadFlags::DELETE_SELF
+                                        | ReadFlags::MOVE_SELF,
+                                ) {
+                                    return None;
+                                }
+                                // Events were lost: one of them may have been the write.
+                                changed |= flags.contains(ReadFlags::QUEUE_OVERFLOW)
+                                    || e.file_name()
+                                        .is_some_and(|n| n.to_bytes() == CURRENT.as_bytes());
                             }
                             Err(Errno::AGAIN) => {
                                 guard.clear_ready();

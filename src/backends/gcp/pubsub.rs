@@ -60,11 +60,21 @@ fn valid_topic_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c))
 }
 
+/// A project id as it may stand in a resource name: letters, digits, `-`, and the `.` / `:` of
+/// domain-scoped projects; nothing that would change the request path.
+fn valid_project(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 100
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+        && !p.contains("..")
+}
+
 impl PubsubSinkConfig {
     /// Check the entry at `at`.
     pub fn validate(&self, at: &str) -> Result<(), Problem> {
         let ok = match self.topic.split('/').collect::<Vec<_>>().as_slice() {
-            ["projects", p, "topics", t] => !p.is_empty() && valid_topic_id(t),
+            ["projects", p, "topics", t] => valid_project(p) && valid_topic_id(t),
             [t] => valid_topic_id(t),
             _ => false,
         };
@@ -87,9 +97,19 @@ impl PubsubSinkConfig {
             )));
         }
         if let Some(u) = &self.endpoint_url {
-            crate::support::url::https_or_loopback_url(&format!("{at}.endpoint_url"), u).and_then(
-                |_| crate::support::url::plain_endpoint(&format!("{at}.endpoint_url"), u),
-            )?;
+            let at = format!("{at}.endpoint_url");
+            let url = crate::support::url::https_or_loopback_url(&at, u)
+                .and_then(|_| crate::support::url::plain_endpoint(&at, u))?;
+            // The Google credentials go with every call: only to Google, or to a local fake.
+            let google = url
+                .host_str()
+                .is_some_and(|h| h.ends_with(".googleapis.com"));
+            if !google && !crate::support::net::is_loopback(&url) {
+                return Err(Problem::insecure(format!(
+                    "{at} must be a googleapis.com host (the Google credentials are sent to \
+                     it) or a loopback fake"
+                )));
+            }
         }
         Ok(())
     }
@@ -135,6 +155,12 @@ impl PubsubSink {
             .project()
             .await
             .map_err(|e| SinkError::new(e.to_string()))?;
+        if !valid_project(project) {
+            return Err(SinkError::new(format!(
+                "the GCP project `{}` is not a project id",
+                escape_control(project)
+            )));
+        }
         Ok(format!("projects/{project}/topics/{}", self.topic))
     }
 
@@ -190,13 +216,11 @@ impl PubsubSink {
                 }
                 Ok(r) => {
                     let status = r.status();
-                    let text = r.bytes().await.unwrap_or_default();
-                    let reason = serde_json::from_slice::<serde_json::Value>(
-                        &text[..text.len().min(MAX_ERROR_BODY)],
-                    )
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(escape_control))
-                    .unwrap_or_default();
+                    let text = capped(r, MAX_ERROR_BODY).await;
+                    let reason = serde_json::from_slice::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["error"]["message"].as_str().map(escape_control))
+                        .unwrap_or_default();
                     last = format!(
                         "{what} on {}: HTTP {} {reason}",
                         self.topic,
@@ -242,6 +266,19 @@ impl PubsubSink {
         }
         Ok(())
     }
+}
+
+/// At most `max` bytes of an answer's body (what fits; an error body is only read for its
+/// reason).
+async fn capped(mut r: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        if out.len() + chunk.len() > max {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -315,6 +352,20 @@ mod tests {
         assert!(c.validate("a").is_err(), "plain http only on loopback");
         c.endpoint_url = Some("http://127.0.0.1:8085".into());
         assert!(c.validate("a").is_ok());
+        c.endpoint_url = Some("https://pubsub.example.com".into());
+        assert!(
+            c.validate("a").is_err(),
+            "credentials only to Google or a local fake"
+        );
+        c.endpoint_url = Some("https://europe-west1-pubsub.googleapis.com".into());
+        assert!(c.validate("a").is_ok());
+        assert!(cfg("projects/a?b/topics/abc").validate("a").is_err());
+        assert!(cfg("projects/../topics/abc").validate("a").is_err());
+        assert!(
+            cfg("projects/example.com:p1/topics/abc")
+                .validate("a")
+                .is_ok()
+        );
         c.events.clear();
         c.alerts = false;
         assert!(c.validate("a").is_err());

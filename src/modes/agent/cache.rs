@@ -32,6 +32,7 @@ use super::metrics::AgentMetrics;
 use crate::app::App;
 use crate::config::agent::AgentConfig;
 use crate::core::document::{TokenDocument, format_time};
+use crate::core::result::OutcomeKind;
 use crate::core::store::{TokenStore, Version};
 use crate::engine::rotator::{Job, RunOptions};
 
@@ -53,7 +54,13 @@ pub struct Served {
 }
 
 impl Served {
-    fn new(name: &str, version: Version, doc: Arc<TokenDocument>, stale: Option<String>) -> Served {
+    fn new(
+        name: &str,
+        version: Version,
+        doc: Arc<TokenDocument>,
+        stale: Option<String>,
+        detail: bool,
+    ) -> Served {
         let mut body = serde_json::json!({
             "name": name,
             // Rendered once, handed only to authenticated local callers (`http.rs`).
@@ -66,6 +73,11 @@ impl Served {
         });
         if let Some(map) = body.as_object_mut() {
             if let Some(why) = &stale {
+                let why = if detail {
+                    why.as_str()
+                } else {
+                    "the current version is unusable"
+                };
                 map.insert("stale_reason".into(), serde_json::json!(why));
             }
             if let Some(key) = &doc.x_api_key {
@@ -119,6 +131,9 @@ struct Slot {
     /// When the last store read ended; held during a read (coalescing).
     last_read: Mutex<Option<Instant>>,
     counters: Counters,
+    /// The store's change events, made before the first read (a write between that read and
+    /// the watch would go unseen) and taken by the token's keeper.
+    changes: std::sync::Mutex<Option<Changes>>,
 }
 
 /// A request's answer.
@@ -139,11 +154,19 @@ pub struct Cache {
     /// The agent's metrics.
     pub metrics: AgentMetrics,
     /// Change watches held.
-    watches: std::sync::atomic::AtomicUsize,
+    watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether answers may say why a version is stale (store names, versions): not when the
+    /// agent listens beyond this host.
+    detail: bool,
 }
+
+/// A store's change events.
+type Changes = futures::stream::BoxStream<'static, ()>;
 
 /// Most change watches one agent holds (see [`Cache::watch`]); tokens beyond are polled.
 const MAX_WATCHES: usize = 32;
+/// Longest wait before a failed rotation is tried again (`mint = true`).
+const MAX_MINT_BACKOFF: Duration = Duration::from_secs(30 * 60);
 
 fn read_lock<T: Clone>(l: &RwLock<T>) -> T {
     l.read()
@@ -179,6 +202,7 @@ impl Cache {
                         problem: RwLock::new(Some("not read yet".into())),
                         last_read: Mutex::new(None),
                         counters,
+                        changes: std::sync::Mutex::new(None),
                     },
                 )
             })
@@ -190,7 +214,8 @@ impl Cache {
             max_age: config.max_age,
             mint: config.mint,
             metrics,
-            watches: std::sync::atomic::AtomicUsize::new(0),
+            watches: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            detail: !config.allow_remote,
         }
     }
 
@@ -234,7 +259,7 @@ impl Cache {
     }
 
     /// A request for `name`'s token (`None`: not served here).
-    pub async fn get(&self, name: &str) -> Option<Answer> {
+    pub async fn get(self: &Arc<Self>, name: &str) -> Option<Answer> {
         let slot = self.slots.get(name)?;
         if let Some(s) = self.usable(slot) {
             slot.counters.hits.inc();
@@ -244,15 +269,15 @@ impl Cache {
             return Some(Answer::Token(s));
         }
         slot.counters.misses.inc();
-        self.reload(name, slot, false).await;
+        self.reload(name, false).await;
         Some(self.answer(name, slot))
     }
 
     /// A refresh of `name` (an application got a 401): a store read unless one ran within
     /// `refresh_interval`; the answer and whether this request read the store.
-    pub async fn refresh(&self, name: &str) -> Option<(Answer, bool)> {
+    pub async fn refresh(self: &Arc<Self>, name: &str) -> Option<(Answer, bool)> {
         let slot = self.slots.get(name)?;
-        let read = self.reload(name, slot, false).await;
+        let read = self.reload(name, false).await;
         self.metrics.refresh(name, read);
         Some((self.answer(name, slot), read))
     }
@@ -282,10 +307,25 @@ impl Cache {
         }
     }
 
-    /// Read the store for `slot` unless a read ended within `refresh_interval` (`force`: even
-    /// then); whether this call read. Reads of one token never overlap: a caller that waited
-    /// for another's read takes its result.
-    async fn reload(&self, name: &str, slot: &Slot, force: bool) -> bool {
+    /// Read the store for `name` unless a read ended within `refresh_interval` (`force`: even
+    /// then); whether this call read. The read runs in a task of its own: a caller that goes
+    /// away (a client that disconnects, a request that times out) never cancels the read other
+    /// callers wait for.
+    async fn reload(self: &Arc<Self>, name: &str, force: bool) -> bool {
+        let (this, name) = (Arc::clone(self), name.to_string());
+        tokio::spawn(async move {
+            match this.slots.get(&name) {
+                Some(slot) => this.reload_now(&name, slot, force).await,
+                None => false,
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// [`Cache::reload`]'s work. Reads of one token never overlap: a caller that waited for
+    /// another's read takes its result.
+    async fn reload_now(&self, name: &str, slot: &Slot, force: bool) -> bool {
         let mut last = slot.last_read.lock().await;
         if !force && last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
             debug!(
@@ -411,19 +451,30 @@ impl Cache {
         }
         write_lock(
             &slot.served,
-            Some(Arc::new(Served::new(name, version, doc, stale))),
+            Some(Arc::new(Served::new(
+                name,
+                version,
+                doc,
+                stale,
+                self.detail,
+            ))),
         );
         write_lock(&slot.problem, None);
     }
 
-    /// Read every token once (at start), `[rotation] concurrency` at a time (a file store's
-    /// read is a blocking-pool thread: a thousand at once would be a thousand threads).
-    pub async fn load_all(&self) {
+    /// Watch every store that reports changes, then read every token once (at start),
+    /// `[rotation] concurrency` at a time (a file store's read is a blocking-pool thread: a
+    /// thousand at once would be a thousand threads).
+    pub async fn load_all(self: &Arc<Self>) {
         use futures::StreamExt as _;
-        let reads = self
-            .slots
-            .iter()
-            .map(|(name, slot)| self.reload(name, slot, true));
+        for slot in self.slots.values() {
+            let w = self.watch(slot);
+            *slot
+                .changes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = w;
+        }
+        let reads = self.slots.keys().map(|name| self.reload(name, true));
         futures::stream::iter(reads)
             .buffer_unordered(self.app.config.concurrency.max(1))
             .collect::<Vec<_>>()
@@ -452,34 +503,53 @@ impl Cache {
         (self.max_age.map_or(wait, |m| wait.min(m)), due)
     }
 
-    /// `name`'s change events, if its store has them and fewer than [`MAX_WATCHES`] are held
+    /// `slot`'s change events, if its store has them and fewer than [`MAX_WATCHES`] are held
     /// (each is a kernel object counted against the user's limit, which the applications of
-    /// that user need too).
-    fn watch(&self, slot: &Slot) -> Option<futures::stream::BoxStream<'static, ()>> {
+    /// that user need too). The count is given back when the stream is dropped.
+    fn watch(&self, slot: &Slot) -> Option<Changes> {
+        use futures::StreamExt as _;
         use std::sync::atomic::Ordering;
+        struct Held(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         if self.watches.fetch_add(1, Ordering::Relaxed) >= MAX_WATCHES {
             self.watches.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let w = self.job(slot).store.tokens.changes();
-        if w.is_none() {
-            self.watches.fetch_sub(1, Ordering::Relaxed);
-        }
-        w
+        let held = Held(self.watches.clone());
+        let stream = self.job(slot).store.tokens.changes()?;
+        Some(Box::pin(stream.map(move |c| {
+            let _ = &held;
+            c
+        })))
     }
 
     /// Keep `name` current until `stop`: re-read (and with `mint`, rotate) when due, and at
-    /// once when the store says its current version changed.
-    pub async fn keep_current(&self, name: &str, stop: CancellationToken) {
+    /// once when the store says its current version changed. With `mint`, a failed rotation
+    /// is tried again only after a backoff (six `refresh_interval`s, doubling to 30 minutes),
+    /// so agents never hammer Deepvue or the store through an outage.
+    pub async fn keep_current(self: &Arc<Self>, name: &str, stop: CancellationToken) {
         use futures::StreamExt as _;
         let Some(slot) = self.slots.get(name) else {
             return;
         };
-        let mut changes = self.watch(slot);
+        let mut changes = slot
+            .changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         // With `mint`, a token that is due at start is rotated at once.
         let mut first = self.mint;
+        let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
         loop {
             let (wait, due) = self.next_read(slot);
+            let wait = retry_at.map_or(wait, |t| {
+                wait.max(t.saturating_duration_since(Instant::now()))
+            });
             let mut changed = false;
             if !(first && due) {
                 let change = async {
@@ -493,7 +563,7 @@ impl Cache {
                     () = tokio::time::sleep(wait) => {}
                     c = change => match c {
                         Some(()) => changed = true,
-                        // The watch ended (its directory went): poll.
+                        // The watch ended (its directory went): poll, and watch again later.
                         None => changes = None,
                     },
                 }
@@ -503,11 +573,12 @@ impl Cache {
                 // A write is a few events: let it settle, then read once.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 debug!(token = name, "the store reports a new current version");
-                Box::pin(self.reload(name, slot, true)).await;
+                self.reload(name, true).await;
                 continue;
             }
             let (_, due) = self.next_read(slot);
-            if self.mint && due {
+            let backing_off = retry_at.is_some_and(|t| Instant::now() < t);
+            if self.mint && due && !backing_off {
                 // The engine decides (fresh: a no-op) and keeps one mint per window.
                 // Boxed: a thousand idle keepers must not each carry a rotation's state.
                 let r = Box::pin(
@@ -518,9 +589,26 @@ impl Cache {
                 )
                 .await;
                 debug!(token = name, outcome = ?r.outcome, "rotation pass");
-                Box::pin(self.reload(name, slot, true)).await;
+                if r.outcome.kind() == OutcomeKind::Failed {
+                    failures = failures.saturating_add(1);
+                    let delay = (self.refresh_interval * 6)
+                        .saturating_mul(1 << failures.min(10))
+                        .min(MAX_MINT_BACKOFF);
+                    warn!(
+                        token = name,
+                        failures,
+                        retry_in = %crate::support::duration::show(delay),
+                        "rotation failed; the agent tries again after a backoff"
+                    );
+                    retry_at = Some(Instant::now() + delay);
+                    self.reload(name, false).await;
+                } else {
+                    failures = 0;
+                    retry_at = None;
+                    self.reload(name, true).await;
+                }
             } else {
-                Box::pin(self.reload(name, slot, false)).await;
+                self.reload(name, false).await;
             }
             if changes.is_none() {
                 // A store made since (the first write creates the file store's directory).

@@ -6,8 +6,9 @@
 //!   `POST /v1/tokens/{name}/refresh`: re-read the store (at most once per `refresh_interval`
 //!   per token, coalesced) after the application got a 401, then answer as the `GET`.
 //!   Each needs the caller token in `X-Deepvue-Rotator-Token` (401 without it, 403 when wrong)
-//!   and is refused (403) when it came through a proxy (`X-Forwarded-For`, `Forwarded`): a
-//!   request-forgery guard, as the AWS Secrets Manager Agent has. Refusals say nothing about
+//!   and is refused (403) when it came through a proxy (`X-Forwarded-For`, `Forwarded`, `Via`,
+//!   `X-Real-IP`, `X-Forwarded-Host`, `X-Forwarded-Proto`): a request-forgery guard, as the AWS
+//!   Secrets Manager Agent has. Refusals say nothing about
 //!   any token, not even whether it exists.
 //! - `/healthz` (the process answers), `/readyz` (every served token has a valid version;
 //!   503 naming those that do not), `/metrics` (OpenMetrics): no caller token, no secret.
@@ -38,8 +39,16 @@ pub(super) struct AgentState {
 
 type St = State<Arc<AgentState>>;
 
-/// Headers that mean a request came through a proxy.
-const FORWARDED: [&str; 2] = ["x-forwarded-for", "forwarded"];
+/// Headers that mean a request came through a proxy (what proxies add by default or by
+/// common configuration). An extra guard behind the caller token, not a replacement for it.
+const FORWARDED: [&str; 6] = [
+    "x-forwarded-for",
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
 
 pub(super) fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -70,7 +79,8 @@ fn refused(s: &AgentState, headers: &HeaderMap) -> Option<Response> {
         debug!("refused a request that came through a proxy");
         return Some(refusal(
             StatusCode::FORBIDDEN,
-            "requests that came through a proxy (X-Forwarded-For, Forwarded) are refused",
+            "requests that came through a proxy (X-Forwarded-For, Forwarded, Via, X-Real-IP, \
+             X-Forwarded-Host, X-Forwarded-Proto) are refused",
         ));
     }
     let Some(given) = headers.get(AUTH_HEADER) else {

@@ -120,7 +120,18 @@ pub async fn run(config_path: Option<&Path>, args: AgentArgs) -> u8 {
         }
     };
     let agent = config.agent.clone();
-    let (listener, socket) = match bind(&agent).await {
+    let mut term = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return 1;
+        }
+    };
+    // Removes the socket this process made when the agent ends, however it ends.
+    let (listener, _socket) = match bind(&agent).await {
         Ok(l) => l,
         Err(e) => {
             diag(&format!("error: [agent] listen {}: {e}", agent.listen));
@@ -134,16 +145,6 @@ pub async fn run(config_path: Option<&Path>, args: AgentArgs) -> u8 {
         caller,
         detail: !agent.allow_remote,
     });
-    let mut term = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            error!("cannot install signal handlers");
-            return 1;
-        }
-    };
     cache.load_all().await;
     let stop = CancellationToken::new();
     let mut keepers = tokio::task::JoinSet::new();
@@ -178,15 +179,29 @@ pub async fn run(config_path: Option<&Path>, args: AgentArgs) -> u8 {
     stop.cancel();
     let _ = server.await;
     keepers.shutdown().await;
-    if let Some(path) = socket {
-        // Ours: created by this process (never a path we did not make).
-        let _ = std::fs::remove_file(path);
-    }
     0
 }
 
-/// Bind the listener; for a Unix socket also the path to remove on exit.
-async fn bind(agent: &AgentConfig) -> Result<(Listener, Option<PathBuf>), String> {
+/// The Unix socket this process made, removed when dropped — only while the path still is
+/// that socket (same device and inode): never another agent's that replaced it.
+struct OwnSocket {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for OwnSocket {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && m.dev() == self.dev && m.ino() == self.ino)
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Bind the listener; for a Unix socket also its guard, which removes it on exit.
+async fn bind(agent: &AgentConfig) -> Result<(Listener, Option<OwnSocket>), String> {
     match &agent.listen {
         AgentListen::Tcp(addr) => tokio::net::TcpListener::bind(addr)
             .await
@@ -201,14 +216,22 @@ async fn bind(agent: &AgentConfig) -> Result<(Listener, Option<PathBuf>), String
                         .map_err(|e| format!("socket_group: {e}"))
                 })
                 .transpose()?;
-            bind_unix(path, agent.socket_mode, gid).map(|l| (Listener::Unix(l), Some(path.clone())))
+            bind_unix(path, agent.socket_mode, gid).map(|(l, own)| (Listener::Unix(l), Some(own)))
         }
     }
 }
 
 /// Create the socket at `path` with `mode` (and `gid`): never through a link, never over a
-/// file that is not a socket, only in a directory others cannot replace entries of.
-fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<tokio::net::UnixListener, String> {
+/// file that is not this user's socket or over a socket an agent still listens on, and only in
+/// a directory that this user or root owns and nobody else may write (a sticky `/tmp` is not
+/// enough: after the agent exits, anyone could put their own socket at the path and receive
+/// the applications' caller token).
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    gid: Option<u32>,
+) -> Result<(tokio::net::UnixListener, OwnSocket), String> {
+    let me = rustix::process::geteuid().as_raw();
     let dir = path.parent().ok_or("not a file path")?;
     let dmeta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !dmeta.is_dir() {
@@ -217,17 +240,31 @@ fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<tokio::net::Uni
             dir.display()
         ));
     }
-    // Others who may write the directory could swap the socket for their own.
-    if dmeta.mode() & 0o022 != 0 && dmeta.mode() & 0o1000 == 0 {
+    if dmeta.uid() != me && dmeta.uid() != 0 {
         return Err(format!(
-            "{} is writable by others and not sticky: use a directory only the agent's user \
-             can write (e.g. /run/deepvue-rotator)",
+            "{} belongs to uid {}, not to this user or root: use a directory of the agent's own \
+             (e.g. systemd's RuntimeDirectory=, /run/deepvue-rotator)",
+            dir.display(),
+            dmeta.uid()
+        ));
+    }
+    if dmeta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by its group or others: they could replace the socket; use a \
+             directory only the agent's user can write (e.g. /run/deepvue-rotator, mode 0755)",
             dir.display()
         ));
     }
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() && m.uid() == rustix::process::geteuid().as_raw() => {
-            // A socket this user left behind (a previous run that was killed).
+        Ok(m) if m.file_type().is_socket() && m.uid() == me => {
+            // This user's socket: another agent's if something answers on it, else left
+            // behind by one that was killed.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{} is in use: another agent listens on it",
+                    path.display()
+                ));
+            }
             warn!(path = %path.display(), "removing a stale agent socket");
             std::fs::remove_file(path)
                 .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
@@ -246,7 +283,14 @@ fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<tokio::net::Uni
     let bound = tokio::net::UnixListener::bind(path);
     rustix::process::umask(old);
     let listener = bound.map_err(|e| format!("cannot bind: {e}"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("after bind: {e}"))?;
+    let own = OwnSocket {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
     if let Some(gid) = gid {
+        // On failure `own` goes, and the socket with it.
         rustix::fs::chownat(
             rustix::fs::CWD,
             path,
@@ -254,12 +298,9 @@ fn bind_unix(path: &Path, mode: u32, gid: Option<u32>) -> Result<tokio::net::Uni
             Some(rustix::fs::Gid::from_raw(gid)),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| {
-            let _ = std::fs::remove_file(path);
-            format!("cannot give the socket to group {gid}: {e}")
-        })?;
+        .map_err(|e| format!("cannot give the socket to group {gid}: {e}"))?;
     }
-    Ok(listener)
+    Ok((listener, own))
 }
 
 #[cfg(test)]
