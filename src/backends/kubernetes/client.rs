@@ -36,6 +36,8 @@ use crate::support::text::truncate;
 
 /// One attempt of one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one watch request lasts before it is made again (`timeoutSeconds`).
+pub const WATCH_SECONDS: u64 = 300;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a service-account token read from its file is used before it is read again.
 pub const TOKEN_REREAD: Duration = Duration::from_secs(60);
@@ -283,6 +285,62 @@ impl KubeClient {
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| self.transport(e))?.to_vec();
         Ok(Reply { status, body })
+    }
+
+    /// Open a watch on one Secret (`GET …/secrets?watch=1&fieldSelector=metadata.name=NAME`)
+    /// from `resource_version`, for at most [`WATCH_SECONDS`]: the streaming answer, whose
+    /// body is one JSON watch event per line. A status other than 200 is an error (a 410
+    /// `Gone` names an expired resourceVersion).
+    pub async fn watch_secret(
+        &self,
+        ns: &str,
+        name: &str,
+        resource_version: &str,
+    ) -> Result<reqwest::Response, KubeError> {
+        let mut url = url::Url::parse(&format!("{}{}", self.server, self.secret_path(ns, None)))
+            .map_err(|e| KubeError {
+                kind: ErrorKind::Config,
+                message: format!("the Kubernetes API URL {} is not a URL: {e}", self.server),
+                status: None,
+                source: None,
+            })?;
+        url.query_pairs_mut()
+            .append_pair("watch", "1")
+            .append_pair("fieldSelector", &format!("metadata.name={name}"))
+            .append_pair("resourceVersion", resource_version)
+            .append_pair("allowWatchBookmarks", "true")
+            .append_pair("timeoutSeconds", &WATCH_SECONDS.to_string());
+        let mut req = self
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            // The stream lasts up to WATCH_SECONDS: longer than one call.
+            .timeout(Duration::from_secs(WATCH_SECONDS + 30));
+        if let Some(t) = self.token(false).await? {
+            req = req.bearer_auth(t.expose_secret());
+        }
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(KubeError {
+                kind: if status == 403 {
+                    ErrorKind::Forbidden
+                } else {
+                    ErrorKind::Transient
+                },
+                message: format!(
+                    "watching secret `{name}` in namespace `{ns}`: HTTP {status}{}",
+                    if status == 403 {
+                        " (RBAC: grant `watch` on it, or the agent polls)"
+                    } else {
+                        ""
+                    }
+                ),
+                status: Some(status),
+                source: None,
+            });
+        }
+        Ok(resp)
     }
 
     fn transport(&self, e: reqwest::Error) -> KubeError {

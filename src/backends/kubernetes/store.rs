@@ -287,6 +287,134 @@ impl KubeStore {
     }
 }
 
+/// The state of one Secret's watch.
+struct Watch {
+    clients: Arc<KubeClients>,
+    namespace: Option<String>,
+    name: String,
+    /// Where the next watch starts (`None`: learn it with a GET first).
+    from: Option<String>,
+    /// The last resourceVersion seen.
+    known: Option<String>,
+    resp: Option<reqwest::Response>,
+    /// Bytes of an event line not complete yet.
+    buf: Vec<u8>,
+    failures: u32,
+}
+
+/// Longest watch event line kept (a Secret is at most 1 MiB).
+const MAX_WATCH_LINE: usize = 2 * 1024 * 1024;
+
+impl Watch {
+    /// Wait for the next change; `None`: watching is not allowed (readers poll).
+    async fn next(&mut self) -> Option<()> {
+        loop {
+            if self.resp.is_none() {
+                if self.failures > 0 {
+                    let secs = 1u64 << self.failures.min(6);
+                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                }
+                match self.connect().await {
+                    Ok(changed) => {
+                        self.failures = 0;
+                        if changed {
+                            return Some(());
+                        }
+                    }
+                    Err(e) if e.kind == ErrorKind::Forbidden => {
+                        warn!(error = %e.message, "cannot watch the Secret; readers poll");
+                        return None;
+                    }
+                    Err(_) => {
+                        self.failures = self.failures.saturating_add(1);
+                        continue;
+                    }
+                }
+            }
+            let Some(resp) = self.resp.as_mut() else {
+                continue;
+            };
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    self.buf.extend_from_slice(&bytes);
+                    if self.take_lines() {
+                        return Some(());
+                    }
+                    if self.buf.len() > MAX_WATCH_LINE {
+                        self.buf.clear();
+                        self.resp = None;
+                        self.failures = self.failures.saturating_add(1);
+                    }
+                }
+                // The watch's time is up: start again where it ended.
+                Ok(None) => self.resp = None,
+                Err(_) => {
+                    self.resp = None;
+                    self.failures = self.failures.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Open the watch (after a GET when the starting point is unknown); whether that GET
+    /// found the Secret changed since it was last seen.
+    async fn connect(&mut self) -> Result<bool, KubeError> {
+        let client = self.clients.client().await?;
+        let ns = client.namespace(self.namespace.as_deref()).to_string();
+        let mut changed = false;
+        let from = match &self.from {
+            Some(rv) => rv.clone(),
+            None => {
+                let rv = client.get_secret(&ns, &self.name).await?.and_then(|o| {
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+                changed = self.known.is_some() && rv != self.known;
+                self.known = rv.clone();
+                // A Secret that does not exist yet: from now (its creation is an event).
+                rv.unwrap_or_default()
+            }
+        };
+        self.buf.clear();
+        self.resp = Some(client.watch_secret(&ns, &self.name, &from).await?);
+        self.from = Some(from);
+        Ok(changed)
+    }
+
+    /// Handle the complete event lines in the buffer; whether one was a change.
+    fn take_lines(&mut self) -> bool {
+        let mut changed = false;
+        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            let rv = event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string);
+            match event["type"].as_str() {
+                Some("ADDED" | "MODIFIED" | "DELETED") => {
+                    if rv.is_some() && rv != self.known {
+                        changed = true;
+                    }
+                    self.known = rv.clone();
+                    self.from = rv;
+                }
+                Some("BOOKMARK") => self.from = rv.or(self.from.take()),
+                Some("ERROR") => {
+                    // 410 Gone: the starting point expired; learn it again.
+                    self.from = None;
+                    self.resp = None;
+                    return changed;
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+}
+
 #[async_trait]
 impl TokenStore for KubeStore {
     fn backend(&self) -> &'static str {
@@ -298,6 +426,26 @@ impl TokenStore for KubeStore {
             Some(ns) => format!("{ns}/{}", self.name),
             None => self.name.clone(),
         }
+    }
+
+    /// A watch on the Secret (the API's `watch`, from its resourceVersion): yields when the
+    /// Secret changes (added, modified, deleted) — and when a watch that expired (410) finds a
+    /// different resourceVersion on its next start; made again after each `timeoutSeconds`
+    /// and, with backoff, after errors; ends when RBAC does not allow `watch` (readers poll).
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        Some(Box::pin(futures::stream::unfold(
+            Watch {
+                clients: self.clients.clone(),
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                from: None,
+                known: None,
+                resp: None,
+                buf: Vec::new(),
+                failures: 0,
+            },
+            |mut w| async move { w.next().await.map(|()| ((), w)) },
+        )))
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
