@@ -304,7 +304,15 @@ impl KubeFake {
     pub fn put(&self, ns: &str, name: &str, data: &[(&str, &[u8])]) {
         let mut inner = self.inner();
         inner.revision += 1;
-        inner.uids += 1;
+        // An update keeps the object's uid, as the API server does.
+        let existing = inner
+            .secrets
+            .get(&(ns.to_string(), name.to_string()))
+            .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_string));
+        if existing.is_none() {
+            inner.uids += 1;
+        }
+        let uid = existing.unwrap_or_else(|| format!("uid-{}", inner.uids));
         let data: serde_json::Map<String, Value> = data
             .iter()
             .map(|(k, v)| {
@@ -316,7 +324,7 @@ impl KubeFake {
             .collect();
         let obj = json!({
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{}", inner.uids),
+            "metadata": {"name": name, "namespace": ns, "uid": uid,
                 "resourceVersion": inner.revision.to_string(),
                 "creationTimestamp": "2026-01-01T00:00:00Z"},
             "data": data,

@@ -325,6 +325,10 @@ impl Watch {
                         warn!(error = %e.message, "cannot watch the Secret; readers poll");
                         return None;
                     }
+                    // The starting point is too old: learn it again, at once.
+                    Err(e) if e.status == Some(410) && self.from.is_some() => {
+                        self.from = None;
+                    }
                     Err(_) => {
                         self.failures = self.failures.saturating_add(1);
                         continue;

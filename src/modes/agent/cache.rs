@@ -570,8 +570,19 @@ impl Cache {
             }
             first = false;
             if changed {
-                // A write is a few events: let it settle, then read once.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // A write is a few events: let them settle; and never read more often than
+                // `refresh_interval` (a store's metadata may change often: every rotator run
+                // patches the Kubernetes Secret's run state), but never miss the change either.
+                let last = *slot.last_read.lock().await;
+                let since = last.map_or(Duration::MAX, |t| t.elapsed());
+                let settle = self
+                    .refresh_interval
+                    .saturating_sub(since)
+                    .max(Duration::from_millis(50));
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(settle) => {}
+                }
                 debug!(token = name, "the store reports a new current version");
                 self.reload(name, true).await;
                 continue;
