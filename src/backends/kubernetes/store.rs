@@ -300,6 +300,8 @@ struct Watch {
     /// Bytes of an event line not complete yet.
     buf: Vec<u8>,
     failures: u32,
+    /// Events received on the current connection.
+    lines: u32,
 }
 
 /// Longest watch event line kept (a Secret is at most 1 MiB).
@@ -316,7 +318,7 @@ impl Watch {
                 }
                 match self.connect().await {
                     Ok(changed) => {
-                        self.failures = 0;
+                        self.lines = 0;
                         if changed {
                             return Some(());
                         }
@@ -350,8 +352,14 @@ impl Watch {
                         self.failures = self.failures.saturating_add(1);
                     }
                 }
-                // The watch's time is up: start again where it ended.
-                Ok(None) => self.resp = None,
+                // The watch's time is up: start again where it ended; a watch that ended
+                // before any event came is a failure (backoff, never a tight loop).
+                Ok(None) => {
+                    self.resp = None;
+                    if self.lines == 0 {
+                        self.failures = self.failures.saturating_add(1);
+                    }
+                }
                 Err(_) => {
                     self.resp = None;
                     self.failures = self.failures.saturating_add(1);
@@ -375,9 +383,11 @@ impl Watch {
                         .map(str::to_string)
                 });
                 changed = self.known.is_some() && rv != self.known;
-                self.known = rv.clone();
-                // A Secret that does not exist yet: from now (its creation is an event).
-                rv.unwrap_or_default()
+                self.known = rv;
+                // From now (""): the Secret's own resourceVersion may be older than the
+                // server's watch history (a 410 at once); the current object then comes first
+                // as ADDED, which is no change when its version is the one just read.
+                String::new()
             }
         };
         self.buf.clear();
@@ -394,6 +404,10 @@ impl Watch {
             let Ok(event) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
+            if event["type"] != "ERROR" {
+                self.lines += 1;
+                self.failures = 0;
+            }
             let rv = event["object"]["metadata"]["resourceVersion"]
                 .as_str()
                 .map(str::to_string);
@@ -407,7 +421,9 @@ impl Watch {
                 }
                 Some("BOOKMARK") => self.from = rv.or(self.from.take()),
                 Some("ERROR") => {
-                    // 410 Gone: the starting point expired; learn it again.
+                    // 410 Gone (or another error): learn the starting point again, after a
+                    // backoff that grows while errors repeat.
+                    self.failures = self.failures.saturating_add(1);
                     self.from = None;
                     self.resp = None;
                     return changed;
@@ -447,6 +463,7 @@ impl TokenStore for KubeStore {
                 resp: None,
                 buf: Vec::new(),
                 failures: 0,
+                lines: 0,
             },
             |mut w| async move { w.next().await.map(|()| ((), w)) },
         )))

@@ -545,6 +545,7 @@ impl Cache {
         let mut first = self.mint;
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
+        let mut ended = false;
         loop {
             let (wait, due) = self.next_read(slot);
             let wait = retry_at.map_or(wait, |t| {
@@ -563,8 +564,12 @@ impl Cache {
                     () = tokio::time::sleep(wait) => {}
                     c = change => match c {
                         Some(()) => changed = true,
-                        // The watch ended (its directory went): poll, and watch again later.
-                        None => changes = None,
+                        // The watch ended (its directory went, watching was refused): poll
+                        // from now on; it is not made again (no retry loop against a store).
+                        None => {
+                            changes = None;
+                            ended = true;
+                        }
                     },
                 }
             }
@@ -621,7 +626,7 @@ impl Cache {
             } else {
                 self.reload(name, false).await;
             }
-            if changes.is_none() {
+            if changes.is_none() && !ended {
                 // A store made since (the first write creates the file store's directory).
                 changes = self.watch(slot);
             }
