@@ -33,6 +33,22 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// An answer's body, at most `max` bytes, in a buffer cleared on drop (it may hold a token);
+/// an error names the transport failure or the cap, never the content.
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, String> {
+    let mut body = secrecy::zeroize::Zeroizing::new(Vec::new());
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("longer than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -702,6 +702,11 @@ async fn events_and_alerts_are_published_to_pubsub_and_check_reads_the_topic() {
     let fake = crate::pubsub_fake::PubsubFake::start().await;
     let topic = fake.create_topic("p1", "deepvue-events");
     let env = Env::new().await;
+    let secrets = || {
+        let mut s = env.sim.issued_tokens();
+        s.push(crate::support::CLIENT_SECRET.to_string());
+        s
+    };
     let rx = Receiver::start(&[]).await;
     let sinks = |topic: &str| {
         format!(
@@ -737,16 +742,7 @@ async fn events_and_alerts_are_published_to_pubsub_and_check_reads_the_topic() {
         env.current_version("prod").await.as_deref()
     );
     let text = String::from_utf8_lossy(&got[0].data).to_string();
-    for t in env
-        .sim
-        .issued_tokens()
-        .iter()
-        .chain([&crate::support::CLIENT_SECRET.to_string()])
-    {
-        for form in crate::support::secret_forms(t) {
-            assert!(!text.contains(&form), "a secret in the event");
-        }
-    }
+    crate::support::assert_secret_free(&text, &secrets(), "the event");
 
     // An alert: Deepvue refuses the egress IP.
     env.sim.set_behavior(allow_only("203.0.113.0/24"));
@@ -759,16 +755,7 @@ async fn events_and_alerts_are_published_to_pubsub_and_check_reads_the_topic() {
         .unwrap_or_else(|| panic!("no alert published: {got:?}\n{out}"));
     let text = String::from_utf8_lossy(&alert.data);
     assert!(text.contains("egress IP 127.0.0.1"), "{text}");
-    for t in env
-        .sim
-        .issued_tokens()
-        .iter()
-        .chain([&crate::support::CLIENT_SECRET.to_string()])
-    {
-        for form in crate::support::secret_forms(t) {
-            assert!(!text.contains(&form), "a secret in the alert");
-        }
-    }
+    crate::support::assert_secret_free(&text, &secrets(), "the alert");
 
     // check reads the topic; a missing topic fails, named.
     let out = env.run(&cfg, &["check", "--json"]).await;

@@ -244,38 +244,17 @@ async fn a_restarted_child_calls_deepvue_with_the_new_token_whether_old_ones_are
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
         until("the child started", || lines(&log).len() == 1).await;
-        let ping = |token: String| {
-            let env = &env;
-            async move {
-                let http = deepvue_rotator::support::tls::https_client(
-                    &deepvue_rotator::support::tls::HttpsSettings {
-                        extra_ca: Some(&env.ca),
-                        connect_timeout: Duration::from_secs(5),
-                        family: deepvue_rotator::support::net::IpFamily::Any,
-                        user_agent: "app",
-                    },
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-                http.get(format!("{}/v1/ping", env.sim.base_url()))
-                    .bearer_auth(token)
-                    .header("x-api-key", CLIENT_SECRET)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or_default()
-            }
-        };
         let first = lines(&log)[0].clone();
-        assert_eq!(ping(first.clone()).await, 200, "revoke={revoke}");
+        assert_eq!(env.ping(&first).await, 200, "revoke={revoke}");
         assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
         assert_eq!(
-            ping(first).await,
+            env.ping(&first).await,
             if revoke { 401 } else { 200 },
             "revoke={revoke}: the old token after a new mint"
         );
         until("the child restarted", || lines(&log).len() == 2).await;
         assert_eq!(
-            ping(lines(&log)[1].clone()).await,
+            env.ping(&lines(&log)[1]).await,
             200,
             "revoke={revoke}: the new token"
         );

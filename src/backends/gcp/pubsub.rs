@@ -216,7 +216,10 @@ impl PubsubSink {
                 }
                 Ok(r) => {
                     let status = r.status();
-                    let text = capped(r, MAX_ERROR_BODY).await;
+                    // An error body is only read for its reason (a longer one gives none).
+                    let text = crate::support::http::read_capped(r, MAX_ERROR_BODY)
+                        .await
+                        .unwrap_or_default();
                     let reason = serde_json::from_slice::<serde_json::Value>(&text)
                         .ok()
                         .and_then(|v| v["error"]["message"].as_str().map(escape_control))
@@ -266,19 +269,6 @@ impl PubsubSink {
         }
         Ok(())
     }
-}
-
-/// At most `max` bytes of an answer's body (what fits; an error body is only read for its
-/// reason).
-async fn capped(mut r: reqwest::Response, max: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = r.chunk().await {
-        if out.len() + chunk.len() > max {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    out
 }
 
 #[async_trait::async_trait]

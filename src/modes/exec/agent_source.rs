@@ -88,7 +88,7 @@ impl AgentSource {
             .await
             .map_err(|e| format!("{at}: {}", crate::support::http::error_chain(&e)))?;
         let status = resp.status();
-        let body = read_capped(resp)
+        let body = crate::support::http::read_capped(resp, MAX_ANSWER)
             .await
             .map_err(|e| format!("{at}: reading the answer: {e}"))?;
         if !status.is_success() {
@@ -108,18 +108,4 @@ impl AgentSource {
         let doc = TokenDocument::from_json(&body).map_err(|e| format!("{at}: {e}"))?;
         Ok((Version(meta.version), doc))
     }
-}
-
-/// The body, at most [`MAX_ANSWER`] bytes, in a buffer cleared on drop.
-async fn read_capped(
-    mut resp: reqwest::Response,
-) -> Result<secrecy::zeroize::Zeroizing<Vec<u8>>, String> {
-    let mut body = secrecy::zeroize::Zeroizing::new(Vec::new());
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(format!("longer than {MAX_ANSWER} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
