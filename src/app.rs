@@ -91,7 +91,8 @@ impl App {
             Alerter::new(sinks, observer.clone()),
             observer,
         )
-        .with_clock(clock);
+        .with_clock(clock)
+        .with_audit(crate::engine::audit::AuditLog::new(&config.audit));
         App {
             config: Arc::new(config),
             clients,

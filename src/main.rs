@@ -10,10 +10,14 @@ use deepvue_rotator::core::error::EXIT_CONFIG;
 use deepvue_rotator::modes::cli;
 use deepvue_rotator::support::logging::{self, LogFormat};
 
+/// `--version`: version, git commit and enabled features.
+static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(deepvue_rotator::support::build::long_version);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "deepvue-rotator",
-    version,
+    version = VERSION.as_str(),
     about = "Keeps Deepvue API access tokens fresh in the secret stores applications read"
 )]
 struct Cli {
@@ -36,11 +40,12 @@ enum Command {
     /// One pass: rotate every due token.
     Rotate(cli::RotateArgs),
     /// Show every token's version, expiry and last outcome (never the token).
-    Status {
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(cli::StatusArgs),
+    /// Hold one token: no runner mints it until `resume` (a due suspended token alerts,
+    /// critical).
+    Suspend(cli::suspend::SuspendArgs),
+    /// Lift `suspend`.
+    Resume(cli::suspend::ResumeArgs),
     /// Print the current access token (or with --json the whole document), for scripts.
     Read(cli::ReadArgs),
     /// Validate config, reach every credential source and store, and complete a TLS handshake
@@ -90,6 +95,16 @@ fn main() -> ExitCode {
     for why in not_hardened {
         tracing::debug!(error = %why, "core dumps could not be turned off");
     }
+    deepvue_rotator::engine::audit::set_mode(match &cli.command {
+        #[cfg(feature = "daemon")]
+        Command::Daemon(_) if std::env::var_os("K_SERVICE").is_some() => "cloud_run_service",
+        #[cfg(feature = "daemon")]
+        Command::Daemon(_) => "daemon",
+        #[cfg(feature = "agent")]
+        Command::Agent(_) => "agent",
+        _ if std::env::var_os("CLOUD_RUN_JOB").is_some() => "cloud_run_job",
+        _ => "cli",
+    });
     let config = cli.config.as_deref();
     // A `rotate` loads its configuration first: one that fans out gets two worker threads.
     let mut loaded = match &cli.command {
@@ -122,8 +137,10 @@ fn main() -> ExitCode {
                 Some(Err(code)) => code,
                 None => cli::rotate(config, args).await,
             },
-            Command::Status { json } => cli::status(config, json).await,
+            Command::Status(args) => cli::status(config, args).await,
             Command::Read(args) => cli::read(config, args).await,
+            Command::Suspend(a) => cli::suspend::set(config, &a.token, Some(a.reason)).await,
+            Command::Resume(a) => cli::suspend::set(config, &a.token, None).await,
             Command::Check { json } => cli::check(config, json).await,
             #[cfg(feature = "daemon")]
             Command::Daemon(args) => deepvue_rotator::modes::daemon::run(config, args).await,

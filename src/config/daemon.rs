@@ -24,6 +24,7 @@ pub(super) struct RawDaemon {
     retry_max: Option<Dur>,
     status_endpoints: Option<bool>,
     metrics_endpoint: Option<bool>,
+    admin_socket: Option<PathBuf>,
     pubsub: Option<RawPubsub>,
 }
 
@@ -83,6 +84,9 @@ pub struct DaemonConfig {
     pub metrics_endpoint: bool,
     /// `[daemon.pubsub]`: serve `POST /pubsub` (Secret Manager `SECRET_ROTATE` pushes).
     pub pubsub: Option<PubsubConfig>,
+    /// A Unix socket (mode 0600: the daemon's user and root only) where `rotate --via-daemon`
+    /// asks the running daemon to rotate now. Default none.
+    pub admin_socket: Option<PathBuf>,
 }
 
 impl RawPubsub {
@@ -220,6 +224,15 @@ impl RawDaemon {
                 .metrics_endpoint
                 .unwrap_or(self.status_endpoints != Some(false)),
             pubsub: self.pubsub.map(|p| p.validate(origin)).transpose()?,
+            admin_socket: match self.admin_socket {
+                Some(p) if !p.is_absolute() => {
+                    return Err(err(format!(
+                        "daemon.admin_socket `{}` must be an absolute path",
+                        p.display()
+                    )));
+                }
+                p => p,
+            },
         })
     }
 }

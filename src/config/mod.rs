@@ -13,6 +13,7 @@
 //! configuration.
 
 pub mod agent;
+pub mod audit;
 pub mod daemon;
 mod secrets;
 
@@ -95,6 +96,8 @@ struct RawConfig {
     daemon: daemon::RawDaemon,
     #[serde(default)]
     agent: agent::RawAgent,
+    #[serde(default)]
+    audit: audit::RawAudit,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +285,8 @@ pub struct Config {
     pub daemon: daemon::DaemonConfig,
     /// `[agent]`: used by the agent mode only.
     pub agent: agent::AgentConfig,
+    /// `[audit]`: the record of every rotation attempt.
+    pub audit: audit::AuditConfig,
 }
 
 impl Config {
@@ -415,6 +420,7 @@ impl Config {
         sections.validate().map_err(problem)?;
         let daemon = raw.daemon.validate(origin)?;
         let agent = raw.agent.validate(origin)?;
+        let audit = raw.audit.validate(origin)?;
         if let Some(names) = &agent.tokens {
             for n in names {
                 if !tokens.iter().any(|t| &t.name == n) {
@@ -437,6 +443,7 @@ impl Config {
             backends: sections,
             daemon,
             agent,
+            audit,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! deliveries. The engine reports through [`Observer`]; a mode that exposes metrics supplies an
 //! implementation, every other mode the no-op [`Unobserved`].
 
+use std::time::Duration;
+
 use super::alert::{Action, Condition};
 
 /// How one authorize attempt ended.
@@ -34,11 +36,18 @@ impl AuthorizeClass {
 
 /// Receives counts. Every method has a no-op default.
 pub trait Observer: Send + Sync {
-    /// One authorize attempt (each retry counts).
-    fn authorize(&self, _class: AuthorizeClass) {}
-    /// One store operation (`read_current`, `write`, …) and its result (`ok` or an error
-    /// class).
-    fn store_call(&self, _backend: &'static str, _operation: &'static str, _result: &'static str) {}
+    /// One authorize attempt (each retry counts) and how long it took.
+    fn authorize(&self, _class: AuthorizeClass, _elapsed: Duration) {}
+    /// One store operation (`read_current`, `write`, …), its result (`ok` or an error
+    /// class) and how long it took.
+    fn store_call(
+        &self,
+        _backend: &'static str,
+        _operation: &'static str,
+        _result: &'static str,
+        _elapsed: Duration,
+    ) {
+    }
     /// One alert handed to one sink.
     fn alert(&self, _sink: &str, _condition: Condition, _action: Action, _delivered: bool) {}
 }

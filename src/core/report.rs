@@ -104,6 +104,16 @@ impl TokenReport {
                 "due, but minted less than min_interval ({}) ago",
                 humantime::format_duration(*min_interval)
             )),
+            Outcome::Suspended { reason } => Some(format!(
+                "{}; suspended{}",
+                r.due
+                    .as_ref()
+                    .map_or_else(|| "due".into(), ToString::to_string),
+                reason
+                    .as_deref()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default()
+            )),
             _ => r.due.as_ref().map(ToString::to_string),
         };
         TokenReport {
@@ -198,6 +208,11 @@ pub struct StatusRow {
     pub expiry: Option<String>,
     /// Seconds until then.
     pub expires_in_secs: Option<i64>,
+    /// When it will be renewed: `expiry − renew_before`, or the running daemon's schedule
+    /// (daemon `/status`).
+    pub renews_at: Option<String>,
+    /// Suspended by an operator: since when, by whom, why.
+    pub suspended: Option<String>,
     /// Whether a run now would rotate.
     pub due: bool,
     /// Why it is due.
@@ -351,6 +366,13 @@ fn describe_outcome(
             r.reason.as_deref().unwrap_or("throttled"),
             v(&r.version)
         ),
+        OutcomeKind::Suspended => format!(
+            "{}: SUSPENDED, not rotated although due ({}); version {}; {exp} {at}\n  resume: deepvue-rotator resume --token {}",
+            r.name,
+            escape_control(r.reason.as_deref().unwrap_or("suspended")),
+            v(&r.version),
+            r.name
+        ),
         OutcomeKind::WouldRotate => format!(
             "{}: would rotate ({}); dry run, nothing minted or written {at}",
             r.name,
@@ -426,8 +448,17 @@ pub fn render_status(rows: &[StatusRow]) -> String {
                 escape_control(&truncate(e, 400))
             );
         }
+        if let Some(s) = &r.suspended {
+            let _ = writeln!(
+                out,
+                "  SUSPENDED {s}: no runner mints it until `deepvue-rotator resume --token {}`",
+                r.name
+            );
+        }
         if let Some(d) = r.due_reason.as_deref().filter(|_| r.due) {
             let _ = writeln!(out, "  due: {}", escape_control(d));
+        } else if let Some(at) = &r.renews_at {
+            let _ = writeln!(out, "  renews at {at}");
         }
         for x in &r.replicas {
             let state = match (&x.problem, x.in_sync) {

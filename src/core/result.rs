@@ -30,6 +30,8 @@ pub struct Held {
     pub version: Version,
     /// Its token's expiry (`None`: the document is unusable).
     pub expiry: Option<DateTime<Utc>>,
+    /// When its token was minted (`None`: the document is unusable).
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 impl Held {
@@ -38,6 +40,7 @@ impl Held {
         Held {
             version,
             expiry: doc.map(|d| d.expiry),
+            issued_at: doc.map(|d| d.issued_at),
         }
     }
 }
@@ -122,6 +125,8 @@ pub enum OutcomeKind {
     Rotated,
     /// Another runner wrote first.
     RotatedByAnotherRunner,
+    /// Due, but suspended (`deepvue-rotator suspend`): nothing minted.
+    Suspended,
     /// Nothing written.
     Failed,
 }
@@ -135,6 +140,7 @@ impl OutcomeKind {
             OutcomeKind::WouldRotate => "would_rotate",
             OutcomeKind::Rotated => "rotated",
             OutcomeKind::RotatedByAnotherRunner => "rotated_by_another_runner",
+            OutcomeKind::Suspended => "suspended",
             OutcomeKind::Failed => "failed",
         }
     }
@@ -159,6 +165,11 @@ pub enum Outcome {
     },
     /// Another runner wrote (or holds the lease) first; this run wrote nothing.
     RotatedByAnotherRunner,
+    /// Due, but suspended by an operator; nothing minted (a critical alert says so).
+    Suspended {
+        /// Why, as given to `suspend --reason`.
+        reason: Option<String>,
+    },
     /// Nothing written.
     Failed(Failure),
 }
@@ -172,6 +183,7 @@ impl Outcome {
             Outcome::WouldRotate => OutcomeKind::WouldRotate,
             Outcome::Rotated { .. } => OutcomeKind::Rotated,
             Outcome::RotatedByAnotherRunner => OutcomeKind::RotatedByAnotherRunner,
+            Outcome::Suspended { .. } => OutcomeKind::Suspended,
             Outcome::Failed(_) => OutcomeKind::Failed,
         }
     }

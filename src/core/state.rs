@@ -37,6 +37,36 @@ pub struct RunState {
     /// The last alert delivery failure, if the last alert did not reach every sink.
     #[serde(default)]
     pub last_alert_error: Option<String>,
+    /// Set by `deepvue-rotator suspend`: no runner mints this token until `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
+}
+
+/// An operator's suspension of a token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: `user@host`.
+    pub by: String,
+    /// Why, as given.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Suspension {
+    /// One line: `since T by U: reason`.
+    pub fn describe(&self) -> String {
+        format!(
+            "since {} by {}{}",
+            self.at,
+            self.by,
+            self.reason
+                .as_deref()
+                .map(|r| format!(": {}", crate::support::text::escape_control(r)))
+                .unwrap_or_default()
+        )
+    }
 }
 
 fn lenient_outcome<'de, D: serde::Deserializer<'de>>(
@@ -297,7 +327,7 @@ mod tests {
             Some(OutcomeKind::RotatedByAnotherRunner),
             "state files of earlier releases still read"
         );
-        let newer = br#"{"last_outcome":"suspended","consecutive_failures":3,"alerts":{"ip-403":{"dedup_key":"k","since":"2026-11-28T12:00:00Z","last_sent":null,"severity":"warning"}}}"#;
+        let newer = br#"{"last_outcome":"held_by_a_later_release","consecutive_failures":3,"alerts":{"ip-403":{"dedup_key":"k","since":"2026-11-28T12:00:00Z","last_sent":null,"severity":"warning"}}}"#;
         let read = RunState::from_bytes(newer).unwrap_or_default();
         assert_eq!(read.last_outcome, None, "an unknown outcome reads as none");
         assert_eq!(

@@ -267,7 +267,8 @@ impl DeepvueClient {
                 return Err(MintError::Stopped { attempts: attempt });
             }
             attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
             let per_try = self.request_timeout.min(remaining);
             let result = match tokio::time::timeout(per_try, self.attempt(creds)).await {
                 Ok(r) => r,
@@ -277,10 +278,13 @@ impl DeepvueClient {
                     rate_limited: false,
                 }),
             };
-            self.observer.authorize(match &result {
-                Ok(_) => AuthorizeClass::Ok,
-                Err(a) => a.class(),
-            });
+            self.observer.authorize(
+                match &result {
+                    Ok(_) => AuthorizeClass::Ok,
+                    Err(a) => a.class(),
+                },
+                started.elapsed(),
+            );
             let (why, retry_after) = match result {
                 Ok(doc) => return Ok(doc),
                 Err(Attempt::Fatal(e)) => return Err(e),

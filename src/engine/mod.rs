@@ -6,10 +6,13 @@
 //! `CredentialSource`, `Sink`) and never names one.
 
 pub mod alerter;
+pub mod audit;
 pub mod deepvue;
 pub mod egress;
 pub mod fanout;
 pub mod hooks;
+pub mod metrics;
+pub mod metrics_export;
 pub mod observed;
 pub mod record;
 pub mod rotator;

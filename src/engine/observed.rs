@@ -35,12 +35,19 @@ struct Counter {
 }
 
 impl Counter {
-    fn count<T>(&self, operation: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    async fn count<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let r = call.await;
         let result = match &r {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
         };
-        self.observer.store_call(self.backend, operation, result);
+        self.observer
+            .store_call(self.backend, operation, result, started.elapsed());
         r
     }
 }
@@ -68,17 +75,19 @@ impl TokenStore for Tokens {
     }
 
     async fn read_current(&self) -> Result<Option<Stored>, StoreError> {
-        self.1.count("read_current", self.0.read_current().await)
+        self.1.count("read_current", self.0.read_current()).await
     }
 
     async fn read_version(&self, version: &Version) -> Result<Option<Stored>, StoreError> {
         self.1
-            .count("read_version", self.0.read_version(version).await)
+            .count("read_version", self.0.read_version(version))
+            .await
     }
 
     async fn read_previous(&self, current: &Version) -> Result<Option<Stored>, StoreError> {
         self.1
-            .count("read_version", self.0.read_previous(current).await)
+            .count("read_version", self.0.read_previous(current))
+            .await
     }
 
     fn changes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
@@ -86,18 +95,18 @@ impl TokenStore for Tokens {
     }
 
     async fn write(&self, doc: &TokenDocument, mode: WriteMode<'_>) -> Result<Version, StoreError> {
-        self.1.count("write", self.0.write(doc, mode).await)
+        self.1.count("write", self.0.write(doc, mode)).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.1.count("check", self.0.check().await)
+        self.1.count("check", self.0.check()).await
     }
 }
 
 #[async_trait]
 impl Leases for Leased {
     async fn acquire(&self, base: Option<&Version>) -> Result<Lease, StoreError> {
-        self.1.count("lock", self.0.acquire(base).await)
+        self.1.count("lock", self.0.acquire(base)).await
     }
 
     async fn release(&self, lease: Lease) {
@@ -116,7 +125,7 @@ impl StateStore for State {
     }
 
     async fn read_state(&self) -> Result<StateRead, StoreError> {
-        self.1.count("read_state", self.0.read_state().await)
+        self.1.count("read_state", self.0.read_state()).await
     }
 
     async fn write_state(
@@ -125,6 +134,7 @@ impl StateStore for State {
         etag: Option<&StateEtag>,
     ) -> Result<(), StoreError> {
         self.1
-            .count("write_state", self.0.write_state(bytes, etag).await)
+            .count("write_state", self.0.write_state(bytes, etag))
+            .await
     }
 }

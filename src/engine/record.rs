@@ -16,7 +16,9 @@ use crate::support::time::format_time;
 /// Whether `state` is worth keeping where keeping it costs API calls: a failure or an open
 /// alert. A success with nothing open is "no state".
 pub fn worth_keeping(state: &RunState) -> bool {
-    !state.alerts.is_empty() || state.last_outcome == Some(OutcomeKind::Failed)
+    !state.alerts.is_empty()
+        || state.last_outcome == Some(OutcomeKind::Failed)
+        || state.suspended.is_some()
 }
 
 /// Whether an [`StatePolicy::AlertsOnly`] store's state needs touching after this run: the run
@@ -28,7 +30,7 @@ fn needs_state(r: &RunResult, hint: StateHint) -> bool {
         .egress
         .as_ref()
         .is_some_and(|e| !e.outside_expected().is_empty());
-    matches!(r.outcome, Outcome::Failed(_))
+    matches!(r.outcome, Outcome::Failed(_) | Outcome::Suspended { .. })
         || r.outcome.renewed()
         || drift
         || hint != StateHint::None
@@ -38,7 +40,7 @@ fn needs_state(r: &RunResult, hint: StateHint) -> bool {
 /// recovery from a failure.
 fn after(previous: &RunState, r: &RunResult, now: DateTime<Utc>) -> RunState {
     let recovered = previous.last_outcome == Some(OutcomeKind::Failed);
-    match &r.outcome {
+    let mut next = match &r.outcome {
         Outcome::Fresh | Outcome::Throttled { .. } | Outcome::WouldRotate if !recovered => {
             previous.clone()
         }
@@ -54,7 +56,10 @@ fn after(previous: &RunState, r: &RunResult, now: DateTime<Utc>) -> RunState {
             last_outcome: Some(o.kind()),
             ..RunState::default()
         },
-    }
+    };
+    // Only `resume` lifts a suspension.
+    next.suspended.clone_from(&previous.suspended);
+    next
 }
 
 /// Send due alerts and keep the last outcome plus alert state beside the token, for `status`

@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// Treat the token as due this much earlier than `renew_before` says (the daemon's
     /// per-replica jitter, so replicas and tokens spread out).
     pub early_by: std::time::Duration,
+    /// Why the pass runs (the audit trail's `trigger`).
+    pub trigger: super::audit::Trigger,
 }
 
 /// A configured token with its store and credential source built.
@@ -115,6 +117,7 @@ pub struct Rotator {
     alerter: Alerter,
     observer: Arc<dyn Observer>,
     clock: Arc<dyn Clock>,
+    audit: Option<Arc<super::audit::AuditLog>>,
 }
 
 impl Rotator {
@@ -126,7 +129,19 @@ impl Rotator {
             alerter,
             observer,
             clock: Arc::new(SystemClock),
+            audit: None,
         }
+    }
+
+    /// The same, recording every attempt to `audit`.
+    pub fn with_audit(mut self, audit: Option<super::audit::AuditLog>) -> Self {
+        self.audit = audit.map(Arc::new);
+        self
+    }
+
+    /// The audit log, when one is configured.
+    pub fn audit(&self) -> Option<&super::audit::AuditLog> {
+        self.audit.as_deref()
     }
 
     /// The same on `clock`.
@@ -206,6 +221,8 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
             issued_at: None,
             expiry: None,
             expires_in_secs: None,
+            renews_at: None,
+            suspended: None,
             due: false,
             due_reason: None,
             last_outcome: None,
@@ -225,6 +242,10 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
                         row.issued_at = Some(format_time(d.issued_at));
                         row.expiry = Some(format_time(d.expiry));
                         row.expires_in_secs = Some(d.expires_in(now).num_seconds());
+                        row.renews_at = chrono::Duration::from_std(job.policy.renew_before)
+                            .ok()
+                            .and_then(|b| d.expiry.checked_sub_signed(b))
+                            .map(format_time);
                     }
                 }
                 if let Decision::Due(reason) = decide(stored.as_ref(), now, &job.policy, Force::No)
@@ -241,6 +262,7 @@ async fn status_one((job, now): (&Job, chrono::DateTime<chrono::Utc>)) -> Status
                 bytes: Some(bytes), ..
             }) => {
                 if let Some(s) = RunState::from_bytes(&bytes) {
+                    row.suspended = s.suspended.as_ref().map(|s| s.describe());
                     row.last_outcome = s.last_outcome;
                     row.last_run_at = s.last_run_at;
                     row.last_error = s.last_error;
@@ -426,7 +448,7 @@ impl Pass<'_> {
                 run.result.warnings.extend(failed);
             }
             let result = self
-                .finish(job, run.result, run.hint, opts.dry_run, run.record)
+                .finish(job, run.result, run.hint, opts, run.record)
                 .await;
             if let (Some(lease), Some(leases)) = (run.lease, &job.store.leases) {
                 leases.release(lease).await;
@@ -444,9 +466,10 @@ impl Pass<'_> {
         job: &Job,
         mut r: RunResult,
         hint: StateHint,
-        dry_run: bool,
+        opts: RunOptions,
         record: bool,
     ) -> RunResult {
+        let dry_run = opts.dry_run;
         if !dry_run {
             self.diagnose(&mut r).await;
         }
@@ -473,6 +496,13 @@ impl Pass<'_> {
             )
             .await;
         }
+        if let Some(audit) = &self.rotator.audit
+            && let Some(entry) = super::audit::Record::of(&r, opts.trigger, self.now())
+            && let Err(e) = audit.append(&entry).await
+        {
+            warn!(error = %e, "audit record not written");
+            r.warnings.push(e);
+        }
         r
     }
 
@@ -496,6 +526,13 @@ impl Pass<'_> {
                 None,
                 hint,
             );
+        }
+        // Suspended by an operator: only a due token asks (a fresh pass costs no state read),
+        // and only where state may be kept.
+        if let Some(s) = self.suspension(job, hint).await {
+            warn!(suspended = %s.describe(), "due, but suspended: not rotating");
+            r.outcome = Outcome::Suspended { reason: s.reason };
+            return Run::done(r, None, hint);
         }
         let lease = match &job.store.leases {
             None => None,
@@ -562,6 +599,20 @@ impl Pass<'_> {
             }
             Ok(Some(_)) | Err(_) => Run::done(failed(r, job.failure(e.kind, &e)), None, hint),
         }
+    }
+
+    /// The token's suspension, if an operator set one (`None` too when the state cannot be
+    /// read: that is reported by the state write at the end of the run).
+    pub async fn suspension(
+        &self,
+        job: &Job,
+        hint: StateHint,
+    ) -> Option<crate::core::state::Suspension> {
+        if hint == StateHint::None {
+            return None;
+        }
+        let read = job.store.state.read_state().await.ok()?;
+        RunState::from_bytes(read.bytes.as_deref()?)?.suspended
     }
 
     /// Whether this pass was told to stop minting.
@@ -720,7 +771,11 @@ impl Pass<'_> {
     /// Conclude a run a platform protocol made (a native rotation step): diagnosis, the log
     /// line, alerts and the recorded state, as [`Pass::rotate_token`] concludes its own.
     pub async fn conclude(&self, job: &Job, r: RunResult) -> RunResult {
-        self.finish(job, r, StateHint::Unknown, false, true)
+        let opts = RunOptions {
+            trigger: super::audit::Trigger::Rotation,
+            ..RunOptions::default()
+        };
+        self.finish(job, r, StateHint::Unknown, opts, true)
             .instrument(token_span(job))
             .await
     }

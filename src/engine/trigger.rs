@@ -32,6 +32,20 @@ impl TriggerHost for Host<'_> {
     }
 
     async fn mint(&self) -> Result<TokenDocument, Failure> {
+        if let Some(s) = self
+            .pass
+            .suspension(self.job, crate::core::store::StateHint::Unknown)
+            .await
+        {
+            return Err(self.job.failure(
+                ErrorKind::Permanent,
+                format!(
+                    "suspended {}; nothing minted (deepvue-rotator resume --token {})",
+                    s.describe(),
+                    self.job.name
+                ),
+            ));
+        }
         // Repairs to the answer (a clamped expiry) were logged by the client.
         self.pass.mint(self.job).await.map(|m| m.doc)
     }

@@ -2,7 +2,10 @@
 //!
 //! **Dependency rule:** `support` imports nothing else from this crate.
 
+pub mod atomic_file;
+pub mod build;
 pub mod duration;
+pub mod exposition;
 pub mod http;
 #[cfg(any(feature = "daemon", feature = "agent"))]
 pub mod http_server;
@@ -17,4 +20,6 @@ pub mod signals;
 pub mod text;
 pub mod time;
 pub mod tls;
+#[cfg(any(feature = "daemon", feature = "agent"))]
+pub mod unix_socket;
 pub mod url;

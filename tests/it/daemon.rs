@@ -113,7 +113,7 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let pid = self.child.id().unwrap_or_default().to_string();
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &pid])

@@ -67,6 +67,10 @@ pub enum Action {
 pub struct Gate {
     open: Notify,
     opened: Mutex<bool>,
+    /// Set when a request reaches the gate: for `ForwardThenHold`, only once the upstream has
+    /// answered (the write has landed), not when the request arrived at the proxy.
+    reached: Notify,
+    held: Mutex<bool>,
 }
 
 impl Gate {
@@ -82,7 +86,31 @@ impl Gate {
         self.open.notify_waiters();
     }
 
+    /// Wait until a request is held here (with a bound only a broken run reaches).
+    pub async fn until_held(&self) {
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let notified = self.reached.notified();
+                if *self
+                    .held
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "no request reached the gate");
+    }
+
     async fn wait(&self) {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.reached.notify_waiters();
         loop {
             let notified = self.open.notified();
             if *self
@@ -694,6 +722,9 @@ pub async fn crash_at(fx: &dyn Faulty, point: CrashPoint) {
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     s.proxy.until(name, seen + 1).await;
+    // Killed only once the request is held: after the upstream answered for ForwardThenHold
+    // (the request's arrival alone would let the kill cut the forward short).
+    gate.until_held().await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     // The held request goes nowhere (its client is gone); forward it anyway, as a network

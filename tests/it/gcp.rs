@@ -342,11 +342,12 @@ async fn calls_of_a_no_op_and_a_rotation_and_the_previous_version_stays_enabled(
     assert_eq!(outcome(&out), "rotated", "{out}");
     let after = gcp.calls();
     if gcp.is_fake() {
-        // Token secret: read, lease (get + update), re-read, add = 5; plus the credentials
-        // read. No GC list while the newest version is within keep_versions.
+        // Token secret: read, the run state (a suspension? get), lease (get + update),
+        // re-read, add = 6; plus the credentials read. No GC list while the newest version is
+        // within keep_versions.
         assert_eq!(
             delta(&before, &after),
-            "AccessSecretVersion=3 AddSecretVersion=1 GetSecret=1 UpdateSecret=1",
+            "AccessSecretVersion=3 AddSecretVersion=1 GetSecret=2 UpdateSecret=1",
             "{out}"
         );
     }

@@ -1,8 +1,10 @@
 //! One integration-test binary: the real `deepvue-rotator` against the built-in HTTPS Deepvue
 //! simulator and real stores, and the shared scenario suite every backend runs.
 
+mod admin;
 mod agent;
 mod alerts;
+mod audit;
 mod aws;
 mod cli;
 mod daemon;
@@ -20,6 +22,7 @@ mod kube_fake;
 mod kubernetes;
 mod lambda;
 mod layout;
+mod metrics;
 mod moto;
 mod openbao;
 mod pubsub;

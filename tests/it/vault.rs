@@ -243,12 +243,13 @@ store = {{ backend = "vault", path = "deepvue/prod/token", keep_versions = 10 }}
         [
             "update auth/approle/login",
             "read secret/data/deepvue/prod/token",
+            "read secret/metadata/deepvue/prod/token",
             "read secret/data/deepvue/prod/credentials",
             "create secret/data/deepvue/prod/token",
             "read secret/metadata/deepvue/prod/token",
             "update secret/metadata/deepvue/prod/token",
         ],
-        "first mint: login, read, credentials, cas-0 write, keep_versions"
+        "first mint: login, read, its run state (a suspension?), credentials, cas-0 write, keep_versions"
     );
     let meta = bao.metadata(TOKEN).await.unwrap_or_default();
     assert_eq!(meta["max_versions"], 10, "keep_versions is max_versions");

@@ -38,6 +38,8 @@ pub enum Condition {
     ReplicaBehind,
     /// An `on_rotate` hook failed after a write (the new token stays written).
     HookFailed,
+    /// The token is due but suspended: nothing renews it until `resume` (always critical).
+    Suspended,
 }
 
 impl Condition {
@@ -50,6 +52,7 @@ impl Condition {
             Condition::RotationFailing => "rotation-failing",
             Condition::ReplicaBehind => "replica-behind",
             Condition::HookFailed => "hook-failed",
+            Condition::Suspended => "suspended",
         }
     }
 }

@@ -53,7 +53,15 @@ fn evaluate(
             ]);
         }
         Outcome::Fresh | Outcome::Throttled { .. } => cleared.push(Condition::RotationFailing),
+        Outcome::Suspended { .. } => active.push(Condition::Suspended),
         Outcome::WouldRotate => {}
+    }
+    // Any pass that renewed or found the token fresh shows it is no longer held back.
+    if matches!(
+        r.outcome,
+        Outcome::Rotated { .. } | Outcome::RotatedByAnotherRunner | Outcome::Fresh
+    ) {
+        cleared.push(Condition::Suspended);
     }
     // Replicas: behind while any copy fails; caught up once none does (a busy one is being
     // copied by another runner; a run with no primary token says nothing).
@@ -124,7 +132,12 @@ pub fn plan(
     let repeat = chrono::Duration::from_std(cfg.repeat_every).unwrap_or(chrono::Duration::MAX);
     let mut out = Vec::new();
     for c in active {
-        let sev = severity(left_for(c, r, now), cfg);
+        // A suspended token in its renewal window is never a mere warning: nothing renews it.
+        let sev = if c == Condition::Suspended {
+            Severity::Critical
+        } else {
+            severity(left_for(c, r, now), cfg)
+        };
         let prev = previous.get(&c).filter(|s| !s.resolving);
         let due = match prev {
             None => true,
@@ -310,6 +323,19 @@ fn build(
             ),
             "Fix the hook (the error above). The token stays written; an application that waits for the hook (a reload, a signal) still uses the previous token until it reloads, and that token expires on its own.".to_string(),
         ),
+        (Action::Trigger, Condition::Suspended) => (
+            format!(
+                "[{env}] Deepvue token `{}` is due but suspended{}; nothing renews it; {left}",
+                name,
+                match &r.outcome {
+                    Outcome::Suspended { reason: Some(why) } => format!(" ({why})"),
+                    _ => String::new(),
+                }
+            ),
+            format!(
+                "Resume it (`deepvue-rotator resume --token {name}`) before it expires, or applications lose Deepvue access."
+            ),
+        ),
         (Action::Trigger, Condition::RotationFailing) => (
             format!(
                 "[{env}] rotation of Deepvue token `{}` is failing: {}; {left}",
@@ -393,6 +419,7 @@ mod tests {
         r.current = Some(Held {
             version: Version("1".into()),
             expiry: Some(now + chrono::Duration::hours(left_h)),
+            issued_at: None,
         });
         r
     }

@@ -597,12 +597,13 @@ impl Cache {
             if self.mint && due && !backing_off {
                 // The engine decides (fresh: a no-op) and keeps one mint per window.
                 // Boxed: a thousand idle keepers must not each carry a rotation's state.
-                let r = Box::pin(
-                    self.app
-                        .rotator
-                        .pass()
-                        .rotate_token(self.job(slot), RunOptions::default()),
-                )
+                let r = Box::pin(self.app.rotator.pass().rotate_token(
+                    self.job(slot),
+                    RunOptions {
+                        trigger: crate::engine::audit::Trigger::AgentRefresh,
+                        ..RunOptions::default()
+                    },
+                ))
                 .await;
                 debug!(token = name, outcome = ?r.outcome, "rotation pass");
                 if r.outcome.kind() == OutcomeKind::Failed {

@@ -27,6 +27,7 @@ use tracing::debug;
 use super::CallerToken;
 use super::cache::{Answer, Cache, Served};
 use crate::config::agent::AUTH_HEADER;
+use crate::support::exposition;
 
 /// The state every handler shares.
 pub(super) struct AgentState {
@@ -202,14 +203,17 @@ async fn readyz(State(s): St) -> Response {
         .into_response()
 }
 
-async fn metrics(State(s): St) -> Response {
+async fn metrics(State(s): St, headers: HeaderMap) -> Response {
     s.cache.update_gauges();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.cache.metrics.render(),
-    )
-        .into_response()
+    let om = s.cache.metrics.render();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], om).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::TEXT)],
+            exposition::to_text(&om),
+        )
+            .into_response()
+    }
 }

@@ -12,15 +12,14 @@ mod cache;
 mod http;
 mod metrics;
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::app::App;
 use crate::config::{
@@ -30,6 +29,7 @@ use crate::config::{
 use crate::core::error::EXIT_CONFIG;
 use crate::support::http_server::{self, Listener};
 use crate::support::output::diag;
+use crate::support::unix_socket::{OwnSocket, bind_unix};
 
 /// `agent` options.
 #[derive(clap::Args, Debug, Default)]
@@ -182,24 +182,6 @@ pub async fn run(config_path: Option<&Path>, args: AgentArgs) -> u8 {
     0
 }
 
-/// The Unix socket this process made, removed when dropped — only while the path still is
-/// that socket (same device and inode): never another agent's that replaced it.
-struct OwnSocket {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl Drop for OwnSocket {
-    fn drop(&mut self) {
-        if std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.file_type().is_socket() && m.dev() == self.dev && m.ino() == self.ino)
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Bind the listener; for a Unix socket also its guard, which removes it on exit.
 async fn bind(agent: &AgentConfig) -> Result<(Listener, Option<OwnSocket>), String> {
     match &agent.listen {
@@ -216,91 +198,10 @@ async fn bind(agent: &AgentConfig) -> Result<(Listener, Option<OwnSocket>), Stri
                         .map_err(|e| format!("socket_group: {e}"))
                 })
                 .transpose()?;
-            bind_unix(path, agent.socket_mode, gid).map(|(l, own)| (Listener::Unix(l), Some(own)))
+            bind_unix(path, agent.socket_mode, gid, "agent")
+                .map(|(l, own)| (Listener::Unix(l), Some(own)))
         }
     }
-}
-
-/// Create the socket at `path` with `mode` (and `gid`): never through a link, never over a
-/// file that is not this user's socket or over a socket an agent still listens on, and only in
-/// a directory that this user or root owns and nobody else may write (a sticky `/tmp` is not
-/// enough: after the agent exits, anyone could put their own socket at the path and receive
-/// the applications' caller token).
-fn bind_unix(
-    path: &Path,
-    mode: u32,
-    gid: Option<u32>,
-) -> Result<(tokio::net::UnixListener, OwnSocket), String> {
-    let me = rustix::process::geteuid().as_raw();
-    let dir = path.parent().ok_or("not a file path")?;
-    let dmeta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !dmeta.is_dir() {
-        return Err(format!(
-            "{} is not a directory (links are not followed)",
-            dir.display()
-        ));
-    }
-    if dmeta.uid() != me && dmeta.uid() != 0 {
-        return Err(format!(
-            "{} belongs to uid {}, not to this user or root: use a directory of the agent's own \
-             (e.g. systemd's RuntimeDirectory=, /run/deepvue-rotator)",
-            dir.display(),
-            dmeta.uid()
-        ));
-    }
-    if dmeta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by its group or others: they could replace the socket; use a \
-             directory only the agent's user can write (e.g. /run/deepvue-rotator, mode 0755)",
-            dir.display()
-        ));
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() && m.uid() == me => {
-            // This user's socket: another agent's if something answers on it, else left
-            // behind by one that was killed.
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!(
-                    "{} is in use: another agent listens on it",
-                    path.display()
-                ));
-            }
-            warn!(path = %path.display(), "removing a stale agent socket");
-            std::fs::remove_file(path)
-                .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
-        }
-        Ok(_) => {
-            return Err(format!(
-                "{} exists and is not this user's socket: refusing to replace it",
-                path.display()
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    // The socket is created with exactly `mode`: no moment where it is wider.
-    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(!mode & 0o777));
-    let bound = tokio::net::UnixListener::bind(path);
-    rustix::process::umask(old);
-    let listener = bound.map_err(|e| format!("cannot bind: {e}"))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("after bind: {e}"))?;
-    let own = OwnSocket {
-        path: path.to_path_buf(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-    };
-    if let Some(gid) = gid {
-        // On failure `own` goes, and the socket with it.
-        rustix::fs::chownat(
-            rustix::fs::CWD,
-            path,
-            None,
-            Some(rustix::fs::Gid::from_raw(gid)),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| format!("cannot give the socket to group {gid}: {e}"))?;
-    }
-    Ok((listener, own))
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@ mod check;
 pub mod demo;
 #[cfg(feature = "simulator")]
 pub mod simulate;
+pub mod suspend;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use secrecy::zeroize::Zeroizing;
@@ -23,6 +25,9 @@ use crate::core::decide::Force;
 use crate::core::error::{EXIT_CONFIG, combine_exit_codes};
 use crate::core::report::{TokenReport, describe_report, render_status};
 use crate::core::result::RunResult;
+use crate::engine::audit::Trigger;
+use crate::engine::metrics::Metrics;
+use crate::engine::metrics_export::Export;
 use crate::engine::rotator::{Rotator, RunOptions};
 use crate::support::output::{self, diag};
 
@@ -41,6 +46,21 @@ pub struct RotateArgs {
     /// Print a JSON array of per-token reports.
     #[arg(long)]
     pub json: bool,
+    /// Write this run's metrics for node_exporter's textfile collector (a `.prom` file,
+    /// replaced atomically).
+    #[arg(long, value_name = "PATH", env = "DEEPVUE_ROTATOR_METRICS_FILE")]
+    pub metrics_file: Option<std::path::PathBuf>,
+    /// Push this run's metrics to a Prometheus Pushgateway (`https://`, or `http://` to a
+    /// loopback address), one group per token.
+    #[arg(long, value_name = "URL", env = "DEEPVUE_ROTATOR_PUSH_GATEWAY")]
+    pub push_gateway: Option<String>,
+    /// The Pushgateway `job` label [default: deepvue_rotator].
+    #[arg(long, value_name = "NAME", env = "DEEPVUE_ROTATOR_PUSH_JOB")]
+    pub push_job: Option<String>,
+    /// Ask the running daemon to rotate, over its admin socket ([daemon] admin_socket),
+    /// instead of rotating in this process.
+    #[arg(long, conflicts_with_all = ["dry_run", "metrics_file", "push_gateway"])]
+    pub via_daemon: bool,
 }
 
 /// `read` arguments.
@@ -105,7 +125,26 @@ pub fn load_config(config: Option<&Path>) -> Result<Config, u8> {
 
 /// `rotate` on a loaded configuration.
 pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
-    let app = App::new(config);
+    if args.via_daemon {
+        return via_daemon(&config, &args).await;
+    }
+    let export = match Export::new(
+        args.metrics_file.clone(),
+        args.push_gateway.as_deref(),
+        args.push_job.clone(),
+    ) {
+        Ok(e) => e,
+        Err(p) => {
+            diag(&format!("error: {p}"));
+            return EXIT_CONFIG;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let app = if export.wanted() {
+        App::observed(config, metrics.clone())
+    } else {
+        App::new(config)
+    };
     let jobs = match app.select(&args.tokens) {
         Ok(j) => j,
         Err(e) => {
@@ -113,12 +152,43 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    for j in &jobs {
+        metrics.configured(&j.name);
+    }
     let opts = RunOptions {
         force: if args.force { Force::Always } else { Force::No },
         dry_run: args.dry_run,
+        trigger: if args.force {
+            Trigger::Manual
+        } else {
+            Trigger::Schedule
+        },
         ..RunOptions::default()
     };
-    let reports = views(&app.rotator, app.rotator.rotate_all(jobs, opts).await);
+    if args.json
+        && let Some(audit) = app.rotator.audit()
+    {
+        audit.stdout_taken();
+    }
+    let renew_before: Vec<_> = jobs.iter().map(|j| j.policy.renew_before).collect();
+    let results = app.rotator.rotate_all(jobs, opts).await;
+    if export.wanted() {
+        let now = app.rotator.clock().now();
+        for (r, renew_before) in results.iter().zip(renew_before) {
+            metrics.pass(&r.token.name, r, now);
+            metrics.token(
+                &r.token.name,
+                r.expiry().map(|e| e.timestamp()),
+                r.expiry().map(|e| {
+                    (e - chrono::Duration::from_std(renew_before).unwrap_or_default()).timestamp()
+                }),
+            );
+        }
+        for failure in export.send(&metrics).await {
+            diag(&format!("warning: metrics not exported: {failure}"));
+        }
+    }
+    let reports = views(&app.rotator, results);
     let text = if args.json {
         json_text(&reports)
     } else {
@@ -133,17 +203,126 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
     )
 }
 
+/// `rotate --via-daemon`: the running daemon's pass, over its admin socket.
+async fn via_daemon(config: &Config, args: &RotateArgs) -> u8 {
+    let Some(path) = &config.daemon.admin_socket else {
+        diag(&format!(
+            "error: rotate --via-daemon needs [daemon] admin_socket in {} (the daemon's admin \
+             socket)",
+            config.origin
+        ));
+        return EXIT_CONFIG;
+    };
+    let client = match reqwest::Client::builder()
+        .unix_socket(path.as_path())
+        .no_proxy()
+        .timeout(config.lock_timeout * 2 + std::time::Duration::from_secs(60))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            diag(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    let answer = client
+        .post("http://daemon/v1/rotate")
+        .json(&serde_json::json!({ "tokens": args.tokens, "force": args.force }))
+        .send()
+        .await;
+    let shown = path.display();
+    let body: serde_json::Value = match answer {
+        Ok(r) if r.status().is_success() => match r.json().await {
+            Ok(v) => v,
+            Err(e) => {
+                diag(&format!("error: the daemon at {shown} answered: {e}"));
+                return 1;
+            }
+        },
+        Ok(r) => {
+            let status = r.status();
+            let why = r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            diag(&format!(
+                "error: the daemon at {shown} answered {status}: {why}"
+            ));
+            return if status == reqwest::StatusCode::NOT_FOUND {
+                EXIT_CONFIG
+            } else {
+                1
+            };
+        }
+        Err(e) => {
+            diag(&format!(
+                "error: cannot reach the daemon's admin socket {shown}: {} (is the daemon \
+                 running with this config, as this user or root?)",
+                crate::support::http::error_chain(&e)
+            ));
+            return 1;
+        }
+    };
+    let code = body["exit_code"]
+        .as_u64()
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(1);
+    let text = if args.json {
+        json_text(&body["reports"])
+    } else {
+        body["text"].as_str().unwrap_or_default().to_string()
+    };
+    emit(text.as_bytes(), code)
+}
+
 /// The serialized views of a pass's results, time left counted from the rotator's clock.
 pub(super) fn views(rotator: &Rotator, results: Vec<RunResult>) -> Vec<TokenReport> {
     TokenReport::all(&results, rotator.clock().now())
 }
 
-/// `status`: every token's version, expiry and last outcome (never the token).
-pub async fn status(config: Option<&Path>, json: bool) -> u8 {
+/// `status` arguments.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Show each token's last N rotation attempts from the audit file instead ([audit] file).
+    #[arg(long, value_name = "N")]
+    pub history: Option<usize>,
+    /// Only this token (repeatable; with --history).
+    #[arg(long = "token", value_name = "NAME", requires = "history")]
+    pub tokens: Vec<String>,
+}
+
+/// `status`: every token's version, expiry and last outcome (never the token); or with
+/// `--history N` the last attempts from the audit trail.
+pub async fn status(config: Option<&Path>, args: StatusArgs) -> u8 {
+    let json = args.json;
     let app = match load(config) {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Some(n) = args.history {
+        if let Err(e) = app.select(&args.tokens) {
+            diag(&format!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+        let records = match crate::engine::audit::history(&app.config.audit, &args.tokens, n) {
+            Ok(r) => r,
+            Err(e) => {
+                diag(&format!("error: {e}"));
+                return EXIT_CONFIG;
+            }
+        };
+        let text = if json {
+            json_text(&records)
+        } else {
+            crate::engine::audit::render(&records)
+        };
+        return emit(text.as_bytes(), 0);
+    }
     let rows = app.rotator.status(&app.jobs).await;
     let text = if json {
         json_text(&rows)

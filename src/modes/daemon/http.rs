@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -97,22 +97,28 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         return Json(rows.as_ref().clone()).into_response();
     }
     let app = s.app();
-    let rows = app.rotator.status(&app.jobs).await;
+    let mut rows = app.rotator.status(&app.jobs).await;
+    // The daemon's own schedule (jitter and retries included) says when it renews.
+    let views = s.views();
+    for row in &mut rows {
+        if let Some(next) = views
+            .iter()
+            .find(|v| v.name == row.name)
+            .and_then(|v| v.next)
+        {
+            row.renews_at = Some(crate::support::time::format_time(next));
+        }
+    }
     let rows = Arc::new(serde_json::to_value(rows).unwrap_or_default());
     *cached = Some((tokio::time::Instant::now(), rows.clone()));
     Json(rows.as_ref().clone()).into_response()
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if !s.app().config.daemon.metrics_endpoint {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.negotiate(accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

@@ -10,7 +10,7 @@
 //! - **Long-lived clients**: one `App` (Deepvue client with its connection pool and trust
 //!   store, SDK clients) until a reload; each batch of due tokens is one `Pass`, so the egress
 //!   probe is fresh per pass.
-//! - **HTTP** (`http.rs`): `/healthz`, `/readyz`, `/status`, `/metrics` (`metrics.rs`), and
+//! - **HTTP** (`http.rs`): `/healthz`, `/readyz`, `/status`, `/metrics` (`engine::metrics`), and
 //!   with `[daemon.pubsub]` the Pub/Sub push endpoint `POST /pubsub` (`pubsub.rs`: Secret
 //!   Manager `SECRET_ROTATE`, OIDC verified in the app). A pushed rotation runs through the
 //!   same `Rotator`, never while the scheduler runs that token (and vice versa), and its report
@@ -23,8 +23,8 @@
 //!   token is written) and exit 0. SIGHUP reloads and validates the config; on error the old
 //!   one keeps running.
 
+mod admin;
 mod http;
-mod metrics;
 mod pubsub;
 mod schedule;
 mod systemd;
@@ -49,9 +49,9 @@ use crate::core::decide::DuePolicy;
 use crate::core::document::format_time;
 use crate::core::error::EXIT_CONFIG;
 use crate::core::result::{Outcome, RunResult};
+use crate::engine::metrics::Metrics;
 use crate::engine::rotator::RunOptions;
 use crate::support::http_server;
-use metrics::Metrics;
 use systemd::Notifier;
 
 /// `daemon` arguments.
@@ -71,6 +71,8 @@ pub(crate) struct TokenView {
     name: String,
     expiry: Option<DateTime<Utc>>,
     failing: Option<String>,
+    /// The next scheduled attempt.
+    next: Option<DateTime<Utc>>,
 }
 
 /// State shared by the scheduler loop and the HTTP handlers.
@@ -213,13 +215,8 @@ impl Slot {
         });
     }
 
-    /// Take a finished run into account; returns the metric outcome, if it was an attempt.
-    fn record(
-        &mut self,
-        result: &RunResult,
-        now: DateTime<Utc>,
-        d: &config::daemon::DaemonConfig,
-    ) -> Option<&'static str> {
+    /// Take a finished run into account.
+    fn record(&mut self, result: &RunResult, now: DateTime<Utc>, d: &config::daemon::DaemonConfig) {
         self.in_flight = false;
         self.started = None;
         let expiry = result.expiry();
@@ -244,9 +241,8 @@ impl Slot {
                     rand::random::<f64>(),
                 );
                 self.next = Some(at(delay));
-                Some("failed")
             }
-            outcome => {
+            _ => {
                 self.failures = 0;
                 self.failing = None;
                 // A new jitter per token lifetime, not per poll: re-drawing it at every poll
@@ -264,11 +260,6 @@ impl Slot {
                     Some(_) => at(self.min_interval.max(Duration::from_secs(1))),
                     None => at(d.poll_every),
                 });
-                match outcome {
-                    Outcome::Rotated { .. } => Some("rotated"),
-                    Outcome::RotatedByAnotherRunner => Some("rotated_by_another_runner"),
-                    _ => None,
-                }
             }
         }
     }
@@ -334,6 +325,36 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
             Duration::from_secs(5),
         ))
     };
+    // The admin socket: bound before READY, so `rotate --via-daemon` works once systemd says
+    // the daemon is up.
+    let admin = match &app.config.daemon.admin_socket {
+        None => None,
+        Some(path) => match crate::support::unix_socket::bind_unix(path, 0o600, None, "daemon") {
+            Ok((listener, own)) => {
+                let limits = http_server::Limits::for_descriptors(
+                    64,
+                    app.config.lock_timeout * 2 + Duration::from_secs(60),
+                );
+                let task = tokio::spawn(http_server::serve(
+                    http_server::Listener::Unix(listener),
+                    admin::router(shared.clone()),
+                    limits,
+                    stop_http.clone(),
+                    Duration::from_secs(5),
+                ));
+                Some((task, own))
+            }
+            Err(e) => {
+                crate::support::output::diag(&format!(
+                    "error: daemon.admin_socket {}: {e}",
+                    path.display()
+                ));
+                stop_http.cancel();
+                let _ = server.await;
+                return EXIT_CONFIG;
+            }
+        },
+    };
     let notifier = Notifier::from_env();
     info!(
         listen = %listen,
@@ -363,6 +384,10 @@ pub async fn run(config_path: Option<&Path>, _args: DaemonArgs) -> u8 {
     stop_http.cancel();
     if let Err(e) = server.await {
         warn!(error = %e, "HTTP server task failed");
+    }
+    if let Some((task, own)) = admin {
+        let _ = task.await;
+        drop(own);
     }
     info!("deepvue-rotator daemon stopped");
     code
@@ -427,6 +452,7 @@ impl Daemon {
                     slot.jitter_max = schedule::jitter_cap(jitter, t.policy.renew_before);
                 }
                 None => {
+                    self.shared.metrics.configured(&t.name);
                     let mut slot = Slot::new(t.policy, jitter, now);
                     slot.pick_jitter();
                     if !app.config.daemon.schedule {
@@ -448,6 +474,7 @@ impl Daemon {
                 name: name.clone(),
                 expiry: s.expiry,
                 failing: s.failing.clone(),
+                next: s.next,
             })
             .collect();
         for (name, s) in &self.slots {
@@ -624,12 +651,13 @@ impl Daemon {
         tx: Reports,
         mut rx: mpsc::UnboundedReceiver<(String, RunResult)>,
     ) -> u8 {
-        let (mut term, mut int, mut hup) = match (
+        let (mut term, mut int, mut hup, mut usr1) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
         ) {
-            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            (Ok(t), Ok(i), Ok(h), Ok(u)) => (t, i, h, u),
             _ => {
                 error!("cannot install signal handlers");
                 return 1;
@@ -704,6 +732,7 @@ impl Daemon {
                     self.pass_ended(ended.map(|(id, ())| id));
                 }
                 _ = hup.recv() => self.reload(),
+                _ = usr1.recv() => self.pass_now(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -714,17 +743,26 @@ impl Daemon {
         self.shutdown(tasks, rx, stop_minting).await
     }
 
+    /// SIGUSR1: a pass over every token not being rotated right now, at once (due ones
+    /// rotate; fresh ones cost a read).
+    fn pass_now(&mut self) {
+        let now = self.now();
+        let mut n = 0;
+        for slot in self.slots.values_mut().filter(|s| !s.in_flight) {
+            slot.next = Some(now);
+            n += 1;
+        }
+        info!(tokens = n, "SIGUSR1: a pass over every token now");
+    }
+
     fn finished(&mut self, name: &str, report: &RunResult) {
         let app = self.app();
         let now = self.now();
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
-        if let Some(outcome) = slot.record(report, now, &app.config.daemon) {
-            self.shared.metrics.rotation(name, outcome);
-        }
-        self.shared.metrics.replicas(name, &report.replicas);
-        self.shared.metrics.hooks(name, &report.hooks);
+        slot.record(report, now, &app.config.daemon);
+        self.shared.metrics.pass(name, report, now);
         if !app.config.daemon.schedule {
             // Only requests rotate: no timer for this token.
             slot.next = None;
@@ -795,6 +833,7 @@ mod tests {
             status_endpoints: true,
             metrics_endpoint: true,
             pubsub: None,
+            admin_socket: None,
         }
     }
 
@@ -821,6 +860,7 @@ mod tests {
         r.current = expiry.map(|e| Held {
             version: Version("1".into()),
             expiry: Some(e),
+            issued_at: Some(e - chrono::Duration::hours(24)),
         });
         r
     }
@@ -850,13 +890,18 @@ mod tests {
 
         // Rotated at t0: the next rotation is at expiry − renew_before.
         let rotated = result(Outcome::Rotated { previous: None }, Some(at(t0, 24 * H)));
-        assert_eq!(s.record(&rotated, t0, &d), Some("rotated"));
+        s.record(&rotated, t0, &d);
+        assert_eq!(
+            crate::engine::metrics::attempt(&rotated.outcome),
+            Some("rotated")
+        );
         assert_eq!(s.next, Some(at(t0, 12 * H)));
         assert_eq!((s.failures, s.failing.as_deref()), (0, None));
 
         // A poll that finds the same token: nothing moves.
         let fresh = result(Outcome::Fresh, Some(at(t0, 24 * H)));
-        assert_eq!(s.record(&fresh, at(t0, 300), &d), None);
+        s.record(&fresh, at(t0, 300), &d);
+        assert_eq!(crate::engine::metrics::attempt(&fresh.outcome), None);
         assert_eq!(s.next, Some(at(t0, 12 * H)));
 
         // Due at t0+12h and failing: backoff doubling from retry_initial (equal jitter).
@@ -864,7 +909,8 @@ mod tests {
         let mut previous = Duration::ZERO;
         for n in 1..=4u32 {
             let f = failed(ErrorKindT::Transient, Some(at(t0, 24 * H)));
-            assert_eq!(s.record(&f, t1, &d), Some("failed"));
+            s.record(&f, t1, &d);
+            assert_eq!(crate::engine::metrics::attempt(&f.outcome), Some("failed"));
             let wait = (s.next.unwrap_or(t1) - t1).to_std().unwrap_or_default();
             let ceiling = d.retry_initial * 2u32.pow(n - 1);
             assert!(

@@ -624,6 +624,7 @@ pub async fn push(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes)
             job,
             RunOptions {
                 force: Force::Requested(PUSHED),
+                trigger: crate::engine::audit::Trigger::Push,
                 ..RunOptions::default()
             },
         )

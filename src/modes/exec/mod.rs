@@ -252,38 +252,9 @@ async fn current(job: &Job) -> Result<(Version, TokenDocument), String> {
 /// Write the document to `path`: a new file beside it (0600, `O_EXCL | O_NOFOLLOW`), synced,
 /// renamed over it (a link at `path` is replaced, never followed).
 fn write_file(path: &Path, doc: &TokenDocument) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("--file {} names no file", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{:08x}",
-        name.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
     let json = doc.to_json();
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&tmp)?;
-        f.write_all(json.expose_secret().as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    crate::support::atomic_file::write(path, &[json.expose_secret().as_bytes(), b"\n"], 0o600)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 struct Supervisor<'a> {

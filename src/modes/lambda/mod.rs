@@ -42,6 +42,7 @@ pub fn detected() -> bool {
 /// Run the Lambda event loop until the runtime stops us.
 pub fn main() -> ExitCode {
     logging::init(Some(LogFormat::Json), "info");
+    crate::engine::audit::set_mode("lambda");
     if let Err(why) = lambda_environment() {
         error!(
             "{why}: this is not a Lambda environment (run with a command, e.g. `deepvue-rotator rotate`)"

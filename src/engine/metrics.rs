@@ -1,16 +1,55 @@
-//! Prometheus metrics (OpenMetrics text, `prometheus-client`), fed by the engine through the
-//! `Observer` hook and by the scheduler.
+//! Prometheus metrics (`prometheus-client`), fed by the engine through the [`Observer`] hook
+//! and by whoever runs passes: the daemon's `/metrics`, and a one-shot run's textfile or
+//! Pushgateway export (`engine::metrics_export`). One set of names for every mode.
 
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::core::alert::{Action, Condition};
 use crate::core::observe::{AuthorizeClass, Observer};
+use crate::core::result::{Outcome, RunResult};
+use crate::support::exposition;
+
+/// Latency buckets (seconds) for authorize and store calls: 5 ms to 30 s.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Every outcome the rotations counter counts, present at zero for each token from the start.
+const ATTEMPTS: [&str; 3] = ["rotated", "rotated_by_another_runner", "failed"];
+
+/// Every authorize class, present at zero from the start.
+const CLASSES: [AuthorizeClass; 5] = [
+    AuthorizeClass::Ok,
+    AuthorizeClass::Forbidden,
+    AuthorizeClass::CredentialsRejected,
+    AuthorizeClass::RateLimited,
+    AuthorizeClass::Transient,
+];
+
+/// What a finished pass counts as in `deepvue_rotator_rotations`: an attempt that wrote, lost
+/// the race to another runner, or failed; `None` for a pass that did not try (fresh,
+/// throttled, dry run).
+pub fn attempt(outcome: &Outcome) -> Option<&'static str> {
+    match outcome {
+        Outcome::Rotated { .. } => Some("rotated"),
+        Outcome::RotatedByAnotherRunner => Some("rotated_by_another_runner"),
+        Outcome::Failed(_) => Some("failed"),
+        _ => None,
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabel {
@@ -64,9 +103,19 @@ struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: &'static str,
+struct StoreCallLabels {
+    backend: &'static str,
+    operation: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+    features: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the daemon exposes.
 pub struct Metrics {
@@ -80,6 +129,11 @@ pub struct Metrics {
     pushes: Family<OutcomeLabel, Counter>,
     replicas: Family<ReplicaLabels, Gauge>,
     hooks: Family<HookLabels, Counter>,
+    ready: Family<TokenLabel, Gauge>,
+    last_rotation: Family<TokenLabel, Gauge<f64, AtomicU64>>,
+    last_pass: Family<TokenLabel, Gauge<f64, AtomicU64>>,
+    authorize_seconds: Histograms<ClassLabel>,
+    store_seconds: Histograms<StoreCallLabels>,
 }
 
 impl Metrics {
@@ -93,7 +147,7 @@ impl Metrics {
         let store = Family::<StoreLabels, Counter>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
         let pushes = Family::<OutcomeLabel, Counter>::default();
-        let build = Family::<VersionLabel, Gauge>::default();
+        let build = Family::<BuildLabels, Gauge>::default();
         let replicas = Family::<ReplicaLabels, Gauge>::default();
         registry.register(
             "deepvue_rotator_token_expiry_timestamp_seconds",
@@ -145,16 +199,56 @@ impl Metrics {
             "on_rotate hooks run after a write, by kind (command, signal) and result (ok, failed)",
             hooks.clone(),
         );
+        let ready = Family::<TokenLabel, Gauge>::default();
+        registry.register(
+            "deepvue_rotator_token_ready",
+            "1 when the token's last pass ended with a valid token stored and no failure, 0 \
+             when it failed or the stored token is missing, unusable or expired",
+            ready.clone(),
+        );
+        let last_rotation = Family::<TokenLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "deepvue_rotator_token_last_rotation_timestamp_seconds",
+            "When the stored token was minted (its issued_at): the last successful rotation, \
+             by any runner (Unix seconds)",
+            last_rotation.clone(),
+        );
+        let last_pass = Family::<TokenLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "deepvue_rotator_token_last_pass_timestamp_seconds",
+            "When the token's last pass ended, whatever its outcome (Unix seconds): old values \
+             mean nothing is looking after the token",
+            last_pass.clone(),
+        );
+        let authorize_seconds: Histograms<ClassLabel> = Family::new_with_constructor(histogram);
+        registry.register(
+            "deepvue_rotator_authorize_duration_seconds",
+            "Time per Deepvue authorize attempt, by class",
+            authorize_seconds.clone(),
+        );
+        let store_seconds: Histograms<StoreCallLabels> = Family::new_with_constructor(histogram);
+        registry.register(
+            "deepvue_rotator_store_request_duration_seconds",
+            "Time per token store operation, by backend and operation",
+            store_seconds.clone(),
+        );
         registry.register(
             "deepvue_rotator_build_info",
-            "Build information; always 1",
+            "Build information (version, git commit, enabled features); always 1",
             build.clone(),
         );
         build
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION"),
+            .get_or_create(&BuildLabels {
+                version: crate::support::build::VERSION,
+                commit: crate::support::build::COMMIT,
+                features: crate::support::build::features(),
             })
             .set(1);
+        for class in CLASSES {
+            let _ = authorize.get_or_create(&ClassLabel {
+                class: class.as_str(),
+            });
+        }
         Metrics {
             registry,
             expiry,
@@ -166,15 +260,70 @@ impl Metrics {
             pushes,
             replicas,
             hooks,
+            ready,
+            last_rotation,
+            last_pass,
+            authorize_seconds,
+            store_seconds,
         }
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition in the text format 0.0.4 (textfile collector, Pushgateway, a scraper
+    /// that does not ask for OpenMetrics).
+    pub fn render_text(&self) -> String {
+        exposition::to_text(&self.render())
+    }
+
+    /// The exposition an `Accept` header asks for, and its `Content-Type`.
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        if exposition::wants_openmetrics(accept) {
+            (exposition::OPENMETRICS, self.render())
+        } else {
+            (exposition::TEXT, self.render_text())
+        }
+    }
+
+    /// A configured token: its counters exist at zero from now on.
+    pub fn configured(&self, token: &str) {
+        for outcome in ATTEMPTS {
+            let _ = self.rotations.get_or_create(&RotationLabels {
+                token: token.to_string(),
+                outcome,
+            });
+        }
+    }
+
+    /// A finished pass over `token` at `now`: the attempt counter, readiness, the stored
+    /// token's mint time, the replicas and the hooks.
+    pub fn pass(&self, token: &str, r: &RunResult, now: DateTime<Utc>) {
+        if let Some(outcome) = attempt(&r.outcome) {
+            self.rotation(token, outcome);
+        }
+        let label = TokenLabel {
+            token: token.to_string(),
+        };
+        let valid = r.expiry().is_some_and(|e| e > now);
+        self.ready
+            .get_or_create(&label)
+            .set(i64::from(r.failure().is_none() && valid));
+        if let Some(issued) = r.current.as_ref().and_then(|h| h.issued_at) {
+            self.last_rotation
+                .get_or_create(&label)
+                .set(issued.timestamp() as f64);
+        }
+        self.last_pass
+            .get_or_create(&label)
+            .set(now.timestamp() as f64);
+        self.replicas(token, &r.replicas);
+        self.hooks(token, &r.hooks);
     }
 
     /// A token's stored expiry and next rotation (Unix seconds; `None` removes the series).
@@ -245,6 +394,12 @@ impl Metrics {
     /// A token no longer configured: drop its gauges.
     pub fn forget(&self, token: &str) {
         self.token(token, None, None);
+        let label = TokenLabel {
+            token: token.to_string(),
+        };
+        self.ready.remove(&label);
+        self.last_rotation.remove(&label);
+        self.last_pass.remove(&label);
     }
 }
 
@@ -255,15 +410,26 @@ impl Default for Metrics {
 }
 
 impl Observer for Metrics {
-    fn authorize(&self, class: AuthorizeClass) {
-        self.authorize
-            .get_or_create(&ClassLabel {
-                class: class.as_str(),
-            })
-            .inc();
+    fn authorize(&self, class: AuthorizeClass, elapsed: Duration) {
+        let label = ClassLabel {
+            class: class.as_str(),
+        };
+        self.authorize.get_or_create(&label).inc();
+        self.authorize_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
     }
 
-    fn store_call(&self, backend: &'static str, operation: &'static str, result: &'static str) {
+    fn store_call(
+        &self,
+        backend: &'static str,
+        operation: &'static str,
+        result: &'static str,
+        elapsed: Duration,
+    ) {
+        self.store_seconds
+            .get_or_create(&StoreCallLabels { backend, operation })
+            .observe(elapsed.as_secs_f64());
         self.store
             .get_or_create(&StoreLabels {
                 backend,
