@@ -35,6 +35,8 @@ python3 bench/kubernetes.py target/release/deepvue-rotator target/release/exampl
 echo
 python3 bench/daemon.py target/release/deepvue-rotator "${IDLE:-600}"
 echo
+python3 bench/operations.py target/release/deepvue-rotator 5
+echo
 # The agent against the AWS Secrets Manager Agent (crates.io aws_secretsmanager_agent), built
 # once into .tools/aws-agent (a release build of the AWS SDK: ~6 min on 2 cores).
 AWS_SM_AGENT="${AWS_SM_AGENT:-.tools/aws-agent/bin/aws_secretsmanager_agent}"

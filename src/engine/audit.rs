@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::alert::{AttemptFacts, EventRunner, TokenEvent};
 use crate::core::result::{Outcome, RunResult};
 use crate::support::time::format_time;
 
@@ -59,6 +60,9 @@ pub enum Trigger {
     /// The agent's refresh of a due token (`[agent] mint = true`).
     AgentRefresh,
 }
+
+/// The event kind sinks take (`events = ["rotation.attempted"]`) to receive every audit record.
+pub const ATTEMPTED: &str = "rotation.attempted";
 
 static MODE: OnceLock<&'static str> = OnceLock::new();
 
@@ -162,17 +166,53 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The `rotation.attempted` event of this record (for sinks that take it).
+    pub fn event(&self) -> TokenEvent {
+        let trigger = serde_json::to_value(self.trigger)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut stores = self.stores.iter().map(|s| {
+            format!(
+                "{} {}{}",
+                s.backend,
+                s.secret_id,
+                s.state
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
+            )
+        });
+        TokenEvent {
+            kind: ATTEMPTED,
+            id: super::hooks::event_id(),
+            token: self.token.clone(),
+            version: self.version.clone(),
+            expiry: None,
+            store: stores.next().unwrap_or_default(),
+            replicas: stores.collect(),
+            runner: EventRunner {
+                host: self.runner.host.clone(),
+                pid: self.runner.pid,
+            },
+            occurred_at: self.time.clone(),
+            attempt: Some(AttemptFacts {
+                trigger,
+                mode: self.runner.mode.clone(),
+                outcome: self.outcome.clone(),
+                error_class: self.error_class.clone(),
+                error: self.error.clone(),
+                egress_ips: self.egress_ips.clone(),
+                previous_version: self.previous_version.clone(),
+            }),
+        }
+    }
+}
+
 fn runner() -> Runner {
-    static HOST: OnceLock<String> = OnceLock::new();
     Runner {
-        host: HOST
-            .get_or_init(|| {
-                rustix::system::uname()
-                    .nodename()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .clone(),
+        host: crate::support::process::host_name(),
         pid: std::process::id(),
         mode: MODE.get().copied().unwrap_or("cli").to_string(),
     }

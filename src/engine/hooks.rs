@@ -28,17 +28,22 @@ use crate::support::text::{escape_control, truncate};
 /// The event kind sent after a write.
 pub const ROTATED: &str = "token.rotated";
 
+/// A new event id (`evt_` and 24 hex digits).
+pub fn event_id() -> String {
+    format!(
+        "evt_{}",
+        rand::random::<[u8; 12]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
 /// The `token.rotated` event of the write `r` reports.
 pub fn rotated_event(r: &RunResult, now: chrono::DateTime<chrono::Utc>) -> TokenEvent {
     TokenEvent {
         kind: ROTATED,
-        id: format!(
-            "evt_{}",
-            rand::random::<[u8; 12]>()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ),
+        id: event_id(),
         token: r.token.name.clone(),
         version: r.version().map(|v| v.0.clone()),
         expiry: r.expiry().map(format_time),
@@ -49,21 +54,12 @@ pub fn rotated_event(r: &RunResult, now: chrono::DateTime<chrono::Utc>) -> Token
             .map(|x| format!("{} {} ({})", x.backend, x.secret_id, x.state.as_str()))
             .collect(),
         runner: EventRunner {
-            host: host_name(),
+            host: crate::support::process::host_name(),
             pid: std::process::id(),
         },
         occurred_at: format_time(now),
+        attempt: None,
     }
-}
-
-/// This host's name (Linux: the kernel's; else `$HOSTNAME`).
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The most of a command's output that is logged.

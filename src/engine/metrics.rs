@@ -343,6 +343,21 @@ impl Metrics {
         }
     }
 
+    /// A one-shot run's pass over `token` ([`Metrics::pass`]), with the token's expiry and
+    /// its renewal time (`expiry − renew_before`: the earliest a later run rotates it).
+    pub fn one_shot(&self, token: &str, r: &RunResult, renew_before: Duration, now: DateTime<Utc>) {
+        self.pass(token, r, now);
+        let expiry = r.expiry();
+        let renew = chrono::Duration::from_std(renew_before).unwrap_or_default();
+        self.token(
+            token,
+            expiry.map(|e| e.timestamp()),
+            expiry
+                .and_then(|e| e.checked_sub_signed(renew))
+                .map(|t| t.timestamp()),
+        );
+    }
+
     /// A verified push for a configured token, by what came of it.
     pub fn push(&self, outcome: &'static str) {
         self.pushes.get_or_create(&OutcomeLabel { outcome }).inc();

@@ -113,21 +113,7 @@ impl Export {
         };
         let mut failures = Vec::new();
         for (token, body) in exposition::split_by_label(text, "token") {
-            let mut path = format!("metrics/job/{}", self.job);
-            if let Some(t) = &token {
-                path.push_str("/token/");
-                path.push_str(t);
-            }
-            let Ok(url) = base.join(&format!(
-                "{}/{path}",
-                base.path().trim_end_matches('/').trim_start_matches('/')
-            )) else {
-                failures.push(format!(
-                    "Pushgateway {}: bad path {path}",
-                    shown_url(base.as_str())
-                ));
-                continue;
-            };
+            let url = group_url(base, &self.job, token.as_deref());
             let answer = client
                 .put(url.clone())
                 .header(reqwest::header::CONTENT_TYPE, exposition::TEXT)
@@ -162,8 +148,66 @@ impl Export {
     }
 }
 
+/// A group's URL: `/metrics/job/JOB[/token/NAME]` under the base URL's own path (a gateway
+/// behind a path prefix). Job and token names are checked to be path-safe.
+fn group_url(base: &Url, job: &str, token: Option<&str>) -> Url {
+    let mut path = format!("{}/metrics/job/{job}", base.path().trim_end_matches('/'));
+    if let Some(t) = token {
+        path.push_str("/token/");
+        path.push_str(t);
+    }
+    let mut url = base.clone();
+    url.set_path(&path);
+    url
+}
+
 /// Replace `path` with `text` (0644: node_exporter reads it as another user).
 fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
     crate::support::atomic_file::write(path, &[text.as_bytes()], 0o644)
         .map_err(|e| format!("metrics file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_sit_under_the_gateways_own_path() {
+        let url = |base: &str, token| {
+            group_url(
+                &Url::parse(base).unwrap_or_else(|e| panic!("{e}")),
+                "j",
+                token,
+            )
+            .to_string()
+        };
+        assert_eq!(
+            url("http://127.0.0.1:9091", None),
+            "http://127.0.0.1:9091/metrics/job/j"
+        );
+        assert_eq!(
+            url("https://gw.example.com/prefix/", Some("prod")),
+            "https://gw.example.com/prefix/metrics/job/j/token/prod"
+        );
+        assert_eq!(
+            url("https://gw.example.com/prefix", Some("a.b-c_d")),
+            "https://gw.example.com/prefix/metrics/job/j/token/a.b-c_d"
+        );
+    }
+
+    #[test]
+    fn destinations_are_checked_before_anything_runs() {
+        assert!(Export::new(Some("/x/metrics.txt".into()), None, None).is_err());
+        assert!(Export::new(None, Some("http://192.0.2.1:9091"), None).is_err());
+        assert!(Export::new(None, Some("https://user:pw@gw.example.com"), None).is_err());
+        assert!(Export::new(None, Some("https://gw.example.com"), Some("a b".into())).is_err());
+        let e = Export::new(
+            Some("/x/m.prom".into()),
+            Some("http://127.0.0.1:9091"),
+            None,
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
+        assert!(e.wanted());
+        assert_eq!(e.job, DEFAULT_JOB);
+    }
 }

@@ -496,12 +496,21 @@ impl Pass<'_> {
             )
             .await;
         }
-        if let Some(audit) = &self.rotator.audit
+        let sinks_take = self.rotator.alerter.takes(super::audit::ATTEMPTED);
+        if (self.rotator.audit.is_some() || sinks_take)
+            && !dry_run
             && let Some(entry) = super::audit::Record::of(&r, opts.trigger, self.now())
-            && let Err(e) = audit.append(&entry).await
         {
-            warn!(error = %e, "audit record not written");
-            r.warnings.push(e);
+            if let Some(audit) = &self.rotator.audit
+                && let Err(e) = audit.append(&entry).await
+            {
+                warn!(error = %e, "audit record not written");
+                r.warnings.push(e);
+            }
+            if sinks_take {
+                let failed = self.rotator.alerter.event(&entry.event()).await;
+                r.warnings.extend(failed);
+            }
         }
         r
     }

@@ -46,6 +46,20 @@ pub fn resolve_group(name: &str) -> Result<u32, String> {
         })
 }
 
+/// This host's name (Linux: the kernel's; else `$HOSTNAME`; else "unknown"), read once.
+pub fn host_name() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -352,6 +352,8 @@ pub async fn serves_from_cache(
         21.0,
         "{b}"
     );
+    // The exposition a scraper gets (no Accept) is the text format promtool accepts.
+    crate::metrics::promtool_check(&agent.get("/metrics", &[]).await.body);
 
     // The rotator writes a new version. A store that reports changes (the file store) has
     // the agent read it at once; any other is read at renew_before or on a refresh, and

@@ -156,3 +156,46 @@ async fn status_says_when_each_token_renews_and_history_needs_an_audit_file() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("[audit] file"), "{out}");
 }
+
+#[tokio::test]
+async fn sinks_that_take_rotation_attempted_receive_every_audit_record() {
+    let env = Env::new().await;
+    let rx = crate::receiver::Receiver::start(&[("/hook", 200, "")]).await;
+    let rx_ca = env.path("receiver-ca.pem");
+    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = env.write_config(&format!(
+        "{}[alerting]\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\nevents = [\"rotation.attempted\"]\n\n{}",
+        env.deepvue_section(""),
+        rx_ca.display(),
+        rx.url("/hook"),
+        env.token_block("prod", "{ backend = \"env\" }")
+    ));
+    for args in [&["rotate"][..], &["rotate"], &["rotate", "--force"]] {
+        let out = env.run(&cfg, args).await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let posts = rx.posts("/hook");
+    assert_eq!(posts.len(), 2, "a fresh pass is no attempt");
+    let (a, b) = (posts[0].json(), posts[1].json());
+    assert_eq!(a["type"], "rotation.attempted");
+    assert_eq!(
+        (&a["trigger"], &a["outcome"], &a["version"]),
+        (&"schedule".into(), &"rotated".into(), &"1".into())
+    );
+    assert_eq!(
+        (&b["trigger"], &b["previous_version"]),
+        (&"manual".into(), &"1".into())
+    );
+    assert_eq!(b["mode"], "cli");
+    let tokens: Vec<String> = env
+        .current("prod")
+        .await
+        .and_then(|s| s.document.ok())
+        .map(|d| secrecy::ExposeSecret::expose_secret(&d.access_token).to_string())
+        .into_iter()
+        .collect();
+    let bodies: String = posts.iter().map(|p| p.json().to_string()).collect();
+    let mut secrets = tokens;
+    secrets.push(CLIENT_SECRET.to_string());
+    assert_secret_free(&bodies, &secrets, "rotation.attempted events");
+}

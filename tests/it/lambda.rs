@@ -71,6 +71,11 @@ impl Lambda {
 
     /// Start the function: the real binary, no arguments, as Lambda would run `bootstrap`.
     fn function(&mut self, env: &Env, config_toml: &str) {
+        self.function_with(env, config_toml, &[]);
+    }
+
+    /// The same with `extra` environment variables.
+    fn function_with(&mut self, env: &Env, config_toml: &str, extra: &[(&str, &str)]) {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -93,6 +98,7 @@ impl Lambda {
                 std::fs::File::create(env.path("function.log")).unwrap_or_else(|e| panic!("{e}")),
             )
             .kill_on_drop(true);
+        cmd.envs(extra.iter().copied());
         self.function = Some(cmd.spawn().unwrap_or_else(|e| panic!("run {BIN}: {e}")));
     }
 
@@ -182,6 +188,55 @@ async fn scheduled_invocation_runs_one_pass_and_403_fails_as_forbidden() {
             .access_token
             .expose_secret(),
         "old-token-bbbb"
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_pass_pushes_its_metrics_to_a_pushgateway() {
+    let (env, moto, _sm) = provisioned().await;
+    let gateway = crate::metrics::Pushgateway::start(env.dir.path()).await;
+    let mut lambda = Lambda::start().await;
+    lambda.function_with(
+        &env,
+        &config(&env, &moto),
+        &[
+            ("DEEPVUE_ROTATOR_PUSH_GATEWAY", gateway.url.as_str()),
+            ("DEEPVUE_ROTATOR_PUSH_JOB", "deepvue_lambda"),
+        ],
+    );
+    let (ok, body) = lambda.invoke(scheduler_event()).await;
+    assert!(ok, "{body}\n{}", log(&env));
+    let pushed = gateway.metrics().await;
+    let line = |needle: &[&str]| {
+        pushed
+            .lines()
+            .find(|l| !l.starts_with('#') && needle.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    };
+    let rotated = line(&[
+        "deepvue_rotator_rotations_total{",
+        "job=\"deepvue_lambda\"",
+        "token=\"prod\"",
+        "outcome=\"rotated\"",
+    ]);
+    assert!(
+        rotated.as_deref().is_some_and(|l| l.ends_with(" 1")),
+        "{rotated:?}\n{pushed}\n{}",
+        log(&env)
+    );
+    assert!(
+        line(&["deepvue_rotator_token_ready{", "token=\"prod\""])
+            .is_some_and(|l| l.ends_with(" 1")),
+        "{pushed}"
+    );
+    assert!(
+        line(&[
+            "deepvue_rotator_store_requests_total{",
+            "backend=\"aws\"",
+            "job=\"deepvue_lambda\""
+        ])
+        .is_some(),
+        "the run's own group: {pushed}"
     );
 }
 

@@ -27,7 +27,7 @@ fn promtool() -> PathBuf {
 }
 
 /// `promtool check metrics` on `text`: what it said when it failed.
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     use std::io::Write as _;
     let mut child = std::process::Command::new(promtool())
         .args(["check", "metrics"])
@@ -51,13 +51,13 @@ fn promtool_check(text: &str) {
 }
 
 /// A real Pushgateway on a free loopback port, killed on drop.
-struct Pushgateway {
+pub struct Pushgateway {
     _child: tokio::process::Child,
-    url: String,
+    pub url: String,
 }
 
 impl Pushgateway {
-    async fn start(dir: &Path) -> Pushgateway {
+    pub async fn start(dir: &Path) -> Pushgateway {
         let bin = std::env::var_os("PUSHGATEWAY")
             .map_or_else(|| PathBuf::from("prometheus-pushgateway"), PathBuf::from);
         let port = free_port();
@@ -93,7 +93,7 @@ impl Pushgateway {
         Pushgateway { _child: child, url }
     }
 
-    async fn metrics(&self) -> String {
+    pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.url))
             .await
             .unwrap_or_else(|e| panic!("{e}"))

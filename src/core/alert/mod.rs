@@ -183,7 +183,7 @@ impl From<String> for SinkError {
 /// token, never the token.
 #[derive(Clone, Debug, Serialize)]
 pub struct TokenEvent {
-    /// `token.rotated`.
+    /// `token.rotated` or `rotation.attempted`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// A unique id (receivers drop duplicates by it; the Standard Webhooks `webhook-id`).
@@ -202,6 +202,28 @@ pub struct TokenEvent {
     pub runner: EventRunner,
     /// When (RFC 3339).
     pub occurred_at: String,
+    /// `rotation.attempted` only: what the attempt was and how it ended (the audit record).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptFacts>,
+}
+
+/// What a `rotation.attempted` event adds: the audit record's facts.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptFacts {
+    /// Why the pass ran (`schedule`, `manual`, `push`, `rotation`, `agent_refresh`).
+    pub trigger: String,
+    /// The run mode of the runner.
+    pub mode: String,
+    /// `rotated`, `rotated_by_another_runner`, `throttled`, `suspended` or `failed`.
+    pub outcome: String,
+    /// The error class, when it failed.
+    pub error_class: Option<String>,
+    /// The error (names token, backend and secret id; never a secret).
+    pub error: Option<String>,
+    /// The egress IPs the probe saw, when one ran.
+    pub egress_ips: Vec<String>,
+    /// The version a rotation replaced.
+    pub previous_version: Option<String>,
 }
 
 /// The process that wrote a token.
@@ -214,7 +236,7 @@ pub struct EventRunner {
 }
 
 /// The event kinds a sink may take.
-pub const EVENT_KINDS: &[&str] = &["token.rotated"];
+pub const EVENT_KINDS: &[&str] = &["token.rotated", "rotation.attempted"];
 
 /// The first entry of a sink's `events` that is not a known kind.
 pub fn unknown_event(events: &[String]) -> Option<&str> {

@@ -175,14 +175,7 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
     if export.wanted() {
         let now = app.rotator.clock().now();
         for (r, renew_before) in results.iter().zip(renew_before) {
-            metrics.pass(&r.token.name, r, now);
-            metrics.token(
-                &r.token.name,
-                r.expiry().map(|e| e.timestamp()),
-                r.expiry().map(|e| {
-                    (e - chrono::Duration::from_std(renew_before).unwrap_or_default()).timestamp()
-                }),
-            );
+            metrics.one_shot(&r.token.name, r, renew_before, now);
         }
         for failure in export.send(&metrics).await {
             diag(&format!("warning: metrics not exported: {failure}"));

@@ -33,11 +33,7 @@ fn operator() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    format!("{user}@{host}")
+    format!("{user}@{}", crate::support::process::host_name())
 }
 
 /// Set (`Some`) or lift (`None`) the suspension of one token; exit 0 when it holds.

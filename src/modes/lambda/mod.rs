@@ -29,6 +29,8 @@ use tracing::{error, info};
 use crate::app::{self, App};
 use crate::config;
 use crate::core::error::{EXIT_CONFIG, ErrorKind};
+use crate::engine::metrics::Metrics;
+use crate::engine::metrics_export::Export;
 use crate::support::logging::{self, LogFormat};
 
 pub use events::RotationEvent;
@@ -144,12 +146,41 @@ impl From<Failure> for Diagnostic {
 /// The app, built once per sandbox and reused by warm invocations.
 pub struct Handler {
     app: Result<App, String>,
+    /// Scheduled passes push their metrics here (`DEEPVUE_ROTATOR_PUSH_GATEWAY`); counters
+    /// count since the sandbox started.
+    metrics: Option<(Arc<Metrics>, Export)>,
 }
 
 impl Handler {
     /// Load the config from the environment (no network).
     pub fn load() -> Self {
-        let app = config::load(None).map(App::new).map_err(|e| e.to_string());
+        let gateway = std::env::var("DEEPVUE_ROTATOR_PUSH_GATEWAY")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let export = gateway.map(|g| {
+            Export::new(
+                None,
+                Some(&g),
+                std::env::var("DEEPVUE_ROTATOR_PUSH_JOB").ok(),
+            )
+        });
+        let (metrics, export_problem) = match export {
+            Some(Ok(e)) => (Some((Arc::new(Metrics::new()), e)), None),
+            Some(Err(p)) => (None, Some(p.to_string())),
+            None => (None, None),
+        };
+        let app = match (export_problem, &metrics) {
+            (Some(p), _) => Err(p),
+            (None, Some((m, _))) => config::load(None)
+                .map(|c| App::observed(c, m.clone()))
+                .map_err(|e| e.to_string()),
+            (None, None) => config::load(None).map(App::new).map_err(|e| e.to_string()),
+        };
+        if let (Ok(a), Some((m, _))) = (&app, &metrics) {
+            for j in &a.jobs {
+                m.configured(&j.name);
+            }
+        }
         match &app {
             Ok(a) => info!(
                 origin = %a.config.origin,
@@ -158,7 +189,7 @@ impl Handler {
             ),
             Err(e) => error!(error = %e, "config does not load; every invocation will fail"),
         }
-        Handler { app }
+        Handler { app, metrics }
     }
 
     /// One invocation.
@@ -169,7 +200,7 @@ impl Handler {
             .map_err(|e| Failure::new(ErrorKind::Config, format!("configuration error: {e}")))?;
         match events::parse(&event) {
             Some(step) => rotation(app, step?).await,
-            None => scheduled::run(app).await,
+            None => scheduled::run(app, self.metrics.as_ref()).await,
         }
     }
 }
