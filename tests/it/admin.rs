@@ -52,7 +52,7 @@ async fn rotate_via_daemon_runs_the_daemons_pass_and_sigusr1_passes_every_token(
     let sock = run.join("admin.sock");
     let audit = env.path("audit.jsonl");
     let cfg = env.write_config(&format!(
-        "{}[daemon]\nlisten = \"127.0.0.1:{port}\"\njitter = \"0s\"\npoll_every = \"1h\"\nadmin_socket = \"{}\"\n\n[audit]\nfile = \"{}\"\n\n{}",
+        "{}[daemon]\nlisten = \"127.0.0.1:{port}\"\njitter = \"1h\"\npoll_every = \"1h\"\nadmin_socket = \"{}\"\n\n[audit]\nfile = \"{}\"\n\n{}",
         env.deepvue_section(""),
         sock.display(),
         audit.display(),
@@ -105,6 +105,19 @@ async fn rotate_via_daemon_runs_the_daemons_pass_and_sigusr1_passes_every_token(
     assert_eq!(records[0]["trigger"], "schedule");
     assert_eq!(records[1]["trigger"], "manual");
     assert_eq!(records[1]["runner"]["mode"], "daemon");
+
+    // `status` shows the running daemon's schedule (its jitter included), as its /status does.
+    let daemon_status: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/status"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = env.run(&cfg, &["status", "--json"]).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(v[0]["renews_at"].is_string(), "{out}");
+    assert_eq!(v[0]["renews_at"], daemon_status[0]["renews_at"], "{out}");
 
     let out = env
         .run(&cfg, &["rotate", "--via-daemon", "--token", "nope"])

@@ -196,6 +196,35 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
     )
 }
 
+/// A client of the daemon's admin socket.
+fn admin_client(
+    path: &Path,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .unix_socket(path)
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+}
+
+/// The running daemon's schedule (token → RFC 3339), when `[daemon] admin_socket` is set and
+/// a daemon answers there within a second; else nothing (`status` then says `expiry −
+/// renew_before`).
+async fn daemon_schedule(config: &Config) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let path = config.daemon.admin_socket.as_deref()?;
+    let client = admin_client(path, std::time::Duration::from_secs(1)).ok()?;
+    let body: serde_json::Value = client
+        .get("http://daemon/v1/schedule")
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body.get("next")?.as_object().cloned()
+}
+
 /// `rotate --via-daemon`: the running daemon's pass, over its admin socket.
 async fn via_daemon(config: &Config, args: &RotateArgs) -> u8 {
     let Some(path) = &config.daemon.admin_socket else {
@@ -206,12 +235,10 @@ async fn via_daemon(config: &Config, args: &RotateArgs) -> u8 {
         ));
         return EXIT_CONFIG;
     };
-    let client = match reqwest::Client::builder()
-        .unix_socket(path.as_path())
-        .no_proxy()
-        .timeout(config.lock_timeout * 2 + std::time::Duration::from_secs(60))
-        .build()
-    {
+    let client = match admin_client(
+        path,
+        config.lock_timeout * 2 + std::time::Duration::from_secs(60),
+    ) {
         Ok(c) => c,
         Err(e) => {
             diag(&format!("error: {e}"));
@@ -316,7 +343,14 @@ pub async fn status(config: Option<&Path>, args: StatusArgs) -> u8 {
         };
         return emit(text.as_bytes(), 0);
     }
-    let rows = app.rotator.status(&app.jobs).await;
+    let mut rows = app.rotator.status(&app.jobs).await;
+    if let Some(next) = daemon_schedule(&app.config).await {
+        for row in &mut rows {
+            if let Some(at) = next.get(&row.name).and_then(|v| v.as_str()) {
+                row.renews_at = Some(at.to_string());
+            }
+        }
+    }
     let text = if json {
         json_text(&rows)
     } else {

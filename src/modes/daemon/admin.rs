@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
@@ -42,9 +42,23 @@ pub struct RotateRequest {
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/rotate", post(rotate))
+        .route("/v1/schedule", get(schedule))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(shared)
+}
+
+/// When the daemon next attempts each token (its timers, jitter and retries included).
+async fn schedule(State(s): State<Arc<Shared>>) -> Response {
+    let next: serde_json::Map<String, serde_json::Value> = s
+        .views()
+        .into_iter()
+        .filter_map(|v| {
+            v.next
+                .map(|t| (v.name, crate::support::time::format_time(t).into()))
+        })
+        .collect();
+    Json(json!({ "next": next })).into_response()
 }
 
 async fn rotate(State(s): State<Arc<Shared>>, Json(req): Json<RotateRequest>) -> Response {
