@@ -6,7 +6,8 @@
 //!
 //! `POST /v1/rotate` with `{"tokens": ["NAME", …], "force": true}` (no tokens: all) answers
 //! `{"reports": [TokenReport…], "text": "…", "exit_code": N}`: the same reports `rotate
-//! --json` prints, the same text `rotate` prints.
+//! --json` prints, the same text `rotate` prints. `GET /v1/schedule` answers `{"next":
+//! {"NAME": "RFC 3339", …}}`, which `status` shows as each token's renewal time.
 
 use std::sync::Arc;
 
