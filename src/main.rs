@@ -68,6 +68,62 @@ enum Command {
     /// Run the Deepvue simulator for your own integration tests.
     #[cfg(feature = "simulator")]
     Simulate(cli::simulate::SimulateArgs),
+    /// Print a shell completion script (e.g. `deepvue-rotator completions bash >
+    /// /etc/bash_completion.d/deepvue-rotator`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `deepvue-rotator man > deepvue-rotator.1`), or with
+    /// a command its own page (`deepvue-rotator man rotate > deepvue-rotator-rotate.1`).
+    Man {
+        /// A command.
+        command: Option<String>,
+    },
+}
+
+/// `completions SHELL`: the script for the whole command line.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "deepvue-rotator", &mut out);
+    print_out(&out)
+}
+
+/// `man [COMMAND]`: the manual page of the program, or of one command
+/// (`deepvue-rotator-COMMAND`).
+fn man(command: Option<&str>) -> u8 {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let page = match command {
+        None => cmd,
+        Some(name) => match cmd.find_subcommand(name) {
+            Some(sub) => sub.clone().name(format!("deepvue-rotator-{name}")),
+            None => {
+                deepvue_rotator::support::output::diag(&format!(
+                    "error: no command `{name}` (see deepvue-rotator --help)"
+                ));
+                return EXIT_CONFIG;
+            }
+        },
+    };
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(page).render(&mut out) {
+        deepvue_rotator::support::output::diag(&format!("error: {e}"));
+        return 1;
+    }
+    print_out(&out)
+}
+
+/// Write generated output to stdout (a closed pipe is an error, exit 1).
+fn print_out(out: &[u8]) -> u8 {
+    match deepvue_rotator::support::output::stdout(out) {
+        Ok(()) => 0,
+        Err(e) => {
+            deepvue_rotator::support::output::diag(&format!("error: cannot write to stdout: {e}"));
+            1
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,7 +164,7 @@ fn main() -> ExitCode {
     let config = cli.config.as_deref();
     // A `rotate` loads its configuration first: one that fans out gets two worker threads.
     let mut loaded = match &cli.command {
-        Command::Rotate(_) => Some(cli::load_config(config)),
+        Command::Rotate(a) => Some(cli::load_config(config, a.json)),
         _ => None,
     };
     // The agent answers requests while it reads stores: two worker threads too.
@@ -151,6 +207,8 @@ fn main() -> ExitCode {
             Command::Demo => cli::demo::run().await,
             #[cfg(feature = "simulator")]
             Command::Simulate(args) => cli::simulate::run(args).await,
+            Command::Completions { shell } => completions(shell),
+            Command::Man { command } => man(command.as_deref()),
         }
     }))
 }

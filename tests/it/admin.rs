@@ -5,16 +5,8 @@ use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
+use crate::metrics::sample;
 use crate::support::{Env, free_port};
-
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .find(|l| labels.iter().all(|x| l.contains(x)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 async fn metrics(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))

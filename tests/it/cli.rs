@@ -568,3 +568,97 @@ async fn a_fresh_token_is_a_debug_line_not_an_info_one() {
     let out = crate::support::run(cmd).await;
     assert!(out.stderr.contains("no rotation needed"), "{out}");
 }
+
+#[tokio::test]
+async fn with_json_a_broken_config_or_an_unknown_token_is_a_json_error_on_stdout() {
+    let env = Env::new().await;
+    let broken = env.write_config("[deepvue]\nbase_url = \"http://example.com\"\n");
+    let good = env.config();
+    for (cfg, args) in [
+        (&broken, &["rotate", "--json"][..]),
+        (&broken, &["status", "--json"]),
+        (&broken, &["read", "prod", "--json"]),
+        (&good, &["rotate", "--json", "--token", "nope"]),
+        (&good, &["read", "nope", "--json"]),
+        (&good, &["status", "--json", "--history", "2"]),
+    ] {
+        let out = env.run(cfg, args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is JSON: {e}: {out}"));
+        assert_eq!(v["error"]["kind"], "config", "{args:?}: {out}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && out.stderr.contains(message),
+            "{args:?}: the same message on stderr: {out}"
+        );
+    }
+    // Without --json stdout stays empty.
+    let out = env.run(&broken, &["rotate"]).await;
+    assert_eq!((out.code, out.stdout.as_str()), (2, ""), "{out}");
+}
+
+#[tokio::test]
+async fn completions_man_pages_and_version_come_from_the_command_line_definition() {
+    let plain = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(args)
+            .env_remove("DEEPVUE_ROTATOR_CONFIG")
+            .env_remove("DEEPVUE_ROTATOR_CONFIG_TOML");
+        run(cmd)
+    };
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = plain(&["completions", shell]).await;
+        assert_eq!(out.code, 0, "{shell}: {out}");
+        for word in ["deepvue-rotator", "rotate", "suspend", "via-daemon"] {
+            assert!(out.stdout.contains(word), "{shell} completions name {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let out = plain(&["completions", "bash"]).await;
+    let script = std::env::temp_dir().join(format!("dr-completion-{}.bash", std::process::id()));
+    std::fs::write(&script, &out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap_or_else(|e| panic!("bash: {e}"));
+    let _ = std::fs::remove_file(&script);
+    assert!(syntax.success(), "bash -n on the completion script");
+
+    let out = plain(&["man"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(".TH deepvue-rotator 1"), "{out}");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH SUBCOMMANDS"] {
+        assert!(out.stdout.contains(section), "{section}");
+    }
+    let out = plain(&["man", "rotate"]).await;
+    assert!(
+        out.stdout.contains(".TH deepvue-rotator-rotate 1")
+            && out.stdout.contains("\\-\\-metrics\\-file"),
+        "{out}"
+    );
+    let out = plain(&["man", "nope"]).await;
+    assert_eq!(out.code, 2, "{out}");
+
+    // --version: the version, the git commit and the enabled features.
+    let out = plain(&["--version"]).await;
+    let line = out.stdout.trim();
+    assert!(
+        line.starts_with(&format!(
+            "deepvue-rotator {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )) && line.ends_with("; features agent,aws,daemon,gcp,kubernetes,lambda,simulator,vault)"),
+        "{line}"
+    );
+    let commit = line
+        .split("commit ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_default();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+}

@@ -1031,28 +1031,54 @@ pub async fn trace_logs_never_show_secrets(fx: &dyn Fixture) {
     }
 }
 
+/// A one-token config (`prod`) on a new store with valid credentials, alerting to a webhook
+/// receiver.
+struct Alerted {
+    env: Env,
+    store: Store,
+    rx: Receiver,
+    cfg: std::path::PathBuf,
+}
+
+impl Alerted {
+    async fn start(fx: &dyn Fixture) -> Alerted {
+        let env = Env::new().await;
+        let store = fx.store().await;
+        let creds = fx.credentials(Some(&valid_credentials())).await;
+        let rx = Receiver::start(&[("/hook", 200, "")]).await;
+        let rx_ca = env.path("receiver-ca.pem");
+        std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = config(
+            fx,
+            &env,
+            &creds,
+            &store,
+            &format!(
+                "[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
+                rx_ca.display(),
+                rx.url("/hook")
+            ),
+        );
+        Alerted {
+            env,
+            store,
+            rx,
+            cfg,
+        }
+    }
+}
+
 /// A 403 alerts once across two runs (the state kept beside the token dedups it), `status`
 /// shows it open, a rotation resolves it under the same key, and afterwards nothing is kept
 /// (where keeping costs calls) and a healthy no-op with sinks is one call again.
 pub async fn alerts_dedup_and_resolve(fx: &dyn Fixture) {
     let b = fx.backend();
-    let env = Env::new().await;
-    let store = fx.store().await;
-    let creds = fx.credentials(Some(&valid_credentials())).await;
-    let rx = Receiver::start(&[("/hook", 200, "")]).await;
-    let rx_ca = env.path("receiver-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = config(
-        fx,
-        &env,
-        &creds,
-        &store,
-        &format!(
-            "[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
-            rx_ca.display(),
-            rx.url("/hook")
-        ),
-    );
+    let Alerted {
+        env,
+        store,
+        rx,
+        cfg,
+    } = Alerted::start(fx).await;
     let cmd = |args: &[&str]| fx.command(&env, &cfg, args);
     assert_eq!(run(cmd(&["rotate"])).await.code, 0, "{b}");
     if fx.state_kept(&store).await.is_some() {
@@ -1249,23 +1275,12 @@ suite!(FileFixture::start());
 /// the next pass rotates and resolves the alert, and nothing is left kept.
 pub async fn suspend_and_resume(fx: &dyn Fixture) {
     let b = fx.backend();
-    let env = Env::new().await;
-    let store = fx.store().await;
-    let creds = fx.credentials(Some(&valid_credentials())).await;
-    let rx = Receiver::start(&[("/hook", 200, "")]).await;
-    let rx_ca = env.path("receiver-ca.pem");
-    std::fs::write(&rx_ca, &rx.ca_pem).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = config(
-        fx,
-        &env,
-        &creds,
-        &store,
-        &format!(
-            "[alerting]\nenvironment = \"it\"\nca_file = \"{}\"\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
-            rx_ca.display(),
-            rx.url("/hook")
-        ),
-    );
+    let Alerted {
+        env,
+        store,
+        rx,
+        cfg,
+    } = Alerted::start(fx).await;
     let cmd = |args: &[&str]| fx.command(&env, &cfg, args);
     assert_eq!(run(cmd(&["rotate"])).await.code, 0, "{b}");
     let versions = fx.versions(&store).await;

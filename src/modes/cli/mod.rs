@@ -73,14 +73,24 @@ pub struct ReadArgs {
     pub json: bool,
 }
 
-/// Load the config and build the app, or say why not (exit 2).
-fn load(config: Option<&Path>) -> Result<App, u8> {
-    match config::load(config) {
-        Ok(c) => Ok(App::new(c)),
-        Err(e) => {
-            diag(&format!("error: {e}"));
-            Err(EXIT_CONFIG)
-        }
+/// Load the config and build the app, or say why not (exit 2; with `json` also as a JSON
+/// error object on stdout).
+fn load(config: Option<&Path>, json: bool) -> Result<App, u8> {
+    load_config(config, json).map(App::new)
+}
+
+/// A config or usage error, exit 2: `error: …` on stderr, and with `json` the object
+/// `{"error": {"kind": "config", "message": …}}` on stdout, so a script reading stdout is not
+/// left with nothing.
+fn usage_error(message: impl std::fmt::Display, json: bool) -> u8 {
+    diag(&format!("error: {message}"));
+    if json {
+        let body = serde_json::json!({
+            "error": { "kind": "config", "message": message.to_string() }
+        });
+        emit(json_text(&body).as_bytes(), EXIT_CONFIG)
+    } else {
+        EXIT_CONFIG
     }
 }
 
@@ -108,19 +118,16 @@ fn emit(text: &[u8], code: u8) -> u8 {
 
 /// `rotate`: one pass over every due token.
 pub async fn rotate(config: Option<&Path>, args: RotateArgs) -> u8 {
-    match load_config(config) {
+    match load_config(config, args.json) {
         Ok(c) => rotate_loaded(c, args).await,
         Err(code) => code,
     }
 }
 
-/// Load the configuration (no runtime needed), saying what is wrong with it on stderr; the
-/// exit code when it cannot be used.
-pub fn load_config(config: Option<&Path>) -> Result<Config, u8> {
-    config::load(config).map_err(|e| {
-        diag(&format!("error: {e}"));
-        EXIT_CONFIG
-    })
+/// Load the configuration (no runtime needed), saying what is wrong with it on stderr (and
+/// with `json` on stdout too); the exit code when it cannot be used.
+pub fn load_config(config: Option<&Path>, json: bool) -> Result<Config, u8> {
+    config::load(config).map_err(|e| usage_error(e, json))
 }
 
 /// `rotate` on a loaded configuration.
@@ -134,10 +141,7 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
         args.push_job.clone(),
     ) {
         Ok(e) => e,
-        Err(p) => {
-            diag(&format!("error: {p}"));
-            return EXIT_CONFIG;
-        }
+        Err(p) => return usage_error(p, args.json),
     };
     let metrics = Arc::new(Metrics::new());
     let app = if export.wanted() {
@@ -147,10 +151,7 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
     };
     let jobs = match app.select(&args.tokens) {
         Ok(j) => j,
-        Err(e) => {
-            diag(&format!("error: {e}"));
-            return EXIT_CONFIG;
-        }
+        Err(e) => return usage_error(e, args.json),
     };
     for j in &jobs {
         metrics.configured(&j.name);
@@ -320,21 +321,17 @@ pub struct StatusArgs {
 /// `--history N` the last attempts from the audit trail.
 pub async fn status(config: Option<&Path>, args: StatusArgs) -> u8 {
     let json = args.json;
-    let app = match load(config) {
+    let app = match load(config, json) {
         Ok(a) => a,
         Err(code) => return code,
     };
     if let Some(n) = args.history {
         if let Err(e) = app.select(&args.tokens) {
-            diag(&format!("error: {e}"));
-            return EXIT_CONFIG;
+            return usage_error(e, json);
         }
         let records = match crate::engine::audit::history(&app.config.audit, &args.tokens, n) {
             Ok(r) => r,
-            Err(e) => {
-                diag(&format!("error: {e}"));
-                return EXIT_CONFIG;
-            }
+            Err(e) => return usage_error(e, json),
         };
         let text = if json {
             json_text(&records)
@@ -364,7 +361,7 @@ pub async fn status(config: Option<&Path>, args: StatusArgs) -> u8 {
 
 /// `read`: print the current access token (or the whole document), for scripts.
 pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
-    let app = match load(config) {
+    let app = match load(config, args.json) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -374,10 +371,7 @@ pub async fn read(config: Option<&Path>, args: ReadArgs) -> u8 {
             Some(j) => *j,
             None => return EXIT_CONFIG,
         },
-        Err(e) => {
-            diag(&format!("error: {e}"));
-            return EXIT_CONFIG;
-        }
+        Err(e) => return usage_error(e, args.json),
     };
     match job.store.tokens.read_current().await {
         Ok(Some(stored)) => match stored.document {

@@ -38,7 +38,7 @@ fn operator() -> String {
 
 /// Set (`Some`) or lift (`None`) the suspension of one token; exit 0 when it holds.
 pub async fn set(config: Option<&Path>, token: &str, hold: Option<Option<String>>) -> u8 {
-    let app = match super::load(config) {
+    let app = match super::load(config, false) {
         Ok(a) => a,
         Err(code) => return code,
     };
