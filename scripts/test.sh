@@ -20,7 +20,8 @@
 #     and `test rules` on deploy/prometheus/ (scripts/test-prometheus.sh)
 #   prometheus-pushgateway (Debian) - the real Pushgateway one-shot runs push to
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf,
-# scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s.
+# scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s,
+# scripts/test-release.sh cargo-deny (crates.io) into .tools/cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,3 +94,5 @@ cargo test --all-targets "$@"
 ./scripts/test-kubernetes.sh
 # The shipped alert rules (promtool unit tests), the PrometheusRule and the Grafana dashboard.
 ./scripts/test-prometheus.sh
+# Release checks that run offline: licenses, bans and sources of the dependency tree.
+./scripts/test-release.sh
