@@ -21,7 +21,7 @@
 #   prometheus-pushgateway (Debian) - the real Pushgateway one-shot runs push to
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf,
 # scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s,
-# scripts/test-release.sh cargo-deny (crates.io) into .tools/cargo.
+# scripts/test-release.sh cargo-deny and scripts/test-docs.sh mdBook (crates.io) into .tools/cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,3 +96,5 @@ cargo test --all-targets "$@"
 ./scripts/test-prometheus.sh
 # Release checks that run offline: licenses, bans and sources of the dependency tree.
 ./scripts/test-release.sh
+# The docs: every link resolves, the book builds.
+./scripts/test-docs.sh

@@ -60,7 +60,7 @@ CRD_KINDS = {
     ("external-secrets.io/v1", "ClusterSecretStore"),
     ("external-secrets.io/v1", "ExternalSecret"),
 }
-# Keys the rotator refuses anywhere in a config (README.md "Configuration").
+# Keys the rotator refuses anywhere in a config (docs/src/configuration.md).
 SECRET_KEYS = {"client_id", "client_secret", "access_token", "token", "secret", "password", "api_key",
                "x_api_key", "routing_key", "private_key"}
 # Volume types Pod Security "restricted" allows.

@@ -25,7 +25,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The process exit code this class maps to (see the README's exit-code table).
+    /// The process exit code this class maps to (docs/src/troubleshooting.md).
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Config => 2,

@@ -8,6 +8,7 @@ mod audit;
 mod aws;
 mod cli;
 mod daemon;
+mod docs;
 mod engine;
 mod exec;
 mod fanout;
