@@ -13,7 +13,7 @@ MDBOOK_VERSION=0.5.4
 MDBOOK=.tools/cargo/bin/mdbook
 if [ ! -x "$MDBOOK" ] || [ "$("$MDBOOK" --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
   echo "test-docs.sh: installing mdbook $MDBOOK_VERSION into .tools/cargo (one-time build)" >&2
-  cargo install --quiet --locked --root .tools/cargo "mdbook@$MDBOOK_VERSION"
+  cargo install --quiet --debug --locked --root .tools/cargo "mdbook@$MDBOOK_VERSION"
 fi
 python3 scripts/check_docs.py
 "$MDBOOK" build docs
