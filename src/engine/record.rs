@@ -13,8 +13,8 @@ use crate::core::state::{RunState, StatePolicy, StateRead, StateStore};
 use crate::core::store::StateHint;
 use crate::support::time::format_time;
 
-/// Whether `state` is worth keeping where keeping it costs API calls: a failure or an open
-/// alert. A success with nothing open is "no state".
+/// Whether `state` is worth keeping where keeping it costs API calls: a failure, an open
+/// alert or a suspension. A success with nothing open is "no state".
 pub fn worth_keeping(state: &RunState) -> bool {
     !state.alerts.is_empty()
         || state.last_outcome == Some(OutcomeKind::Failed)

@@ -328,7 +328,9 @@ fn build(
                 "[{env}] Deepvue token `{}` is due but suspended{}; nothing renews it; {left}",
                 name,
                 match &r.outcome {
-                    Outcome::Suspended { reason: Some(why) } => format!(" ({why})"),
+                    Outcome::Suspended { reason: Some(why) } => {
+                        format!(" ({})", crate::support::text::escape_control(why))
+                    }
                     _ => String::new(),
                 }
             ),

@@ -229,12 +229,14 @@ async fn daemon_schedule(config: &Config) -> Option<serde_json::Map<String, serd
 /// `rotate --via-daemon`: the running daemon's pass, over its admin socket.
 async fn via_daemon(config: &Config, args: &RotateArgs) -> u8 {
     let Some(path) = &config.daemon.admin_socket else {
-        diag(&format!(
-            "error: rotate --via-daemon needs [daemon] admin_socket in {} (the daemon's admin \
-             socket)",
-            config.origin
-        ));
-        return EXIT_CONFIG;
+        return usage_error(
+            format!(
+                "rotate --via-daemon needs [daemon] admin_socket in {} (the daemon's admin \
+                 socket)",
+                config.origin
+            ),
+            args.json,
+        );
     };
     let client = match admin_client(
         path,
@@ -268,14 +270,14 @@ async fn via_daemon(config: &Config, args: &RotateArgs) -> u8 {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_default();
+            // 404: a token name the daemon's config lacks, a usage error like rotate's own.
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return usage_error(format!("the daemon at {shown}: {why}"), args.json);
+            }
             diag(&format!(
                 "error: the daemon at {shown} answered {status}: {why}"
             ));
-            return if status == reqwest::StatusCode::NOT_FOUND {
-                EXIT_CONFIG
-            } else {
-                1
-            };
+            return 1;
         }
         Err(e) => {
             diag(&format!(
