@@ -238,41 +238,42 @@ async fn the_json_fields_the_docs_list_are_the_ones_printed() {
     let out = env.run(&cfg, &["rotate", "--json"]).await;
     let report: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let printed = keys(&report[0]);
-    let listed = listed_fields("Each report has the fields", "\n- `");
-    let conditional: BTreeSet<String> = ["replicas", "hooks"].map(String::from).into();
-    assert!(
-        printed.is_subset(&listed),
-        "rotate --json prints fields commands.md does not list: {:?}",
-        printed.difference(&listed).collect::<Vec<_>>()
+    same_fields(
+        "rotate --json",
+        &keys(&report[0]),
+        &listed_fields("Each report has the fields", "\n- `"),
+        &["replicas", "hooks"],
     );
-    let absent: Vec<_> = listed
-        .difference(&printed)
-        .filter(|f| !conditional.contains(*f))
-        .collect();
-    assert!(
-        absent.is_empty(),
-        "commands.md lists rotate --json fields it does not print: {absent:?}"
-    );
-
     let out = env.run(&cfg, &["status", "--json"]).await;
     let rows: serde_json::Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let printed = keys(&rows[0]);
-    let listed = listed_fields("`--json` prints an array with", "Exits 1");
-    let conditional: BTreeSet<String> = ["replicas"].map(String::from).into();
+    same_fields(
+        "status --json",
+        &keys(&rows[0]),
+        &listed_fields("`--json` prints an array with", "Exits 1"),
+        &["replicas"],
+    );
+}
+
+/// `printed` and `listed` hold the same fields, but for `conditional` ones a plain run leaves out.
+fn same_fields(
+    what: &str,
+    printed: &BTreeSet<String>,
+    listed: &BTreeSet<String>,
+    conditional: &[&str],
+) {
     assert!(
-        printed.is_subset(&listed),
-        "status --json prints fields commands.md does not list: {:?}",
-        printed.difference(&listed).collect::<Vec<_>>()
+        printed.is_subset(listed),
+        "{what} prints fields commands.md does not list: {:?}",
+        printed.difference(listed).collect::<Vec<_>>()
     );
     let absent: Vec<_> = listed
-        .difference(&printed)
-        .filter(|f| !conditional.contains(*f))
+        .difference(printed)
+        .filter(|f| !conditional.contains(&f.as_str()))
         .collect();
     assert!(
         absent.is_empty(),
-        "commands.md lists status --json fields it does not print: {absent:?}"
+        "commands.md lists {what} fields it does not print: {absent:?}"
     );
 }
 
