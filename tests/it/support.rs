@@ -217,8 +217,39 @@ pub fn allow_only(net: &str) -> Behavior {
     }
 }
 
-/// A free TCP port on 127.0.0.1 for a server a test starts.
+/// A free TCP port on 127.0.0.1 for a server a test starts (which binds it a moment later).
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a port from that range
+/// (what binding port 0 gives) can be handed to the next outgoing connection's local end in the
+/// gap before the server binds it — seen once in CI as "Address already in use". Below the
+/// range only another test's pick can collide, and this process never hands out a port twice.
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.saturating_sub(1));
+    if to > from + 1000 {
+        for _ in 0..200 {
+            let port = rand::random_range(from..=to);
+            let mut given = GIVEN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if given.contains(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
