@@ -47,7 +47,7 @@ impl App {
     }
 
     /// The same, reporting authorize attempts, store operations and alert deliveries to
-    /// `observer` (the daemon's metrics).
+    /// `observer` (the metrics of the daemon, or of a one-shot run that exports them).
     pub fn observed(config: Config, observer: Arc<dyn Observer>) -> App {
         Self::build(config, observer, Arc::new(SystemClock))
     }

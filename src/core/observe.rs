@@ -1,4 +1,4 @@
-//! What a long-running process wants to count: authorize answers, store calls, alert
+//! What metrics count: authorize answers and store calls (with their latency), alert
 //! deliveries. The engine reports through [`Observer`]; a mode that exposes metrics supplies an
 //! implementation, every other mode the no-op [`Unobserved`].
 

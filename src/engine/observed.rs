@@ -1,5 +1,5 @@
-//! Store contracts that report every operation to an [`Observer`] (the daemon's store request
-//! counters), delegating everything else unchanged.
+//! Store contracts that report every operation and its latency to an [`Observer`] (the store
+//! request counters and histograms of `engine::metrics`), delegating everything else unchanged.
 
 use std::sync::Arc;
 

@@ -143,18 +143,20 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
         Ok(e) => e,
         Err(p) => return usage_error(p, args.json),
     };
-    let metrics = Arc::new(Metrics::new());
-    let app = if export.wanted() {
-        App::observed(config, metrics.clone())
-    } else {
-        App::new(config)
+    // A registry only when the run's metrics go somewhere.
+    let metrics = export.wanted().then(|| Arc::new(Metrics::new()));
+    let app = match &metrics {
+        Some(m) => App::observed(config, m.clone()),
+        None => App::new(config),
     };
     let jobs = match app.select(&args.tokens) {
         Ok(j) => j,
         Err(e) => return usage_error(e, args.json),
     };
-    for j in &jobs {
-        metrics.configured(&j.name);
+    if let Some(m) = &metrics {
+        for j in &jobs {
+            m.configured(&j.name);
+        }
     }
     let opts = RunOptions {
         force: if args.force { Force::Always } else { Force::No },
@@ -173,12 +175,12 @@ pub async fn rotate_loaded(config: Config, args: RotateArgs) -> u8 {
     }
     let renew_before: Vec<_> = jobs.iter().map(|j| j.policy.renew_before).collect();
     let results = app.rotator.rotate_all(jobs, opts).await;
-    if export.wanted() {
+    if let Some(m) = &metrics {
         let now = app.rotator.clock().now();
         for (r, renew_before) in results.iter().zip(renew_before) {
-            metrics.one_shot(&r.token.name, r, renew_before, now);
+            m.one_shot(&r.token.name, r, renew_before, now);
         }
-        for failure in export.send(&metrics).await {
+        for failure in export.send(m).await {
             diag(&format!("warning: metrics not exported: {failure}"));
         }
     }
