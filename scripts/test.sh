@@ -71,11 +71,17 @@ if [ ! -x "$VENV/bin/kubectl" ]; then
 fi
 if ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null \
   || ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "test.sh: installing prometheus (promtool), prometheus-pushgateway, nodejs and npm from Debian" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  PKGS="prometheus prometheus-pushgateway nodejs npm"
+  # Only what is missing: a Node.js from elsewhere (NodeSource bundles npm) conflicts with
+  # Debian's npm package.
+  PKGS=""
+  command -v promtool >/dev/null || PKGS="$PKGS prometheus"
+  command -v prometheus-pushgateway >/dev/null || PKGS="$PKGS prometheus-pushgateway"
+  command -v node >/dev/null || PKGS="$PKGS nodejs"
+  command -v npm >/dev/null || PKGS="$PKGS npm"
+  echo "test.sh: installing$PKGS from Debian" >&2
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -q $PKGS >/dev/null \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q $PKGS >/dev/null; } \
