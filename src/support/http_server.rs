@@ -235,9 +235,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
         })
     };
+    // No header read timeout of hyper's (a timer per request): the idle clock below already
+    // closes a connection whose request head does not arrive within `idle`.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle)
+        .header_read_timeout(None)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
