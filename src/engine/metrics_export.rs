@@ -163,7 +163,7 @@ fn group_url(base: &Url, job: &str, token: Option<&str>) -> Url {
 
 /// Replace `path` with `text` (0644: node_exporter reads it as another user).
 fn write_textfile(path: &Path, text: &str) -> Result<(), String> {
-    crate::support::atomic_file::write(path, &[text.as_bytes()], 0o644)
+    crate::support::atomic_file::write(path, &[text.as_bytes()], 0o644, None)
         .map_err(|e| format!("metrics file {}: {e}", path.display()))
 }
 

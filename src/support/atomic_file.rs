@@ -5,9 +5,10 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// Write `parts` to `path` atomically: a new temp file beside it (`create_new`, never following
-/// a link, `mode`), synced, then renamed over `path` (a link at `path` is replaced, not
+/// a link), given exactly `mode` (whatever the umask) and, when set, the group `gid` (this user
+/// must be a member of it), synced, then renamed over `path` (a link at `path` is replaced, not
 /// followed). The temp file is removed when anything fails.
-pub fn write(path: &Path, parts: &[&[u8]], mode: u32) -> std::io::Result<()> {
+pub fn write(path: &Path, parts: &[&[u8]], mode: u32, gid: Option<u32>) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -31,6 +32,10 @@ pub fn write(path: &Path, parts: &[&[u8]], mode: u32) -> std::io::Result<()> {
             .mode(mode)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&tmp)?;
+        if let Some(gid) = gid {
+            rustix::fs::fchown(&f, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+        }
+        rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))?;
         for p in parts {
             f.write_all(p)?;
         }

@@ -5,8 +5,10 @@
 //!   rotator and its whitelisted egress.
 //! - Delivery: an environment variable (`--env`, default `DEEPVUE_ACCESS_TOKEN`; plus
 //!   `DEEPVUE_API_KEY` when the document publishes one) and/or a file (`--file`: the token
-//!   document as JSON, 0600, created `O_EXCL | O_NOFOLLOW` beside the target and renamed over it,
-//!   so readers never see half a file). The child's environment loses the rotator's own
+//!   document as JSON, 0600 — or 0640 for one group with `--file-mode` / `--file-group` —,
+//!   created `O_EXCL | O_NOFOLLOW` beside the target and renamed over it, so readers never see
+//!   half a file). A current version that has expired or cannot be read is not given; the
+//!   previous one is, while it is valid. The child's environment loses the rotator's own
 //!   credentials (`DEEPVUE_CLIENT_ID`, `DEEPVUE_CLIENT_SECRET`).
 //! - Every `--poll` the store is read again; a new version rewrites the file and then, per
 //!   `--on-change`: `restart` (the stop signal, `--stop-timeout`, then SIGKILL, and a new child
@@ -22,6 +24,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use secrecy::ExposeSecret;
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,11 +32,13 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config;
+use crate::core::clock::Clock;
 use crate::core::document::TokenDocument;
 use crate::core::error::EXIT_CONFIG;
 use crate::core::store::Version;
 use crate::engine::rotator::Job;
 use crate::support::output::diag;
+use crate::support::time::format_time;
 
 mod agent_source;
 
@@ -63,6 +68,13 @@ pub struct ExecArgs {
     /// Also write the token document (JSON) to this file, 0600, replaced atomically.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// The file's mode: 0600 (owner only) or 0640 (one group may read; never world bits).
+    #[arg(long, value_name = "MODE", default_value = "0600", requires = "file")]
+    pub file_mode: String,
+    /// The group that may read the file (a name or a gid; needs --file-mode 0640). This user
+    /// must be a member of it.
+    #[arg(long, value_name = "GROUP", requires = "file")]
+    pub file_group: Option<String>,
     /// What to do when a new version appears.
     #[arg(long, value_enum, default_value = "restart")]
     pub on_change: OnChange,
@@ -127,6 +139,13 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
         diag("error: --no-env needs --file: the child would get no token");
         return EXIT_CONFIG;
     }
+    let file = match file_access(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            diag(&format!("error: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
     if args.poll < Duration::from_millis(100) {
         diag("error: --poll must be at least 100ms");
         return EXIT_CONFIG;
@@ -153,7 +172,10 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
             };
             match app.select(std::slice::from_ref(&args.token)) {
                 Ok(j) => match j.first() {
-                    Some(j) => (Source::Store(j), hidden_vars(Some(&app))),
+                    Some(j) => (
+                        Source::Store(j, app.rotator.clock().as_ref()),
+                        hidden_vars(Some(&app)),
+                    ),
                     None => return EXIT_CONFIG,
                 },
                 Err(e) => {
@@ -171,13 +193,14 @@ pub async fn run(config: Option<&Path>, args: ExecArgs) -> u8 {
         }
     };
     if let Some(f) = &args.file
-        && let Err(e) = write_file(f, &doc)
+        && let Err(e) = write_file(f, &doc, file)
     {
         diag(&format!("error: {e}"));
         return 1;
     }
     Supervisor {
         args: &args,
+        file,
         hidden,
         sig,
         stop,
@@ -212,8 +235,8 @@ fn hidden_vars(app: Option<&App>) -> Vec<String> {
 
 /// Where the token comes from.
 enum Source<'a> {
-    /// The token's (primary) store.
-    Store(&'a Job),
+    /// The token's (primary) store, and the clock its expiry is judged by.
+    Store(&'a Job, &'a dyn Clock),
     /// A running agent.
     Agent(agent_source::AgentSource),
 }
@@ -222,14 +245,16 @@ impl Source<'_> {
     /// The token's current version and document, or why there is none to give.
     async fn current(&self) -> Result<(Version, TokenDocument), String> {
         match self {
-            Source::Store(job) => current(job).await,
+            Source::Store(job, clock) => current(job, clock.now()).await,
             Source::Agent(a) => a.current().await,
         }
     }
 }
 
-/// The token's current version and document in its store, or why there is none to give.
-async fn current(job: &Job) -> Result<(Version, TokenDocument), String> {
+/// The token's current version and document in its store, or why there is none to give. A
+/// current version that has expired or cannot be read is not given: the previous one is,
+/// while it is valid (as the agent serves it), so a child never starts with a dead token.
+async fn current(job: &Job, now: DateTime<Utc>) -> Result<(Version, TokenDocument), String> {
     let store = job.store.tokens.as_ref();
     let at = format!(
         "token `{}`: {} store `{}`",
@@ -237,28 +262,106 @@ async fn current(job: &Job) -> Result<(Version, TokenDocument), String> {
         store.backend(),
         store.secret_id()
     );
-    match store.read_current().await {
+    let (version, why) = match store.read_current().await {
         Ok(Some(s)) => match s.document {
-            Ok(d) => Ok((s.version, d)),
-            Err(e) => Err(format!("{at} version {} is unusable: {e}", s.version)),
+            Ok(d) if d.expiry > now => return Ok((s.version, d)),
+            Ok(d) => {
+                let why = format!(
+                    "{at} version {} expired at {}",
+                    s.version,
+                    format_time(d.expiry)
+                );
+                (s.version, why)
+            }
+            Err(e) => {
+                let why = format!("{at} version {} is unusable: {e}", s.version);
+                (s.version, why)
+            }
         },
-        Ok(None) => Err(format!(
-            "{at} holds no token yet; run `deepvue-rotator rotate`"
+        Ok(None) => {
+            return Err(format!(
+                "{at} holds no token yet; run `deepvue-rotator rotate`"
+            ));
+        }
+        Err(e) => return Err(format!("{at}: {e}")),
+    };
+    match store.read_previous(&version).await {
+        Ok(Some(p)) => match p.document {
+            Ok(d) if d.expiry > now => {
+                warn!(
+                    token = %job.name,
+                    previous = %p.version,
+                    expiry = %format_time(d.expiry),
+                    reason = %why,
+                    "the current version is unusable; using the previous version while it is valid"
+                );
+                Ok((p.version, d))
+            }
+            _ => Err(format!("{why}, and no valid previous version is stored")),
+        },
+        Ok(None) => Err(format!("{why}, and no previous version is stored")),
+        Err(e) => Err(format!(
+            "{why}; the previous version could not be read: {e}"
         )),
-        Err(e) => Err(format!("{at}: {e}")),
     }
 }
 
-/// Write the document to `path`: a new file beside it (0600, `O_EXCL | O_NOFOLLOW`), synced,
-/// renamed over it (a link at `path` is replaced, never followed).
-fn write_file(path: &Path, doc: &TokenDocument) -> Result<(), String> {
+/// The token file's mode and group, from `--file-mode` and `--file-group`.
+#[derive(Clone, Copy, Debug)]
+struct FileAccess {
+    mode: u32,
+    gid: Option<u32>,
+}
+
+fn file_access(args: &ExecArgs) -> Result<FileAccess, String> {
+    let mode = match args.file_mode.as_str() {
+        "0600" | "600" => 0o600,
+        "0640" | "640" => 0o640,
+        m => {
+            return Err(format!(
+                "--file-mode {m}: the token file is 0600 (owner only, the default) or 0640 (one \
+                 group may read); never writable by others, never world-readable"
+            ));
+        }
+    };
+    let gid = match &args.file_group {
+        None => None,
+        Some(_) if mode == 0o600 => {
+            return Err(
+                "--file-group needs --file-mode 0640 (0600 gives the group nothing)".into(),
+            );
+        }
+        Some(g) => Some(
+            crate::support::process::resolve_group(g).map_err(|e| format!("--file-group: {e}"))?,
+        ),
+    };
+    Ok(FileAccess { mode, gid })
+}
+
+/// Write the document to `path`: a new file beside it (`O_EXCL | O_NOFOLLOW`, exactly the
+/// mode asked for, the group when given), synced, renamed over it (a link at `path` is
+/// replaced, never followed).
+fn write_file(path: &Path, doc: &TokenDocument, access: FileAccess) -> Result<(), String> {
     let json = doc.to_json();
-    crate::support::atomic_file::write(path, &[json.expose_secret().as_bytes(), b"\n"], 0o600)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::support::atomic_file::write(
+        path,
+        &[json.expose_secret().as_bytes(), b"\n"],
+        access.mode,
+        access.gid,
+    )
+    .map_err(|e| match (e.kind(), access.gid) {
+        (std::io::ErrorKind::PermissionDenied, Some(gid)) => format!(
+            "cannot write {} for group {gid} ({e}): the user running exec must be a member of \
+             that group",
+            path.display()
+        ),
+        _ => format!("cannot write {}: {e}", path.display()),
+    })
 }
 
 struct Supervisor<'a> {
     args: &'a ExecArgs,
+    file: FileAccess,
     /// Environment variables the child does not get: the rotator's credentials and config.
     hidden: Vec<String>,
     sig: rustix::process::Signal,
@@ -404,7 +507,7 @@ impl Supervisor<'_> {
         }
         info!(version = %v, "a new token version");
         if let Some(f) = &self.args.file
-            && let Err(e) = write_file(f, &d)
+            && let Err(e) = write_file(f, &d, self.file)
         {
             // Not taken: the next poll tries again before the child is told.
             warn!(error = %e, "cannot rewrite the token file; trying again at the next poll");
