@@ -543,6 +543,95 @@ pub async fn serves_from_cache_via_proxy(fx: &dyn Faulty) {
     .await;
 }
 
+/// The cache follows the token: with no request, no write and no change event, the agent
+/// reads the store again once the served token reaches `renew_before`; and while it waits for
+/// the rotator's next version it keeps reading, so a version written then is served without
+/// any application asking (on a store without change events, the only way it learns of it).
+pub async fn rereads_when_the_token_reaches_renew_before(fx: &dyn Fixture) {
+    let b = fx.backend();
+    let env = Env::new().await;
+    let store = fx.store().await;
+    let creds = fx.credentials(Some(&valid_credentials())).await;
+    let port = free_port();
+    // A 24 h token renewed 3 s after it was issued.
+    let cfg = env.write_config(&format!(
+        "{}{}{}[[tokens]]\nname = \"prod\"\nrenew_before = \"23h59m57s\"\ncredentials = {}\nstore = {}\n",
+        env.deepvue_section(""),
+        fx.sections(),
+        agent_section(port, ""),
+        creds.toml,
+        store.toml
+    ));
+    let out = run(fx.command(&env, &cfg, &["rotate"])).await;
+    assert_eq!(out.code, 0, "{b}: {out}");
+    let t1 = crate::scenarios::current_token(fx, &store).await;
+    let agent = Agent::start(
+        fx.command(&env, &cfg, &["agent"]),
+        port,
+        &env.path("agent-renew.log"),
+    )
+    .await;
+    const READS: &str = "deepvue_rotator_agent_store_reads_total{token=\"prod\",result=\"ok\"}";
+    let first = agent.token().await;
+    assert_eq!(first.token(), t1, "{b}: {first:?}");
+    let at_start = agent.metric(READS).await;
+    assert!(at_start >= 1.0, "{b}: the agent read the store at start");
+    // Nothing asks and nothing changes: the renewal time alone brings a read.
+    let started = Instant::now();
+    while agent.metric(READS).await <= at_start {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{b}: no store read when the token reached renew_before:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let same = agent.token().await;
+    assert_eq!(
+        (same.token(), same.json()["stale"].clone()),
+        (t1.clone(), Value::Bool(false)),
+        "{b}: the same version, still valid, is served"
+    );
+    let age = agent
+        .metric("deepvue_rotator_agent_token_age_seconds{token=\"prod\"}")
+        .await;
+    assert!(
+        age >= 2.0,
+        "{b}: the served token's age is its time since issue, past the renewal time: {age}"
+    );
+    // The rotator's next version, written now: served without a refresh or a request.
+    let p = parts(fx, &store);
+    let v1 = current_version(&p, b).await;
+    p.tokens
+        .write(
+            &doc_left("tok-renewed-SENTINEL", 24),
+            WriteMode::Update {
+                expected: &v1,
+                lease: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{b}: write the next version: {e}"));
+    let started = Instant::now();
+    while agent.token().await.token() != "tok-renewed-SENTINEL" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{b}: the next version was never read:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        agent
+            .metric("deepvue_rotator_agent_refreshes_total{token=\"prod\",result=\"read\"}")
+            .await,
+        0.0,
+        "{b}: no application refreshed"
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{b}: {log}");
+}
+
 #[tokio::test]
 async fn file_serves_from_cache_coalesces_refreshes_survives_an_outage_and_serves_the_previous_version()
  {
@@ -804,6 +893,46 @@ async fn an_application_that_gets_a_401_refreshes_once_and_is_accepted_again() {
         let (code, log) = agent.stop().await;
         assert_eq!(code, 0, "{log}");
     }
+}
+
+/// The caller token may come from a file (a mounted secret) instead of the environment: the
+/// file's token is the one that counts, and a file others may read is refused.
+#[tokio::test]
+async fn the_caller_token_may_come_from_an_owner_only_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new().await;
+    let port = free_port();
+    let secret = env.path("agent-token");
+    let from_file = "file-caller-token-6c1f0e9a2b";
+    std::fs::write(&secret, format!("{from_file}\n")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = file_config(
+        &env,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nauth_token = {{ file = \"{}\" }}",
+            secret.display()
+        ),
+    );
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    // The harness also sets DEEPVUE_ROTATOR_AGENT_TOKEN: the configured file wins.
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("agent.log")).await;
+    let path = "/v1/tokens/prod";
+    assert_eq!(agent.get(path, &[(HEADER, from_file)]).await.status, 200);
+    assert_eq!(agent.get(path, &[(HEADER, AGENT_TOKEN)]).await.status, 403);
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains(from_file), "{log}");
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = run(env.command(&cfg, &["agent"])).await;
+    assert_eq!(
+        out.code, 2,
+        "a caller token others may read is refused: {out}"
+    );
+    assert!(out.stderr.contains(&secret.display().to_string()), "{out}");
+    assert!(!out.all().contains(from_file), "{out}");
 }
 
 #[tokio::test]

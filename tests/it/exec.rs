@@ -222,6 +222,188 @@ async fn exec_refuses_what_cannot_work() {
     assert!(out.stderr.contains("--no-env needs --file"), "{out}");
 }
 
+/// A current version that has expired is never given to a child: the previous one is while
+/// it is valid; with neither, no child starts. The file may be shared with one group (0640),
+/// exactly, whatever the umask; other modes are refused.
+#[tokio::test]
+async fn exec_never_starts_a_child_with_a_dead_token_and_shares_its_file_with_one_group() {
+    use deepvue_rotator::core::store::{TokenStore as _, WriteMode};
+    use std::os::unix::fs::MetadataExt as _;
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let t1 = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    let store = env.store("prod");
+    let expire = |expected: String| {
+        let store = &store;
+        async move {
+            store
+                .write(
+                    &crate::scenarios::doc_left("tok-expired-SENTINEL", -1),
+                    WriteMode::Update {
+                        expected: &deepvue_rotator::core::store::Version(expected),
+                        lease: None,
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("write an expired version: {e}"))
+        }
+    };
+    let v1 = env.current_version("prod").await.unwrap_or_default();
+    let v2 = expire(v1).await;
+    let file = env.path("shared/token.json");
+    std::fs::create_dir_all(env.path("shared")).unwrap_or_else(|e| panic!("{e}"));
+    let seen = env.path("seen");
+    let gid = rustix::process::getgid().as_raw().to_string();
+    let script = format!("echo \"$DEEPVUE_ACCESS_TOKEN\" > {}", seen.display());
+    let args = [
+        "--file",
+        &*file.to_string_lossy(),
+        "--file-mode",
+        "0640",
+        "--file-group",
+        &gid,
+    ];
+    let mut cmd = exec_cmd(&env, &cfg, &args, &script);
+    cmd.env("RUST_LOG", "warn");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        lines(&seen),
+        std::slice::from_ref(&t1),
+        "the previous, valid version"
+    );
+    assert!(
+        out.stderr.contains("using the previous version") && out.stderr.contains("expired at"),
+        "{out}"
+    );
+    let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (meta.mode() & 0o777, meta.gid().to_string()),
+        (0o640, gid.clone()),
+        "the file: 0640, in the group asked for"
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains(&t1)
+    );
+
+    // The previous version has expired too: no child, and exec says why.
+    std::fs::remove_file(&seen).unwrap_or_else(|e| panic!("{e}"));
+    expire(v2.0).await;
+    let out = run(exec_cmd(&env, &cfg, &[], &script)).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("expired at") && out.stderr.contains("no valid previous version"),
+        "{out}"
+    );
+    assert!(!seen.exists(), "no child was started");
+
+    // Modes that are not owner-only or one group's are refused before anything runs.
+    let file_arg = file.to_string_lossy().to_string();
+    for (bad, says) in [
+        (&["--file-mode", "0644"][..], "--file-mode 0644"),
+        (
+            &["--file-group", "0"][..],
+            "--file-group needs --file-mode 0640",
+        ),
+    ] {
+        let mut args = vec!["--file", file_arg.as_str()];
+        args.extend_from_slice(bad);
+        let out = run(exec_cmd(&env, &cfg, &args, "exit 0")).await;
+        assert_eq!(out.code, 2, "{out}");
+        assert!(out.stderr.contains(says), "{out}");
+    }
+}
+
+/// A child that ignores the stop signal is killed (SIGKILL) after `--stop-timeout` and started
+/// again with the new token; `--on-change none` only rewrites the file. (The child ignores
+/// only the first TERM, so the test can end it.)
+#[tokio::test]
+async fn a_child_that_ignores_the_stop_signal_is_killed_and_on_change_none_only_rewrites_the_file()
+{
+    let env = Env::new().await;
+    let cfg = env.config();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let log = env.path("starts");
+    let script = format!(
+        "echo \"start $DEEPVUE_ACCESS_TOKEN\" >> {0}; trap 'echo term >> {0}; trap - TERM' TERM; while :; do sleep 0.05; done",
+        log.display()
+    );
+    let mut cmd = exec_cmd(
+        &env,
+        &cfg,
+        &["--poll", "200ms", "--stop-timeout", "300ms"],
+        &script,
+    );
+    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(&log).len() == 1).await;
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    until("a second start after the kill", || {
+        lines(&log)
+            .iter()
+            .filter(|l| l.starts_with("start "))
+            .count()
+            == 2
+    })
+    .await;
+    let tokens = env.sim.issued_tokens();
+    let got = lines(&log);
+    assert_eq!(
+        got,
+        [
+            format!("start {}", tokens[0]),
+            "term".to_string(),
+            format!("start {}", tokens[1])
+        ],
+        "asked to stop, ignored it, killed, started with the new token"
+    );
+    // The new child ignores the first TERM too; the second ends it, and exec with it.
+    signal(&exec, rustix::process::Signal::TERM);
+    until("the first TERM reached the new child", || {
+        lines(&log).iter().filter(|l| *l == "term").count() == 2
+    })
+    .await;
+    assert_eq!(stop(&mut exec).await.code(), Some(143));
+
+    let file = env.path("none.json");
+    let starts = env.path("starts-none");
+    let script = format!(
+        "echo start >> {}; while :; do sleep 0.05; done",
+        starts.display()
+    );
+    let mut cmd = exec_cmd(
+        &env,
+        &cfg,
+        &[
+            "--poll",
+            "200ms",
+            "--file",
+            &file.to_string_lossy(),
+            "--on-change",
+            "none",
+        ],
+        &script,
+    );
+    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(&starts).len() == 1).await;
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    let newest = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    until("the file holds the new token", || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains(&newest)
+    })
+    .await;
+    assert_eq!(lines(&starts).len(), 1, "no restart");
+    assert!(
+        exec.try_wait().ok().flatten().is_none(),
+        "the child and exec run on"
+    );
+    assert_eq!(stop(&mut exec).await.code(), Some(143));
+}
+
 /// Both ways Deepvue may treat earlier tokens, against the simulator's API call: when a new
 /// mint revokes the old token, the child `exec` restarted with the new one is accepted again;
 /// when earlier tokens stay valid, the old one keeps working until its expiry.

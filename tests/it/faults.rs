@@ -806,6 +806,10 @@ macro_rules! matrix {
             async fn the_agent_serves_from_cache_coalesces_refreshes_and_survives_an_outage() {
                 crate::agent::serves_from_cache_via_proxy(&$fixture).await;
             }
+            #[tokio::test]
+            async fn the_agent_reads_the_store_again_when_the_token_reaches_renew_before() {
+                crate::agent::rereads_when_the_token_reaches_renew_before(&$fixture).await;
+            }
         }
     };
 }

@@ -74,8 +74,25 @@ async fn a_failing_hook_is_reported_and_alerted_and_never_undoes_the_write() {
         &env,
         "{ command = [\"/bin/sh\", \"-c\", \"echo reload refused >&2; exit 3\"] }",
     );
-    let out = env.run(&bad, &["rotate", "--json"]).await;
+    let prom = env.path("rotate.prom");
+    let out = env
+        .run(
+            &bad,
+            &[
+                "rotate",
+                "--json",
+                "--metrics-file",
+                &prom.to_string_lossy(),
+            ],
+        )
+        .await;
     assert_eq!(out.code, 1, "a failed hook fails the run: {out}");
+    let metrics = std::fs::read_to_string(&prom).unwrap_or_default();
+    assert!(
+        metrics.lines().any(|l| l
+            == "deepvue_rotator_hooks_total{token=\"prod\",kind=\"command\",result=\"failed\"} 1"),
+        "the failure is counted: {metrics}"
+    );
     let r = report(&out);
     assert_eq!(r["outcome"], "rotated", "{out}");
     assert_eq!(r["version"], "1", "the token stays written: {out}");
