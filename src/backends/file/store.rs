@@ -172,7 +172,9 @@ impl FileStore {
         if e == Errno::LOOP || is_link {
             return self.refused(
                 path,
-                "is a symbolic link; deepvue-rotator never follows links it did not make. Point                  store.path at the real directory (or replace the link with a directory owned by                  this user, mode 0700)"
+                "is a symbolic link; deepvue-rotator never follows links it did not make. Point \
+                 store.path at the real directory (or replace the link with a directory owned by \
+                 this user, mode 0700)"
                     .into(),
             );
         }
@@ -194,7 +196,9 @@ impl FileStore {
             return Err(self.refused(
                 path,
                 format!(
-                    "is owned by uid {}, not by this user (uid {me}); the store directory must                      belong to the user that runs deepvue-rotator: `chown` it, or point                      store.path elsewhere",
+                    "is owned by uid {}, not by this user (uid {me}); the store directory must \
+                     belong to the user that runs deepvue-rotator: `chown` it, or point \
+                     store.path elsewhere",
                     st.st_uid
                 ),
             ));
@@ -370,7 +374,8 @@ impl FileStore {
                         return Err(s.err(
                             ErrorKind::Permanent,
                             format!(
-                                "lock file {} is a symbolic link; deepvue-rotator never follows                                  links in its store (remove it)",
+                                "lock file {} is a symbolic link; deepvue-rotator never follows \
+                                 links in its store (remove it)",
                                 path.display()
                             ),
                         ));
@@ -381,7 +386,10 @@ impl FileStore {
                 if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                     return Err(s.err(
                         ErrorKind::Permanent,
-                        format!("lock file {} is not a regular file (remove it)", path.display()),
+                        format!(
+                            "lock file {} is not a regular file (remove it)",
+                            path.display()
+                        ),
                     ));
                 }
                 Ok((root, File::from(fd)))
@@ -529,7 +537,8 @@ impl FileStore {
                 self.err(
                     ErrorKind::Permanent,
                     format!(
-                        "version numbers are exhausted (the last is {last}, the format holds                          {VERSION_DIGITS} digits); move the store aside and start a new one"
+                        "version numbers are exhausted (the last is {last}, the format holds \
+                         {VERSION_DIGITS} digits); move the store aside and start a new one"
                     ),
                 )
             })?;

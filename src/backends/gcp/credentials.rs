@@ -107,7 +107,8 @@ impl CredentialSource for GcpCredentials {
             return Err(self.error(
                 ErrorKind::Transient,
                 format!(
-                    "{}: the payload does not match its dataCrc32c ({sent} stored, {} computed);                      not used",
+                    "{}: the payload does not match its dataCrc32c ({sent} stored, {} computed); \
+                     not used",
                     resp.name,
                     crc32c(&data)
                 ),
