@@ -895,6 +895,137 @@ async fn an_application_that_gets_a_401_refreshes_once_and_is_accepted_again() {
     }
 }
 
+/// A current version that cannot be read (not only one that expired) is not served: the
+/// previous one is, marked stale with the reason; exec gives the child that one too.
+#[tokio::test]
+async fn a_malformed_current_version_leaves_the_previous_one_served_as_stale() {
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
+    let t1 = env.sim.issued_tokens()[0].clone();
+    std::fs::write(
+        env.store_dir("prod").join("versions/0000000002.json"),
+        "{\"access_token\": \"x\", \"expiry\": \"not a time\"}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("agent.log")).await;
+    let got = agent.token().await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.token(), t1, "the previous version");
+    assert_eq!(got.json()["stale"], true);
+    assert!(
+        got.json()["stale_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("version 2 is unusable")),
+        "{}",
+        got.body
+    );
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+
+    let seen = env.path("seen");
+    let mut cmd = env.command(
+        &cfg,
+        &[
+            "exec",
+            "--token",
+            "prod",
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("echo \"$DEEPVUE_ACCESS_TOKEN\" > {}", seen.display()),
+        ],
+    );
+    cmd.env("RUST_LOG", "warn");
+    let out = run(cmd).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap_or_default().trim(),
+        t1,
+        "exec: {out}"
+    );
+    assert!(out.stderr.contains("version 2 is unusable"), "{out}");
+}
+
+/// A store outage serves the cached token until its expiry, and not a moment past it: then
+/// requests get 503 with the reason, until the store is back with a new version.
+#[tokio::test]
+async fn a_store_outage_serves_the_cache_until_the_token_expires_then_503() {
+    use deepvue_rotator::core::store::TokenStore as _;
+    let env = Env::new().await;
+    let port = free_port();
+    let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\""));
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    // A version that expires in three seconds (Deepvue's never would; the store takes it).
+    let mut short = doc_left("tok-short-SENTINEL", 1);
+    // Whole seconds, as the document stores times.
+    short.expiry =
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now() + chrono::Duration::seconds(3), 0);
+    let v1 = Version(env.current_version("prod").await.unwrap_or_default());
+    env.store("prod")
+        .write(
+            &short,
+            WriteMode::Update {
+                expected: &v1,
+                lease: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("write a short-lived version: {e}"));
+    let t1 = "tok-short-SENTINEL".to_string();
+    let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("agent.log")).await;
+    let outage = Outage::FileStore(env.store_dir("prod"));
+    outage.begin();
+    let during = agent.refresh().await;
+    assert_eq!(
+        (during.status, during.token()),
+        (200, t1.clone()),
+        "the cache, while the token is valid: {during:?}"
+    );
+    let started = Instant::now();
+    let expired = loop {
+        let a = agent.token().await;
+        if a.status != 200 {
+            break a;
+        }
+        assert_eq!(a.token(), t1);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still served long after its expiry:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(expired.status, 503, "{expired:?}");
+    assert!(
+        chrono::Utc::now() >= short.expiry,
+        "503 only once the cached token has expired"
+    );
+    assert!(
+        expired.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("token `prod`")),
+        "{}",
+        expired.body
+    );
+    assert!(!expired.body.contains(&t1), "{}", expired.body);
+    assert!(
+        expired.body.contains("is a symbolic link; deepvue-rotator never follows links it did not make. Point store.path"),
+        "the store's reason, in one readable sentence: {}",
+        expired.body
+    );
+    outage.end();
+    assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
+    let t2 = env.sim.issued_tokens().last().cloned().unwrap_or_default();
+    tokio::time::sleep(PAST_INTERVAL).await;
+    let back = agent.refresh().await;
+    assert_eq!((back.status, back.token()), (200, t2), "{back:?}");
+    let (code, log) = agent.stop().await;
+    assert_eq!(code, 0, "{log}");
+}
+
 /// The caller token may come from a file (a mounted secret) instead of the environment: the
 /// file's token is the one that counts, and a file others may read is refused.
 #[tokio::test]

@@ -52,6 +52,38 @@ fn exec_cmd(env: &Env, cfg: &Path, extra: &[&str], script: &str) -> tokio::proce
     cmd
 }
 
+/// Spawn exec (`extra` options) on a child that appends `start <token>` to `log` when it starts
+/// and then runs `traps` (shell) and loops; rotate once, and wait for the child's second start.
+async fn through_a_rotation(
+    env: &Env,
+    cfg: &Path,
+    extra: &[&str],
+    log: &Path,
+    traps: &str,
+) -> tokio::process::Child {
+    let script = format!(
+        "echo \"start $DEEPVUE_ACCESS_TOKEN\" >> {}; {traps}; while :; do sleep 0.05; done",
+        log.display()
+    );
+    let mut exec = exec_cmd(env, cfg, extra, &script)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    until("the child started", || lines(log).len() == 1).await;
+    assert_eq!(env.run(cfg, &["rotate", "--force"]).await.code, 0);
+    until("a second start, with the new token", || {
+        lines(log)
+            .iter()
+            .filter(|l| l.starts_with("start "))
+            .count()
+            == 2
+    })
+    .await;
+    if let Ok(Some(status)) = exec.try_wait() {
+        panic!("exec ended ({status})");
+    }
+    exec
+}
+
 #[tokio::test]
 async fn the_child_gets_the_token_in_its_environment_and_a_private_file_and_its_exit_status() {
     let env = Env::new().await;
@@ -92,27 +124,17 @@ async fn a_new_version_restarts_the_child_and_signals_are_forwarded() {
     let cfg = env.config();
     assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
     let log = env.path("starts");
-    let script = format!(
-        "echo \"start $DEEPVUE_ACCESS_TOKEN\" >> {0}; trap 'echo usr1 >> {0}' USR1; trap 'echo term >> {0}; exit 0' TERM; while :; do sleep 0.05; done",
-        log.display()
-    );
-    let mut cmd = exec_cmd(
+    // The rotator writes a new version: the child is stopped (TERM) and started again.
+    let mut exec = through_a_rotation(
         &env,
         &cfg,
         &["--poll", "200ms", "--stop-timeout", "5s"],
-        &script,
-    );
-    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    until("the child started", || lines(&log).len() == 1).await;
-    // The rotator writes a new version: the child is stopped (TERM) and started again.
-    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
-    until("a restart with the new token", || {
-        lines(&log)
-            .iter()
-            .filter(|l| l.starts_with("start "))
-            .count()
-            == 2
-    })
+        &log,
+        &format!(
+            "trap 'echo usr1 >> {0}' USR1; trap 'echo term >> {0}; exit 0' TERM",
+            log.display()
+        ),
+    )
     .await;
     let tokens = env.sim.issued_tokens();
     let got = lines(&log);
@@ -327,26 +349,13 @@ async fn a_child_that_ignores_the_stop_signal_is_killed_and_on_change_none_only_
     let cfg = env.config();
     assert_eq!(env.run(&cfg, &["rotate"]).await.code, 0);
     let log = env.path("starts");
-    let script = format!(
-        "echo \"start $DEEPVUE_ACCESS_TOKEN\" >> {0}; trap 'echo term >> {0}; trap - TERM' TERM; while :; do sleep 0.05; done",
-        log.display()
-    );
-    let mut cmd = exec_cmd(
+    let mut exec = through_a_rotation(
         &env,
         &cfg,
         &["--poll", "200ms", "--stop-timeout", "300ms"],
-        &script,
-    );
-    let mut exec = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    until("the child started", || lines(&log).len() == 1).await;
-    assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
-    until("a second start after the kill", || {
-        lines(&log)
-            .iter()
-            .filter(|l| l.starts_with("start "))
-            .count()
-            == 2
-    })
+        &log,
+        &format!("trap 'echo term >> {}; trap - TERM' TERM", log.display()),
+    )
     .await;
     let tokens = env.sim.issued_tokens();
     let got = lines(&log);
