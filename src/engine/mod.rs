@@ -17,3 +17,4 @@ pub mod observed;
 pub mod record;
 pub mod rotator;
 pub mod trigger;
+pub mod usable;

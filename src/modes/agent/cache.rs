@@ -35,6 +35,7 @@ use crate::core::document::{TokenDocument, format_time};
 use crate::core::result::OutcomeKind;
 use crate::core::store::{TokenStore, Version};
 use crate::engine::rotator::{Job, RunOptions};
+use crate::engine::usable::{self, Current};
 
 /// What is served for a token, with its answers rendered once (a request copies them).
 pub struct Served {
@@ -344,13 +345,8 @@ impl Cache {
     async fn read(&self, name: &str, slot: &Slot) {
         let job = self.job(slot);
         let store: &dyn TokenStore = job.store.tokens.as_ref();
-        let at = format!(
-            "token `{name}`: {} store `{}`",
-            store.backend(),
-            store.secret_id()
-        );
         let now = self.now();
-        let current = store.read_current().await;
+        let current = usable::current(name, store, now).await;
         self.metrics.store_read(name, current.is_ok());
         let (current_version, why) = match current {
             Err(e) => {
@@ -367,28 +363,11 @@ impl Cache {
                 write_lock(&slot.problem, Some(format!("token `{name}`: {e}")));
                 return;
             }
-            Ok(None) => (
-                None,
-                format!("{at} holds no token yet; run `deepvue-rotator rotate`"),
-            ),
-            Ok(Some(s)) => match s.document {
-                Ok(d) if d.expiry > now => {
-                    self.install(name, slot, s.version, Arc::new(d), None);
-                    return;
-                }
-                Ok(d) => {
-                    let why = format!(
-                        "{at} version {} expired at {}",
-                        s.version,
-                        format_time(d.expiry)
-                    );
-                    (Some(s.version), why)
-                }
-                Err(e) => {
-                    let why = format!("{at} version {} is unusable: {e}", s.version);
-                    (Some(s.version), why)
-                }
-            },
+            Ok(Current::Usable(version, doc)) => {
+                self.install(name, slot, version, Arc::new(doc), None);
+                return;
+            }
+            Ok(Current::Unusable { version, why }) => (version, why),
         };
         // The current version cannot be served: the previous one can, while it is valid —
         // the one held in memory, else the store's.
@@ -397,12 +376,8 @@ impl Cache {
             .map(|s| (s.version.clone(), s.doc.clone()));
         let previous = match (held, &current_version) {
             (Some(h), _) => Some(h),
-            (None, Some(v)) => match store.read_previous(v).await {
-                Ok(Some(p)) => match p.document {
-                    Ok(d) if d.expiry > now => Some((p.version, Arc::new(d))),
-                    _ => None,
-                },
-                Ok(None) => None,
+            (None, Some(v)) => match usable::valid_previous(store, v, now).await {
+                Ok(p) => p.map(|(version, doc)| (version, Arc::new(doc))),
                 Err(e) => {
                     debug!(token = name, error = %e, "the previous version could not be read");
                     None

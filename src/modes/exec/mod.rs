@@ -37,6 +37,7 @@ use crate::core::document::TokenDocument;
 use crate::core::error::EXIT_CONFIG;
 use crate::core::store::Version;
 use crate::engine::rotator::Job;
+use crate::engine::usable::{self, Current};
 use crate::support::output::diag;
 use crate::support::time::format_time;
 
@@ -256,50 +257,29 @@ impl Source<'_> {
 /// while it is valid (as the agent serves it), so a child never starts with a dead token.
 async fn current(job: &Job, now: DateTime<Utc>) -> Result<(Version, TokenDocument), String> {
     let store = job.store.tokens.as_ref();
-    let at = format!(
-        "token `{}`: {} store `{}`",
-        job.name,
-        store.backend(),
-        store.secret_id()
-    );
-    let (version, why) = match store.read_current().await {
-        Ok(Some(s)) => match s.document {
-            Ok(d) if d.expiry > now => return Ok((s.version, d)),
-            Ok(d) => {
-                let why = format!(
-                    "{at} version {} expired at {}",
-                    s.version,
-                    format_time(d.expiry)
-                );
-                (s.version, why)
-            }
-            Err(e) => {
-                let why = format!("{at} version {} is unusable: {e}", s.version);
-                (s.version, why)
-            }
-        },
-        Ok(None) => {
-            return Err(format!(
-                "{at} holds no token yet; run `deepvue-rotator rotate`"
-            ));
-        }
-        Err(e) => return Err(format!("{at}: {e}")),
+    let current = usable::current(&job.name, store, now)
+        .await
+        .map_err(|e| format!("{}: {e}", usable::place(&job.name, store)))?;
+    let (version, why) = match current {
+        Current::Usable(version, doc) => return Ok((version, doc)),
+        Current::Unusable {
+            version: Some(v),
+            why,
+        } => (v, why),
+        Current::Unusable { version: None, why } => return Err(why),
     };
-    match store.read_previous(&version).await {
-        Ok(Some(p)) => match p.document {
-            Ok(d) if d.expiry > now => {
-                warn!(
-                    token = %job.name,
-                    previous = %p.version,
-                    expiry = %format_time(d.expiry),
-                    reason = %why,
-                    "the current version is unusable; using the previous version while it is valid"
-                );
-                Ok((p.version, d))
-            }
-            _ => Err(format!("{why}, and no valid previous version is stored")),
-        },
-        Ok(None) => Err(format!("{why}, and no previous version is stored")),
+    match usable::valid_previous(store, &version, now).await {
+        Ok(Some((previous, doc))) => {
+            warn!(
+                token = %job.name,
+                previous = %previous,
+                expiry = %format_time(doc.expiry),
+                reason = %why,
+                "the current version is unusable; using the previous version while it is valid"
+            );
+            Ok((previous, doc))
+        }
+        Ok(None) => Err(format!("{why}, and no valid previous version is stored")),
         Err(e) => Err(format!(
             "{why}; the previous version could not be read: {e}"
         )),
