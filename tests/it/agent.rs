@@ -58,6 +58,26 @@ impl Answer {
     }
 }
 
+/// Poll `$cond` (an expression that may `.await`) every 20 ms until it holds; fail after 30 s
+/// with the message (format arguments) and the agent's log.
+macro_rules! eventually {
+    ($agent:expr, $cond:expr, $($what:tt)+) => {{
+        let started = Instant::now();
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{}:\n{}",
+                format!($($what)+),
+                $agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }};
+}
+
 /// A running agent.
 pub struct Agent {
     child: tokio::process::Child,
@@ -363,14 +383,11 @@ pub async fn serves_from_cache(
     let v2 = current_version(&p, b).await;
     let t2 = crate::scenarios::current_token(fx, &store).await;
     if reports_changes {
-        let started = Instant::now();
-        while agent.token().await.token() != t2 {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{b}: no change event"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually!(
+            agent,
+            agent.token().await.token() == t2,
+            "{b}: no change event"
+        );
     } else {
         assert_eq!(agent.token().await.token(), t1, "{b}: served from memory");
     }
@@ -577,15 +594,11 @@ pub async fn rereads_when_the_token_reaches_renew_before(fx: &dyn Fixture) {
     let at_start = agent.metric(READS).await;
     assert!(at_start >= 1.0, "{b}: the agent read the store at start");
     // Nothing asks and nothing changes: the renewal time alone brings a read.
-    let started = Instant::now();
-    while agent.metric(READS).await <= at_start {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{b}: no store read when the token reached renew_before:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually!(
+        agent,
+        agent.metric(READS).await > at_start,
+        "{b}: no store read when the token reached renew_before"
+    );
     let same = agent.token().await;
     assert_eq!(
         (same.token(), same.json()["stale"].clone()),
@@ -612,15 +625,11 @@ pub async fn rereads_when_the_token_reaches_renew_before(fx: &dyn Fixture) {
         )
         .await
         .unwrap_or_else(|e| panic!("{b}: write the next version: {e}"));
-    let started = Instant::now();
-    while agent.token().await.token() != "tok-renewed-SENTINEL" {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{b}: the next version was never read:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually!(
+        agent,
+        agent.token().await.token() == "tok-renewed-SENTINEL",
+        "{b}: the next version was never read"
+    );
     assert_eq!(
         agent
             .metric("deepvue_rotator_agent_refreshes_total{token=\"prod\",result=\"read\"}")
@@ -849,15 +858,11 @@ async fn with_mint_the_agent_rotates_a_due_token_through_the_engine() {
     let port = free_port();
     let cfg = file_config(&env, &format!("listen = \"127.0.0.1:{port}\"\nmint = true"));
     let agent = Agent::start(env.command(&cfg, &["agent"]), port, &env.path("a.log")).await;
-    let started = Instant::now();
-    while agent.get("/readyz", &[]).await.status != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually!(
+        agent,
+        agent.get("/readyz", &[]).await.status == 200,
+        "never ready"
+    );
     let a = agent.token().await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(Some(a.token()), env.sim.issued_tokens().last().cloned());
@@ -1221,15 +1226,11 @@ async fn a_file_store_write_reaches_the_agent_at_once_through_its_change_event()
     assert_eq!(env.run(&cfg, &["rotate", "--force"]).await.code, 0);
     let new = env.sim.issued_tokens().last().cloned().unwrap_or_default();
     assert_ne!(first, new);
-    let started = Instant::now();
-    while agent.token().await.token() != new {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent never saw the write:\n{}",
-            agent.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually!(
+        agent,
+        agent.token().await.token() == new,
+        "the agent never saw the write"
+    );
     assert_eq!(
         agent
             .metric("deepvue_rotator_agent_refreshes_total{token=\"prod\",result=\"read\"}")
